@@ -1,0 +1,518 @@
+"""③→④ One logical call: attempts, the response body, and the `CallEvent` they make.
+
+Everything here is colour-blind: the sync and async transports drive the
+same `Call` and only differ in how they wait and read. A `Call` is created
+when the SDK hands a request to the transport (the SDK's own retries are
+off, so one request is one logical call) and finishes exactly once: when
+the body ends or is closed, when the caller drops it, or when an exception
+or cancellation escapes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import deque
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ._context import Context, InteractionTotals
+from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
+from .policies import parse_retry_after, sdk_retry_delay
+
+if TYPE_CHECKING:
+    from ._hook import Hook
+    from .providers import RequestInfo, ResponseInfo, StreamFormat
+
+__all__ = ["Call"]
+
+# Bodies up to this size are kept whole for parsing at the end; beyond it
+# only the head and a tail survive (usage lives at the end of every format).
+_RETAIN_LIMIT = 8 * 1024 * 1024
+_TAIL_LIMIT = 256 * 1024
+_MARKER_CARRY = 64
+_COLLECTED: deque[Call] = deque()
+
+
+def finish_collected() -> None:
+    """Finish the calls whose responses were garbage-collected unclosed."""
+    while _COLLECTED:
+        try:
+            call = _COLLECTED.popleft()
+        except IndexError:
+            return
+        call._finish_collected()  # noqa: SLF001
+
+
+class Call:
+    """State of one logical call, from the first attempt to its event."""
+
+    __slots__ = (
+        "_app_ctx",
+        "_attempt_started",
+        "_backoff",
+        "_body_done",
+        "_carry",
+        "_chunks",
+        "_content_at",
+        "_ctx",
+        "_deadline",
+        "_finish_lock",
+        "_headers",
+        "_hook",
+        "_info",
+        "_interaction",
+        "_nbytes",
+        "_pending",
+        "_prev_trace",
+        "_prompt_estimate",
+        "_retained",
+        "_sse",
+        "_status",
+        "_stream_format",
+        "_t0",
+        "_tail",
+        "_trace",
+        "attempts",
+        "call_id",
+    )
+
+    def __init__(
+        self,
+        hook: Hook,
+        info: RequestInfo,
+        ctx: Context,
+        *,
+        call_id: str,
+        prompt_estimate: int | None,
+        deadline: float | None,
+    ) -> None:
+        self._hook = hook
+        self._info = info
+        self._ctx = ctx
+        self.call_id = call_id
+        self._prompt_estimate = prompt_estimate
+        self._t0 = time.perf_counter()
+        self._deadline = None if deadline is None else self._t0 + deadline
+        # Sinks run in the caller's contextvars (structlog's bound variables,
+        # the current span), even though they run on another thread.
+        self._app_ctx = contextvars.copy_context()
+        from ._context import current_interaction  # noqa: PLC0415
+
+        self._interaction: InteractionTotals | None = current_interaction()
+        self._finish_lock = threading.Lock()
+        self.attempts = 0
+        self._backoff: list[float] = []
+        self._status: int | None = None
+        self._headers: Mapping[str, str] | None = None
+        self._trace: list[tuple[str, float]] = []
+        self._prev_trace: Any = None
+        self._attempt_started = 0.0
+        self._body_done = False
+        self._chunks: list[bytes] = []
+        self._tail: list[bytes] = []
+        self._retained = 0
+        self._nbytes = 0
+        self._sse = False
+        self._stream_format: StreamFormat | None = None
+        self._content_at: float | None = None
+        self._carry = b""
+        self._pending: bytes | None = None
+
+    # -- attempts -------------------------------------------------------------
+
+    def begin_attempt(self, extensions: dict[str, Any], *, is_async: bool) -> dict[str, Any]:
+        """Count an attempt; return the request extensions to send it with."""
+        self.attempts += 1
+        self._trace = []
+        self._attempt_started = time.perf_counter()
+        if self.attempts == 1:
+            self._prev_trace = extensions.get("trace")
+        extensions = dict(extensions)
+        extensions["trace"] = self._async_trace if is_async else self._sync_trace
+        if self._deadline is not None and self.attempts > 1:
+            remaining = max(self._deadline - self._attempt_started, 0.001)
+            timeout = extensions.get("timeout")
+            if isinstance(timeout, dict):
+                extensions["timeout"] = {
+                    k: remaining if v is None else min(v, remaining) for k, v in timeout.items()
+                }
+        return extensions
+
+    def _sync_trace(self, name: str, info: Mapping[str, Any]) -> None:
+        self._trace.append((name, time.perf_counter()))
+        if self._prev_trace is not None:
+            self._prev_trace(name, info)
+
+    async def _async_trace(self, name: str, info: Mapping[str, Any]) -> None:
+        self._trace.append((name, time.perf_counter()))
+        if self._prev_trace is not None:
+            await self._prev_trace(name, info)
+
+    def attempt_answered(self, status: int, headers: Mapping[str, str]) -> float | None:
+        """Record response headers; return the sleep before a retry, or None to keep this response."""
+        self._status = status
+        self._headers = headers
+        delay = None
+        if status >= 400:
+            delay = self._retry_delay(status, headers, None)
+        self._attempt_event(status, None, headers, delay)
+        return delay
+
+    def attempt_failed(self, exc: Exception) -> float | None:
+        """Record a transport failure; return the sleep before a retry, or None to raise it."""
+        self._status = None
+        self._headers = None
+        delay = self._retry_delay(None, None, exc)
+        self._attempt_event(None, type(exc).__name__, None, delay)
+        return delay
+
+    def _retry_delay(
+        self, status: int | None, headers: Mapping[str, str] | None, exc: Exception | None
+    ) -> float | None:
+        delay = sdk_retry_delay(
+            retries_taken=self.attempts - 1,
+            max_retries=self._hook.max_retries,
+            status=status,
+            headers=headers,
+            exc=exc,
+            random=self._hook.random,
+        )
+        if delay is None:
+            return None
+        if self._deadline is not None and time.perf_counter() + delay >= self._deadline:
+            return None  # sleeping would outlive the caller's timeout: fail now
+        self._backoff.append(delay)
+        return delay
+
+    def _attempt_event(
+        self,
+        status: int | None,
+        error_type: str | None,
+        headers: Mapping[str, str] | None,
+        delay: float | None,
+    ) -> None:
+        hook = self._hook
+        try:
+            event = AttemptEvent(
+                call_id=self.call_id,
+                correlation_id=self._ctx.correlation_id or "",
+                attempt=self.attempts,
+                provider=hook.provider.name,
+                operation=self._info.operation,
+                model=self._info.model,
+                http_status=status,
+                error_type=error_type,
+                request_id=None if headers is None else headers.get(hook.provider.request_id_header),
+                latency_s=time.perf_counter() - self._attempt_started,
+                retry_after_s=None if headers is None else parse_retry_after(headers),
+                will_retry=delay is not None,
+                backoff_s=delay or 0.0,
+                network=self._network(),
+            )
+            hook.pipeline.emit_attempt(event, hook.routes, hook.metrics, self._app_ctx)
+        except Exception:  # noqa: BLE001 - telemetry must never break the call
+            hook.pipeline.internal_error("attempt_event")
+
+    # -- the response body ----------------------------------------------------
+
+    def observe_body(self, headers: Mapping[str, str]) -> None:
+        """Prepare to watch the body of the response the caller will get."""
+        content_type = headers.get("content-type", "")
+        self._sse = content_type.startswith("text/event-stream")
+        if self._sse:
+            self._stream_format = self._hook.provider.stream_format(self._info)
+            if self._info.strip_usage_chunk:
+                self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Watch one chunk on its way to the caller; return what to pass on.
+
+        This runs for every network read of every stream, so it does the
+        least it can: keep a reference, and look for the first content
+        marker until it is found. Everything else is parsed once, at the end.
+        """
+        size = len(chunk)
+        self._nbytes += size
+        if self._retained < _RETAIN_LIMIT:
+            self._chunks.append(chunk)
+            self._retained += size
+        else:
+            self._keep_tail(chunk)
+        if self._content_at is None and self._sse:
+            self._scan_for_content(chunk)
+        if self._pending is not None:
+            return self._strip_usage_chunk(chunk)
+        return chunk
+
+    def consume(self, content: bytes) -> bytes:
+        """Watch a body the inner transport had already read in full; return what to keep."""
+        out = self.feed(content) + self.drain()
+        self.body_ended()
+        return out
+
+    def drain(self) -> bytes:
+        """Return bytes held back by usage-chunk stripping when the body ends."""
+        pending, self._pending = self._pending, None
+        return pending or b""
+
+    def _keep_tail(self, chunk: bytes) -> None:
+        self._tail.append(chunk)
+        size = sum(map(len, self._tail))
+        while size > _TAIL_LIMIT and len(self._tail) > 1:
+            size -= len(self._tail.pop(0))
+
+    def _scan_for_content(self, chunk: bytes) -> None:
+        assert self._stream_format is not None
+        data = self._carry + chunk
+        for marker in self._stream_format.content_markers:
+            pos = data.find(marker)
+            while pos >= 0:
+                end = pos + len(marker)
+                # '"content":""' is the role-only first chunk, not output.
+                if marker.endswith(b'"') and data[end : end + 1] in (b'"', b""):
+                    pos = data.find(marker, end)
+                    continue
+                self._content_at = time.perf_counter()
+                return
+        self._carry = data[-_MARKER_CARRY:]
+
+    def _strip_usage_chunk(self, chunk: bytes) -> bytes:
+        # Only when we added include_usage ourselves: hide the extra
+        # usage-only event so the caller's stream is what they asked for.
+        # Cut on event boundaries, so a split event is never passed half on.
+        data = (self._pending or b"") + chunk
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = data
+            return b""
+        complete, self._pending = data[: cut + 2], data[cut + 2 :]
+        if b'"choices":[]' not in complete:
+            return complete
+        events = complete.split(b"\n\n")[:-1]
+        return b"".join(e + b"\n\n" for e in events if b'"choices":[]' not in e)
+
+    # -- finishing --------------------------------------------------------------
+
+    def body_ended(self) -> None:
+        """The provider's body arrived in full."""
+        self._body_done = True
+        self._finish_body("ended", None)
+
+    def body_closed(self) -> None:
+        """The caller (or the SDK) closed the body, possibly before its end."""
+        self._finish_body("closed", None)
+
+    def body_failed(self, exc: BaseException) -> None:
+        """Reading the body raised (connection reset, cancellation)."""
+        self._finish_body("failed", exc)
+
+    def body_collected(self) -> None:
+        """The response was garbage-collected without being closed.
+
+        Called from ``__del__``, i.e. from inside the garbage collector, which
+        may run while this very thread holds a lock of ours or of
+        prometheus_client: so only queue the call here (``deque.append`` takes
+        no lock) and finish it later, from `finish_collected`.
+        """
+        if not self._finish_lock.locked():
+            _COLLECTED.append(self)
+
+    def _finish_collected(self) -> None:
+        self._finish_body("collected", None)
+
+    def abort(self, exc: BaseException) -> None:
+        """An exception escaped before a response was handed over."""
+        if self._finish_lock.locked():
+            return
+        if isinstance(exc, Exception):
+            outcome: Outcome = "error"
+            error_type = self._hook.sdk_error_name(exc)
+        else:
+            outcome, error_type = "cancelled", type(exc).__name__
+        self._finish(outcome, None, error_type=error_type, error_message=_safe_message(exc))
+
+    def _finish_body(self, how: str, exc: BaseException | None) -> None:
+        if self._finish_lock.locked():
+            return
+        data = b"".join(self._chunks + self._tail) if self._tail else b"".join(self._chunks)
+        provider = self._hook.provider
+        status = self._status or 0
+        interrupted = False
+        parsed: ResponseInfo
+        if status >= 400:
+            parsed = provider.parse_error(status, data)
+            outcome: Outcome = "error"
+        elif self._sse:
+            parsed = provider.parse_stream(self._info, data)
+            fmt = self._stream_format
+            assert fmt is not None
+            terminal = any(m in data for m in fmt.terminal_markers)
+            outcome = "ok" if terminal else "abandoned"
+            if parsed.error_type is not None:
+                outcome = "error"
+            elif how == "ended" and not terminal:
+                outcome, parsed.error_type = "error", "IncompleteStream"
+        else:
+            parsed = provider.parse_body(self._info, data)
+            outcome = "ok" if self._body_done or how == "ended" else "abandoned"
+        if exc is not None and outcome != "ok":
+            outcome = "error" if isinstance(exc, Exception) else "cancelled"
+            parsed.error_type = type(exc).__name__
+            parsed.error_message = _safe_message(exc)
+        if outcome in ("error", "cancelled") and self._sse:
+            interrupted = self._content_at is not None
+        self._finish(outcome, parsed, data=data, stream_interrupted=interrupted)
+
+    def _finish(
+        self,
+        outcome: Outcome,
+        parsed: ResponseInfo | None,
+        *,
+        data: bytes = b"",
+        stream_interrupted: bool = False,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        if not self._finish_lock.acquire(blocking=False):
+            return  # finished already (close after end, GC after close)
+        try:
+            event = self._build_event(
+                outcome, parsed, data, stream_interrupted, error_type, error_message
+            )
+        except Exception:  # a bug of ours must never reach the caller
+            self._hook.pipeline.internal_error("build_event")
+            return
+        if self._interaction is not None:
+            self._interaction.add(event)
+        hook = self._hook
+        hook.pipeline.emit_call(event, hook.routes, hook.metrics, self._app_ctx)
+
+    def _build_event(
+        self,
+        outcome: Outcome,
+        parsed: ResponseInfo | None,
+        data: bytes,
+        stream_interrupted: bool,
+        error_type: str | None,
+        error_message: str | None,
+    ) -> CallEvent:
+        now = time.perf_counter()
+        hook = self._hook
+        info = self._info
+        headers = self._headers
+        model = info.model
+        input_tokens = output_tokens = cached = cache_write = reasoning = None
+        response_model = finish_reason = None
+        estimated = False
+        if parsed is not None:
+            input_tokens, output_tokens = parsed.input_tokens, parsed.output_tokens
+            cached, cache_write = parsed.cached_input_tokens, parsed.cache_write_tokens
+            reasoning = parsed.reasoning_tokens
+            response_model, finish_reason = parsed.response_model, parsed.finish_reason
+            error_type = error_type or parsed.error_type
+            error_message = error_message or parsed.error_message
+        if self._sse and output_tokens is None and outcome != "ok" and data:
+            # No usage block arrived (stream dropped or reset): estimate what
+            # was generated and billed, and say so.
+            output_tokens = hook.count_tokens(hook.provider.stream_text(data), model)
+            if input_tokens is None:
+                input_tokens = self._prompt_estimate
+            estimated = True
+        cost = None
+        if input_tokens is not None and output_tokens is not None:
+            cost = hook.price(
+                response_model or model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached or 0,
+                cache_write_tokens=cache_write or 0,
+                reasoning_tokens=reasoning or 0,
+            )
+        elif self._status is not None and self._status >= 400:
+            cost = 0.0  # rejected by the provider before generating: not billed
+        ctx = self._ctx
+        return CallEvent(
+            call_id=self.call_id,
+            correlation_id=ctx.correlation_id or "",
+            interaction_id=ctx.interaction_id,
+            provider=hook.provider.name,
+            operation=info.operation,
+            model=model,
+            response_model=response_model,
+            tenant=ctx.tenant,
+            route=ctx.route,
+            feature=ctx.feature,
+            tags=dict(ctx.tags),
+            priority=ctx.priority or "interactive",
+            streamed=self._sse or info.streamed,
+            outcome=outcome,
+            stream_interrupted=stream_interrupted,
+            http_status=self._status,
+            error_type=error_type if outcome != "ok" else None,
+            attempts=self.attempts,
+            retries=max(0, self.attempts - 1),
+            backoff_s=tuple(self._backoff),
+            request_id=None if headers is None else headers.get(hook.provider.request_id_header),
+            latency_s=now - self._t0,
+            provider_latency_s=None if headers is None else hook.provider.provider_latency(headers),
+            ttft_s=None if self._content_at is None else self._content_at - self._t0,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached,
+            cache_write_tokens=cache_write,
+            reasoning_tokens=reasoning,
+            tokens_estimated=estimated,
+            cost_usd=cost,
+            finish_reason=finish_reason,
+            max_tokens=info.max_tokens,
+            prompt_tokens_estimate=self._prompt_estimate,
+            response_bytes=self._nbytes,
+            api_key_id=hook.api_key_id,
+            network=self._network(),
+            ratelimit=None if headers is None else hook.provider.ratelimit(headers),
+            started_at=datetime.fromtimestamp(time.time() - (now - self._t0), UTC),
+            server_address=hook.server_address,
+            error_message=error_message if outcome != "ok" else None,
+            path=info.path,
+        )
+
+    def _network(self) -> NetworkTimings | None:
+        if not self._trace:
+            return None
+        marks: dict[str, float] = {}
+        for name, at in self._trace:
+            marks[name] = at
+        return NetworkTimings(
+            connect_s=_span(marks, "connection.connect_tcp"),
+            tls_s=_span(marks, "connection.start_tls"),
+            request_s=_between(
+                marks, "http11.send_request_headers.started", "http11.send_request_body.complete"
+            )
+            or _between(
+                marks, "http2.send_request_headers.started", "http2.send_request_body.complete"
+            ),
+            time_to_headers_s=_span(marks, "http11.receive_response_headers")
+            or _span(marks, "http2.receive_response_headers"),
+            body_s=_span(marks, "http11.receive_response_body")
+            or _span(marks, "http2.receive_response_body"),
+            connection_reused="connection.connect_tcp.started" not in marks,
+        )
+
+
+def _span(marks: dict[str, float], name: str) -> float | None:
+    return _between(marks, f"{name}.started", f"{name}.complete")
+
+
+def _between(marks: dict[str, float], start: str, end: str) -> float | None:
+    a, b = marks.get(start), marks.get(end)
+    return None if a is None or b is None else b - a
+
+
+def _safe_message(exc: BaseException) -> str | None:
+    from ._redact import redact  # noqa: PLC0415
+
+    text = str(exc)
+    return redact(text)[:500] if text else None

@@ -1,0 +1,234 @@
+"""Settings from ``LLMPULSE_*`` environment variables, with code overrides.
+
+Global state department: the process-wide `Settings` live here, installed by
+`configure()` or, lazily, by the first `wrap()`. Every variable is listed in
+docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .exceptions import ConfigError
+
+__all__ = ["Settings", "configure", "get_settings"]
+
+T = TypeVar("T")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_SINK_NAMES = ("log", "jsonl", "none")
+_LOG_FORMATS = ("json", "console")
+_LOG_STREAMS = ("stdout", "stderr")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process-wide llmpulse settings.
+
+    Build from the environment with `Settings.from_env()`; override in code
+    with `llmpulse.configure(**fields)`. Each field's variable is
+    ``LLMPULSE_<FIELD NAME IN CAPITALS>``.
+
+    Attributes:
+        enabled: When false, `wrap()` returns clients unchanged.
+        sinks: Default output sinks: "log" (structlog JSON), "jsonl", or "none".
+        log_format: "json" (one JSON object per line) or "console".
+        log_stream: "stdout" or "stderr".
+        jsonl_path: File the "jsonl" sink appends to.
+        attempt_events: Also log one debug line per HTTP attempt.
+        metrics: Record Prometheus metrics.
+        metrics_port: Serve /metrics on this port when set (0 picks a free one).
+        max_tenants: Distinct tenant label values before "other".
+        max_routes: Distinct route label values before "other".
+        tenant_allowlist: Tenants always kept as label values.
+        buffer_size: Events queued per I/O sink before drops are counted.
+        prices_file: JSON file of price overrides (see docs/configuration.md).
+        capture_content: Capture prompt/completion text (off by default).
+        include_stream_usage: Ask OpenAI chat streams for usage (the extra
+            chunk is stripped before the caller sees it).
+        tiktoken_download: Allow tiktoken to download encodings in the background.
+    """
+
+    enabled: bool = True
+    sinks: tuple[str, ...] = ("log",)
+    log_format: str = "json"
+    log_stream: str = "stdout"
+    jsonl_path: str = "llmpulse-events.jsonl"
+    attempt_events: bool = False
+    metrics: bool = True
+    metrics_port: int | None = None
+    max_tenants: int = 100
+    max_routes: int = 100
+    tenant_allowlist: tuple[str, ...] = ()
+    buffer_size: int = 10_000
+    prices_file: str | None = None
+    capture_content: bool = False
+    include_stream_usage: bool = True
+    tiktoken_download: bool = False
+    _extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_choice("sinks", self.sinks, _SINK_NAMES, many=True)
+        _check_choice("log_format", self.log_format, _LOG_FORMATS)
+        _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
+        for name in ("max_tenants", "max_routes", "buffer_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_var(name)} must be a positive integer, got {getattr(self, name)}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"{_var('metrics_port')} must be a port number 0-65535")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``LLMPULSE_*`` variable; unset ones keep their defaults.
+
+        Raises:
+            ConfigError: Naming the variable, its value and what is accepted.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name.startswith("_"):
+                continue
+            raw = env.get(_var(f.name))
+            if raw is not None:
+                values[f.name] = _PARSERS[f.name](f.name, raw.strip())
+        if "capture_content" not in values:
+            otel = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+            if otel is not None:
+                values["capture_content"] = _parse_bool(
+                    "capture_content", otel.strip(), var="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+                )
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> Settings:
+        """Return a copy with ``overrides`` applied (validated like the environment)."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "sinks" in overrides and isinstance(overrides["sinks"], str):
+            overrides["sinks"] = (overrides["sinks"],)
+        return dataclasses.replace(self, **overrides)
+
+
+def _var(name: str) -> str:
+    return f"LLMPULSE_{name.upper()}"
+
+
+def _check_choice(name: str, value: Any, accepted: tuple[str, ...], *, many: bool = False) -> None:
+    values = value if many else (value,)
+    bad = [v for v in values if v not in accepted]
+    if bad:
+        raise ConfigError(
+            f"{_var(name)}={','.join(map(str, values))!s} is not valid: "
+            f"accepted values are {', '.join(accepted)}"
+        )
+
+
+def _parse_bool(name: str, raw: str, *, var: str | None = None) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{var or _var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off")
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{_var(name)}={raw!r} is not an integer") from None
+
+
+def _parse_optional_int(name: str, raw: str) -> int | None:
+    return None if raw == "" else _parse_int(name, raw)
+
+
+def _parse_list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_str(name: str, raw: str) -> str:
+    return raw
+
+
+def _parse_optional_str(name: str, raw: str) -> str | None:
+    return raw or None
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "enabled": _parse_bool,
+    "sinks": _parse_list,
+    "log_format": _parse_str,
+    "log_stream": _parse_str,
+    "jsonl_path": _parse_str,
+    "attempt_events": _parse_bool,
+    "metrics": _parse_bool,
+    "metrics_port": _parse_optional_int,
+    "max_tenants": _parse_int,
+    "max_routes": _parse_int,
+    "tenant_allowlist": _parse_list,
+    "buffer_size": _parse_int,
+    "prices_file": _parse_optional_str,
+    "capture_content": _parse_bool,
+    "include_stream_usage": _parse_bool,
+    "tiktoken_download": _parse_bool,
+}
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_listeners: list[Callable[[Settings], None]] = []
+
+
+def configure(settings: Settings | None = None, **overrides: Any) -> Settings:
+    """Install process-wide settings: the environment's, with ``overrides`` on top.
+
+    Args:
+        settings: A complete `Settings` to start from instead of the environment.
+        **overrides: Field values that win over both.
+
+    Returns:
+        The installed settings.
+
+    Raises:
+        ConfigError: For a bad environment variable or override.
+    """
+    global _settings  # noqa: PLW0603 - this module owns the process settings
+    base = settings if settings is not None else Settings.from_env()
+    new = base.replace(**overrides) if overrides else base
+    with _lock:
+        _settings = new
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(new)
+    return new
+
+
+def get_settings() -> Settings:
+    """Return the installed settings, configuring from the environment on first use."""
+    current = _settings
+    if current is None:
+        with _lock:
+            current = _settings
+        if current is None:
+            return configure()
+    return current
+
+
+def on_configure(listener: Callable[[Settings], None]) -> None:
+    """Call ``listener`` with the new settings each time `configure()` runs."""
+    with _lock:
+        _listeners.append(listener)
+
+
+def reset_for_tests() -> None:
+    """Forget the installed settings (the next use reads the environment again)."""
+    global _settings  # noqa: PLW0603
+    with _lock:
+        _settings = None

@@ -1,0 +1,132 @@
+"""What a wrapped client's transport knows, fixed when the client is wrapped."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ._call import _COLLECTED, Call, finish_collected
+from ._context import active_context, current_context, new_id
+from .providers import Provider
+
+if TYPE_CHECKING:
+    from ._pipeline import Pipeline
+    from .sinks._dispatch import Route
+    from .sinks._prometheus import PrometheusSink
+
+__all__ = ["Hook"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """Per-client configuration shared by every call through one transport.
+
+    Attributes:
+        provider: The wire-format adapter.
+        http: The HTTP module the client runs on (``httpx2`` or ``httpx``).
+        pipeline: Where events go.
+        max_retries: Retries after the first attempt (the SDK's setting).
+        routes: Output sinks of this client; None means the process defaults.
+        metrics: Prometheus sink of this client; None means the process default.
+        api_key_id: Fingerprint of the client's API key.
+        server_address: Host of the client's base URL.
+        inject_stream_usage: Ask OpenAI chat streams for usage.
+        sleep: Blocking sleep (injected by tests).
+        asleep: Async sleep (injected by tests).
+        random: ``random.random``-like jitter source.
+    """
+
+    provider: Provider
+    http: ModuleType
+    pipeline: Pipeline
+    max_retries: int
+    routes: tuple[Route, ...] | None = None
+    metrics: PrometheusSink | None = None
+    api_key_id: str | None = None
+    server_address: str = ""
+    inject_stream_usage: bool = True
+    sleep: Callable[[float], None] = time.sleep
+    asleep: Callable[[float], Awaitable[None]] | None = None
+    random: Callable[[], float] = random.random
+
+    def with_max_retries(self, max_retries: int) -> Hook:
+        """Return a copy retrying ``max_retries`` times (for ``with_options(max_retries=N)``)."""
+        return dataclasses.replace(self, max_retries=max_retries)
+
+    def start_call(self, request: Any) -> Call | None:
+        """Begin observing ``request`` as one logical call; None lets it pass unobserved."""
+        try:
+            return self._start_call(request)
+        except Exception:  # noqa: BLE001 - a bug here must not break the call
+            self.pipeline.internal_error("start_call")
+            return None
+
+    def _start_call(self, request: Any) -> Call:
+        from ._tokens import estimate_request_tokens  # noqa: PLC0415
+
+        if _COLLECTED:
+            finish_collected()
+
+        ctx = active_context() or current_context()
+        try:
+            body: bytes | None = request.content
+        except Exception:  # noqa: BLE001 - a streamed upload has no readable content
+            body = None
+        path = request.url.path
+        info = self.provider.describe(
+            request.method, path, body, inject_usage=self.inject_stream_usage
+        )
+        info.path = path
+        if info.new_body is not None:
+            body = info.new_body
+            request.stream = self.http.ByteStream(body)
+            request._content = body  # noqa: SLF001 - keeps request.content consistent
+            request.headers["Content-Length"] = str(len(body))
+        deadline = None
+        timeout = request.extensions.get("timeout")
+        if isinstance(timeout, dict):
+            deadline = timeout.get("read")
+        call = Call(
+            self,
+            info,
+            ctx,
+            call_id=new_id(),
+            prompt_estimate=estimate_request_tokens(body) if body else None,
+            deadline=deadline,
+        )
+        self.pipeline.call_started(self.provider.name, self.metrics)
+        return call
+
+    def sdk_error_name(self, exc: BaseException) -> str:
+        """The class name of the exception the SDK will raise for a failed send."""
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if "TimeoutException" in names:
+            return "APITimeoutError"
+        if "TransportError" in names or "RequestError" in names:
+            return "APIConnectionError"
+        if self.provider.name == "anthropic" and not type(exc).__module__.startswith("anthropic"):
+            return "APIConnectionError"  # anthropic wraps any foreign exception
+        return type(exc).__name__
+
+    def price(self, model: str | None, **usage: int) -> float | None:
+        """USD cost of the usage, or None when the model's price is unknown."""
+        if model is None:
+            return None
+        from ._runtime import price_table  # noqa: PLC0415
+
+        try:
+            return price_table().cost(self.provider.name, model, **usage)
+        except Exception:  # noqa: BLE001
+            self.pipeline.internal_error("pricing")
+            return None
+
+    def count_tokens(self, text: str, model: str | None) -> int:
+        """Tokens in ``text`` (tiktoken when an encoding is available offline, else a heuristic)."""
+        from ._runtime import token_counter  # noqa: PLC0415
+
+        return token_counter().count(text, model)[0]

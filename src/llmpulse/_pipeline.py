@@ -1,0 +1,267 @@
+"""④→⑤ Where finished events go: metrics and stats always, then the output sinks.
+
+Global state department: one `Pipeline` per process, built from the
+settings on first use and rebuilt by `configure()`. Metrics and the rolling
+stats see 100 % of calls on the caller's path (they are in-memory and
+cheap); logs, files and user sinks go through the `Dispatcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import logging
+import sys
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._config import Settings, get_settings, on_configure
+from .events import AttemptEvent, CallEvent, Event, InteractionSummary
+from .sinks._dispatch import Dispatcher, Route, SinkStats
+
+if TYPE_CHECKING:
+    from ._context import Context, InteractionTotals
+    from ._stats import RollingStats, StatsSnapshot
+    from .sinks._prometheus import PrometheusSink
+
+__all__ = [
+    "Pipeline",
+    "aflush",
+    "emit_interaction",
+    "flush",
+    "get_pipeline",
+    "shutdown",
+    "sink_stats",
+    "stats",
+]
+
+_log = logging.getLogger("llmpulse")
+
+
+class Pipeline:
+    """The process's metrics, stats and default output sinks."""
+
+    def __init__(self, settings: Settings) -> None:
+        from ._stats import RollingStats  # noqa: PLC0415 - keep `import llmpulse` light
+
+        self.settings = settings
+        self.metrics: PrometheusSink | None = None
+        if settings.metrics:
+            self.metrics = make_metrics(None, settings)
+        self.stats: RollingStats = RollingStats()
+        self.dispatcher = Dispatcher(capacity=settings.buffer_size, on_drop=self._dropped)
+        self.default_routes: tuple[Route, ...] = self.routes_for(default_sinks(settings))
+        self._internal_errors = 0
+
+    def routes_for(self, sinks: Iterable[Any]) -> tuple[Route, ...]:
+        """Register user-chosen sinks and return their routes."""
+        return tuple(self.dispatcher.route(sink) for sink in sinks)
+
+    def call_started(self, provider: str, metrics: PrometheusSink | None) -> None:
+        """Count a call in flight."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.call_started(provider)
+
+    def emit_attempt(
+        self,
+        event: AttemptEvent,
+        routes: tuple[Route, ...] | None,
+        metrics: PrometheusSink | None,
+        app_ctx: contextvars.Context,
+    ) -> None:
+        """Record one HTTP attempt."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.emit(event)
+        self.dispatcher.submit(event, self.default_routes if routes is None else routes, app_ctx)
+
+    def emit_call(
+        self,
+        event: CallEvent,
+        routes: tuple[Route, ...] | None,
+        metrics: PrometheusSink | None,
+        app_ctx: contextvars.Context,
+    ) -> None:
+        """Record one finished call everywhere it belongs."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.call_finished(event.provider)
+            target.emit(event)
+        try:
+            self.stats.record(event)
+        except Exception:  # noqa: BLE001
+            self.internal_error("stats")
+        self.dispatcher.submit(event, self.default_routes if routes is None else routes, app_ctx)
+
+    def emit_other(self, event: Event) -> None:
+        """Send a non-call event (an interaction summary) to the default sinks."""
+        self.dispatcher.submit(event, self.default_routes, contextvars.copy_context())
+
+    def internal_error(self, where: str) -> None:
+        """Count (and log once in a while) a bug inside llmpulse that a call survived."""
+        self._internal_errors += 1
+        if self.metrics is not None:
+            self.metrics.record_internal_error(where)
+        if self._internal_errors <= 3 or self._internal_errors % 1000 == 0:
+            _log.warning("llmpulse internal error in %s", where, exc_info=True)
+
+    def _dropped(self, sink: str, reason: str, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.record_dropped(sink, reason, n)
+
+
+def make_metrics(registry: Any, settings: Settings) -> PrometheusSink:
+    """Build the Prometheus sink for ``registry`` (None: the global registry)."""
+    from .sinks._prometheus import PrometheusSink  # noqa: PLC0415
+
+    return PrometheusSink(
+        registry,
+        max_tenants=settings.max_tenants,
+        max_routes=settings.max_routes,
+        tenant_allowlist=settings.tenant_allowlist,
+    )
+
+
+def default_sinks(settings: Settings) -> list[Any]:
+    """The output sinks the settings name."""
+    from .sinks import JsonlSink, StructlogSink  # noqa: PLC0415
+
+    sinks: list[Any] = []
+    for name in settings.sinks:
+        if name == "log":
+            stream = sys.stdout if settings.log_stream == "stdout" else sys.stderr
+            sinks.append(StructlogSink(stream, format=settings.log_format, attempts=settings.attempt_events))
+        elif name == "jsonl":
+            sinks.append(JsonlSink(settings.jsonl_path))
+    return sinks
+
+
+_lock = threading.Lock()
+_pipeline: Pipeline | None = None
+
+
+def get_pipeline() -> Pipeline:
+    """Return the process pipeline, building it from the settings on first use."""
+    global _pipeline  # noqa: PLW0603 - this module owns the process pipeline
+    current = _pipeline
+    if current is None:
+        settings = get_settings()
+        with _lock:
+            if _pipeline is None:
+                _pipeline = Pipeline(settings)
+                _start_metrics_server(settings)
+            current = _pipeline
+    return current
+
+
+def _reconfigure(settings: Settings) -> None:
+    # New settings: keep the metrics objects (Prometheus series must not
+    # vanish), swap the default sinks after delivering what they hold.
+    global _pipeline  # noqa: PLW0603
+    with _lock:
+        old = _pipeline
+        if old is None:
+            return
+        old.dispatcher.flush(2.0)
+        old.dispatcher.remove(old.default_routes)
+        old.settings = settings
+        if settings.metrics and old.metrics is None:
+            old.metrics = make_metrics(None, settings)
+        elif not settings.metrics:
+            old.metrics = None
+        old.dispatcher.capacity = settings.buffer_size
+        old.default_routes = old.routes_for(default_sinks(settings))
+    _start_metrics_server(settings)
+
+
+def _start_metrics_server(settings: Settings) -> None:
+    if settings.metrics_port is None:
+        return
+    from ._metrics_server import maybe_start_from_env  # noqa: PLC0415
+
+    maybe_start_from_env(settings.metrics_port)
+
+
+on_configure(_reconfigure)
+
+
+def emit_interaction(
+    name: str, ctx: Context, totals: InteractionTotals, latency_s: float, *, failed: bool
+) -> None:
+    """Emit the `InteractionSummary` of a finished `llmpulse.interaction()` block."""
+    summary = InteractionSummary(
+        interaction_id=ctx.interaction_id or "",
+        name=name,
+        correlation_id=ctx.correlation_id or "",
+        tenant=ctx.tenant,
+        route=ctx.route,
+        feature=ctx.feature,
+        calls=totals.calls,
+        errors=totals.errors,
+        input_tokens=totals.input_tokens,
+        output_tokens=totals.output_tokens,
+        cost_usd=totals.cost_usd if totals.priced_calls else None,
+        unpriced_calls=totals.unpriced_calls,
+        latency_s=latency_s,
+        outcome="error" if failed else "ok",
+        tags=dict(ctx.tags),
+    )
+    get_pipeline().emit_other(summary)
+
+
+def flush(timeout: float | None = 5.0) -> bool:
+    """Wait until every queued event has reached its sink.
+
+    Args:
+        timeout: Seconds to wait at most (None: no limit).
+
+    Returns:
+        True if nothing is left pending.
+    """
+    from ._call import finish_collected  # noqa: PLC0415
+
+    finish_collected()
+    current = _pipeline
+    return True if current is None else current.dispatcher.flush(timeout)
+
+
+async def aflush(timeout: float | None = 5.0) -> bool:
+    """`flush` for async code: waits in a thread, never blocks the event loop."""
+    return await asyncio.to_thread(flush, timeout)
+
+
+def shutdown(timeout: float | None = 5.0) -> bool:
+    """Deliver pending events and stop the delivery thread (it restarts on the next event).
+
+    Call it from a SIGTERM handler or at the end of a worker's life; an
+    ``atexit`` hook calls it too.
+    """
+    from ._call import finish_collected  # noqa: PLC0415
+
+    finish_collected()
+    current = _pipeline
+    return True if current is None else current.dispatcher.stop(timeout)
+
+
+def stats(window_s: float = 300.0) -> StatsSnapshot:
+    """Rolling in-process statistics over the last ``window_s`` seconds.
+
+    p50/p95/p99 latency, time to first token, error and 429 rates, tokens and
+    cost, overall and per model, route and tenant, in bounded memory.
+    """
+    from ._call import finish_collected  # noqa: PLC0415
+
+    finish_collected()
+    return get_pipeline().stats.snapshot(window_s)
+
+
+def sink_stats() -> list[SinkStats]:
+    """Emitted / exported / dropped / pending counts per output sink."""
+    current = _pipeline
+    return [] if current is None else current.dispatcher.stats()
+
+
+atexit.register(shutdown, 2.0)

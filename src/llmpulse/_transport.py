@@ -1,0 +1,199 @@
+"""③ The attempt loop: wrapper transports that sit under the SDK's http client.
+
+The only code in llmpulse that sends, sleeps or reads bytes. The sync and
+async shells differ only by ``await``; every decision is the `Call`'s.
+Classes are built once per HTTP module (``httpx2`` for the current SDKs,
+``httpx`` for the previous majors), since each stack checks that its
+transports and byte streams subclass its own base classes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._call import Call
+    from ._hook import Hook
+
+__all__ = ["transport_classes"]
+
+
+@functools.cache
+def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
+    """Return (sync transport, async transport) classes for one HTTP module."""
+
+    class ObservedStream(http.SyncByteStream):  # type: ignore[name-defined,misc]
+        """The response body on its way to the SDK, watched chunk by chunk."""
+
+        def __init__(self, inner: Any, call: Call) -> None:
+            self._inner = inner
+            self._call = call
+
+        def __iter__(self) -> Iterator[bytes]:
+            call = self._call
+            try:
+                for chunk in self._inner:
+                    out = call.feed(chunk)
+                    if out:
+                        yield out
+            except BaseException as exc:
+                call.body_failed(exc)
+                raise
+            rest = call.drain()
+            if rest:
+                yield rest
+            call.body_ended()
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._call.body_closed()
+
+        def __del__(self) -> None:
+            # A stream the caller dropped without closing (sync openai
+            # streams sit in a reference cycle until the GC runs).
+            self._call.body_collected()
+
+    class AsyncObservedStream(http.AsyncByteStream):  # type: ignore[name-defined,misc]
+        """Async twin of ObservedStream."""
+
+        def __init__(self, inner: Any, call: Call) -> None:
+            self._inner = inner
+            self._call = call
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            call = self._call
+            try:
+                async for chunk in self._inner:
+                    out = call.feed(chunk)
+                    if out:
+                        yield out
+            except BaseException as exc:
+                call.body_failed(exc)
+                raise
+            rest = call.drain()
+            if rest:
+                yield rest
+            call.body_ended()
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._call.body_closed()
+
+        def __del__(self) -> None:
+            self._call.body_collected()
+
+    class Transport(http.BaseTransport):  # type: ignore[name-defined,misc]
+        """Runs each request as one logical call of one or more attempts."""
+
+        def __init__(self, inner: Any, hook: Hook) -> None:
+            self.inner = inner
+            self.hook = hook
+
+        def handle_request(self, request: Any) -> Any:
+            call = self.hook.start_call(request)
+            if call is None:
+                return self.inner.handle_request(request)
+            base_extensions = request.extensions
+            try:
+                while True:
+                    request.extensions = call.begin_attempt(base_extensions, is_async=False)
+                    _mark_retry(request, call)
+                    try:
+                        response = self.inner.handle_request(request)
+                    except Exception as exc:
+                        delay = call.attempt_failed(exc)
+                        if delay is None:
+                            raise
+                    else:
+                        delay = call.attempt_answered(response.status_code, response.headers)
+                        if delay is None:
+                            call.observe_body(response.headers)
+                            if _already_read(response):
+                                _replace_content(http, response, call)
+                            else:
+                                response.stream = ObservedStream(response.stream, call)
+                            return response
+                        response.close()
+                    self.hook.sleep(delay)
+            except BaseException as exc:
+                call.abort(exc)
+                raise
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class AsyncTransport(http.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        """Async twin of Transport."""
+
+        def __init__(self, inner: Any, hook: Hook) -> None:
+            self.inner = inner
+            self.hook = hook
+
+        async def handle_async_request(self, request: Any) -> Any:
+            call = self.hook.start_call(request)
+            if call is None:
+                return await self.inner.handle_async_request(request)
+            base_extensions = request.extensions
+            try:
+                while True:
+                    request.extensions = call.begin_attempt(base_extensions, is_async=True)
+                    _mark_retry(request, call)
+                    try:
+                        response = await self.inner.handle_async_request(request)
+                    except Exception as exc:
+                        delay = call.attempt_failed(exc)
+                        if delay is None:
+                            raise
+                    else:
+                        delay = call.attempt_answered(response.status_code, response.headers)
+                        if delay is None:
+                            call.observe_body(response.headers)
+                            if _already_read(response):
+                                _replace_content(http, response, call)
+                            else:
+                                response.stream = AsyncObservedStream(response.stream, call)
+                            return response
+                        await response.aclose()
+                    await _asleep(self.hook, delay)
+            except BaseException as exc:
+                call.abort(exc)
+                raise
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    return Transport, AsyncTransport
+
+
+def _already_read(response: Any) -> bool:
+    # Transports such as MockTransport hand back bodies that httpx read eagerly.
+    return hasattr(response, "_content")
+
+
+def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
+    kept = call.consume(response.content)
+    if kept is not response.content:
+        response._content = kept  # noqa: SLF001
+        response.stream = http.ByteStream(kept)
+
+
+def _mark_retry(request: Any, call: Call) -> None:
+    # The SDK numbers its attempts in this header; ours replace its loop.
+    if call.attempts > 1:
+        request.headers["x-stainless-retry-count"] = str(call.attempts - 1)
+
+
+async def _asleep(hook: Hook, seconds: float) -> None:
+    if hook.asleep is not None:
+        await hook.asleep(seconds)
+        return
+    import anyio  # noqa: PLC0415 - the SDKs' own dependency; works under asyncio and trio
+
+    await anyio.sleep(seconds)

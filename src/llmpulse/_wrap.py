@@ -1,0 +1,198 @@
+"""`wrap()` and `unwrap()`: hook a client's HTTP transport, return a new client of the same class.
+
+The hook follows sdk-facts.md §3: clone the SDK's own http client into a
+plain httpx/httpx2 client sharing its state (headers, auth, proxies, pool),
+wrap its transport and every mounted transport, and re-point a copy of the
+SDK client at it with the SDK's retries off. ``with_options()`` copies share
+the clone, so they stay instrumented; a copy that sets ``max_retries`` gets
+its own hook with that retry count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterable
+from typing import Any, TypeVar, cast
+
+from ._config import get_settings
+from ._hook import Hook
+from ._pipeline import get_pipeline, make_metrics
+from ._transport import transport_classes
+from .exceptions import UnsupportedClientError
+from .providers import AnthropicProvider, OpenAIProvider, Provider
+
+__all__ = ["unwrap", "wrap"]
+
+_log = logging.getLogger("llmpulse")
+
+_SUPPORTED = (
+    "openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI, "
+    "anthropic.Anthropic, anthropic.AsyncAnthropic"
+)
+_HOOK_ATTR = "_llmpulse_hook"
+_ORIGINAL_ATTR = "_llmpulse_original"
+_warned: set[type] = set()
+
+ClientT = TypeVar("ClientT")
+
+
+def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any = None) -> ClientT:
+    """Return an instrumented copy of an openai or anthropic client.
+
+    The copy has the same class and settings; the argument is left untouched
+    (assign the result). Wrapping a wrapped client returns it as it is.
+
+    Args:
+        client: An ``OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``,
+            ``AsyncAzureOpenAI``, ``Anthropic`` or ``AsyncAnthropic`` client.
+        sinks: Output sinks for this client's events, replacing the
+            configured defaults (metrics and `llmpulse.stats` still see every call).
+        registry: A prometheus_client ``CollectorRegistry`` for this client's
+            metrics (default: the global registry).
+
+    Returns:
+        The instrumented client; if the SDK's internals are not what llmpulse
+        expects (an unknown release), the client itself, after one warning.
+
+    Raises:
+        UnsupportedClientError: ``client`` is not a supported SDK client (a ``TypeError``).
+        ConfigError: An ``LLMPULSE_*`` environment variable is invalid.
+    """
+    if getattr(client, _HOOK_ATTR, None) is not None:
+        return client
+    provider, is_async = _identify(client)
+    settings = get_settings()
+    if not settings.enabled:
+        return client
+    pipeline = get_pipeline()
+    try:
+        hook = Hook(
+            provider=provider,
+            http=_http_module(client._client),  # type: ignore[attr-defined]  # noqa: SLF001
+            pipeline=pipeline,
+            max_retries=int(client.max_retries),  # type: ignore[attr-defined]
+            routes=None if sinks is None else pipeline.routes_for(sinks),
+            metrics=None if registry is None else make_metrics(registry, settings),
+            api_key_id=_fingerprint(getattr(client, "api_key", None)),
+            server_address=str(client.base_url.host),  # type: ignore[attr-defined]
+            inject_stream_usage=settings.include_stream_usage,
+        )
+        wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]  # noqa: SLF001
+    except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
+        return cast("ClientT", _give_up(client, exc, pipeline))
+    object.__setattr__(wrapped, _ORIGINAL_ATTR, client)
+    return cast("ClientT", wrapped)
+
+
+def unwrap(client: Any) -> Any:
+    """Return the client that was passed to `wrap()` (or ``client`` if it is not wrapped)."""
+    return getattr(client, _ORIGINAL_ATTR, client)
+
+
+def _identify(client: Any) -> tuple[Provider, bool]:
+    openai = sys.modules.get("openai")
+    anthropic = sys.modules.get("anthropic")
+    if openai is not None:
+        azure = (openai.AzureOpenAI, openai.AsyncAzureOpenAI)
+        if isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
+            name = "azure" if isinstance(client, azure) else "openai"
+            return OpenAIProvider(name), isinstance(client, openai.AsyncOpenAI)
+    if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
+        return AnthropicProvider(), isinstance(client, anthropic.AsyncAnthropic)
+    raise UnsupportedClientError(
+        f"llmpulse.wrap() got {type(client).__module__}.{type(client).__qualname__}; "
+        f"it supports {_SUPPORTED}"
+    )
+
+
+def _http_base(http: Any) -> type[Any]:
+    # The plain httpx/httpx2 class under the SDK's subclass: the SDK's
+    # wrapper class closes the shared pool in __del__, a plain clone must not.
+    return next(
+        c
+        for c in type(http).__mro__
+        if c.__module__.split(".")[0] in ("httpx", "httpx2") and c.__name__ in ("Client", "AsyncClient")
+    )
+
+
+def _http_module(http: Any) -> Any:
+    return sys.modules[_http_base(http).__module__.split(".")[0]]
+
+
+def _clone_http(http: Any, hook: Hook) -> Any:
+    sync_cls, async_cls = transport_classes(hook.http)
+    base = _http_base(http)
+    wrapper = async_cls if base.__name__ == "AsyncClient" else sync_cls
+
+    def wrap_transport(transport: Any) -> Any:
+        if transport is None:
+            return None
+        # Re-wrapping a wrapped transport (a copy with new max_retries) keeps one layer.
+        inner = transport.inner if isinstance(transport, sync_cls | async_cls) else transport
+        return wrapper(inner, hook)
+
+    clone = object.__new__(base)
+    clone.__dict__.update(http.__dict__)
+    clone._transport = wrap_transport(http._transport)  # noqa: SLF001
+    clone._mounts = {pattern: wrap_transport(t) for pattern, t in http._mounts.items()}  # noqa: SLF001
+    return clone
+
+
+def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
+    """Copy ``client`` onto a hooked clone of ``http`` and make its copies do the same."""
+    clone = _clone_http(http, hook)
+    wrapped = type(client).copy(client, http_client=clone, max_retries=0)
+    wrapped._strict_response_validation = client._strict_response_validation  # noqa: SLF001
+    _install(wrapped, hook)
+    return wrapped
+
+
+def _install(wrapped: Any, hook: Hook) -> None:
+    object.__setattr__(wrapped, _HOOK_ATTR, hook)
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        max_retries = kwargs.pop("max_retries", None)
+        http_client = kwargs.pop("http_client", None)
+        new_hook = hook
+        if isinstance(max_retries, int) and not isinstance(max_retries, bool):
+            new_hook = hook.with_max_retries(max_retries)
+        if http_client is not None:
+            kwargs["http_client"] = _clone_http(http_client, new_hook)
+        elif new_hook is not hook:
+            kwargs["http_client"] = _clone_http(wrapped._client, new_hook)  # noqa: SLF001
+        result = type(wrapped).copy(wrapped, *args, max_retries=0, **kwargs)
+        result._strict_response_validation = wrapped._strict_response_validation  # noqa: SLF001
+        _install(result, new_hook)
+        object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
+        return result
+
+    # Instance attributes: the class (and `type(c) is OpenAI`) stay the SDK's.
+    object.__setattr__(wrapped, "copy", copy)
+    object.__setattr__(wrapped, "with_options", copy)
+
+
+def _give_up(client: Any, exc: Exception, pipeline: Any) -> Any:
+    reason = type(exc).__name__
+    if pipeline.metrics is not None:
+        pipeline.metrics.record_wrap_failure(reason)
+    if type(client) not in _warned:
+        _warned.add(type(client))
+        warnings.warn(
+            f"llmpulse could not instrument {type(client).__qualname__} ({reason}: {exc}); "
+            "this SDK release may be newer than llmpulse knows. The client is returned "
+            "unwrapped and works as before, without telemetry.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return client
+
+
+def _fingerprint(api_key: Any) -> str | None:
+    if not isinstance(api_key, str) or not api_key:
+        return None
+    # 8 hex chars of a hash: enough to tell keys apart, useless to recover one.
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
+

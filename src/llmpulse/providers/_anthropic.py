@@ -1,0 +1,188 @@
+"""The Anthropic wire format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..events import RateLimitInfo
+from ._base import (
+    RequestInfo,
+    ResponseInfo,
+    StreamFormat,
+    as_int,
+    header_int,
+    iter_sse_data,
+    json_value_after,
+    operation_from_path,
+)
+
+__all__ = ["AnthropicProvider"]
+
+# The SDK's status table; error-code subclasses are looked up in the SDK itself.
+_ERRORS = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    402: "PaymentRequiredError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    408: "RequestTimeoutError",
+    409: "ConflictError",
+    413: "RequestTooLargeError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+    529: "OverloadedError",
+}
+_STREAM = StreamFormat(
+    content_markers=(b"event: content_block_delta",),
+    terminal_markers=(b"event: message_stop",),
+    error_marker=b"event: error",
+)
+
+
+class AnthropicProvider:
+    """Adapter for the Anthropic Messages API."""
+
+    name = "anthropic"
+    request_id_header = "request-id"
+
+    def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
+        """Read operation, model, stream flag and ``max_tokens``."""
+        operation, _ = operation_from_path(path)
+        info = RequestInfo(operation=operation)
+        if not body or body[:1] != b"{":
+            return info
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return info
+        model = data.get("model")
+        info.model = model if isinstance(model, str) else None
+        info.streamed = data.get("stream") is True
+        info.max_tokens = as_int(data.get("max_tokens"))
+        return info
+
+    def parse_body(self, info: RequestInfo, body: bytes) -> ResponseInfo:
+        """Read usage, model and stop reason from a Message (or a token count)."""
+        out = ResponseInfo(response_model=_str(json_value_after(body[:2048], b"model", last=False)))
+        if info.operation == "count_tokens":
+            out.input_tokens = as_int(json_value_after(body, b"input_tokens"))
+            out.output_tokens = 0
+            return out
+        _read_usage(out, json_value_after(body, b"usage"))
+        out.finish_reason = _str(json_value_after(body, b"stop_reason"))
+        return out
+
+    def parse_error(self, status: int, body: bytes) -> ResponseInfo:
+        """Name the exception the SDK raises (error-code subclasses included)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        code = _str(error.get("type")) if isinstance(error, dict) else None
+        message = _str(error.get("message")) if isinstance(error, dict) else None
+        return ResponseInfo(error_type=_sdk_error_name(status, data), error_message=_join(code, message))
+
+    def stream_format(self, info: RequestInfo) -> StreamFormat:
+        """One format for every streamed Messages call."""
+        return _STREAM
+
+    def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
+        """Input and cache usage from ``message_start``, output from the last ``message_delta``."""
+        out = ResponseInfo()
+        start = data.find(b"event: message_start")
+        if start >= 0:
+            message = json_value_after(data[start : start + 16384], b"message", last=False)
+            if isinstance(message, dict):
+                out.response_model = _str(message.get("model"))
+                _read_usage(out, message.get("usage"))
+        delta = data.rfind(b"event: message_delta")
+        if delta >= 0:
+            tail = data[delta:]
+            usage = json_value_after(tail, b"usage", last=False)
+            if isinstance(usage, dict):
+                # message_delta's usage is cumulative; its input fields are usually null.
+                out.output_tokens = as_int(usage.get("output_tokens"))
+                if as_int(usage.get("input_tokens")) is not None:
+                    _read_usage(out, {**usage})
+            out.finish_reason = _str(json_value_after(tail, b"stop_reason", last=False))
+        error = data.rfind(b"event: error")
+        if error >= 0:
+            err = json_value_after(data[error:], b"error", last=False)
+            if isinstance(err, dict):
+                out.error_type = _sdk_error_name(529 if err.get("type") == "overloaded_error" else 500, None)
+                out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
+        return out
+
+    def stream_text(self, data: bytes) -> str:
+        """Concatenate ``text_delta`` / ``input_json_delta`` fragments."""
+        parts: list[str] = []
+        for event, payload in iter_sse_data(data):
+            if event != b"content_block_delta":
+                continue
+            try:
+                delta = json.loads(payload).get("delta") or {}
+            except ValueError:
+                continue
+            parts.append(str(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""))
+        return "".join(parts)
+
+    def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
+        """Read ``anthropic-ratelimit-*`` headers."""
+        remaining_requests = header_int(headers, "anthropic-ratelimit-requests-remaining")
+        remaining_tokens = header_int(headers, "anthropic-ratelimit-tokens-remaining")
+        if remaining_requests is None and remaining_tokens is None:
+            return None
+        return RateLimitInfo(
+            remaining_requests=remaining_requests,
+            remaining_tokens=remaining_tokens,
+            limit_requests=header_int(headers, "anthropic-ratelimit-requests-limit"),
+            limit_tokens=header_int(headers, "anthropic-ratelimit-tokens-limit"),
+        )
+
+    def provider_latency(self, headers: Mapping[str, str]) -> float | None:
+        """Anthropic reports no processing time."""
+        return None
+
+
+def _read_usage(out: ResponseInfo, usage: Any) -> None:
+    if not isinstance(usage, dict):
+        return
+    uncached = as_int(usage.get("input_tokens"))
+    cache_read = as_int(usage.get("cache_read_input_tokens")) or 0
+    cache_write = as_int(usage.get("cache_creation_input_tokens")) or 0
+    if uncached is not None:
+        # Anthropic's input_tokens excludes the cache; OpenTelemetry's includes it.
+        out.input_tokens = uncached + cache_read + cache_write
+        out.cached_input_tokens = cache_read
+        out.cache_write_tokens = cache_write
+    out.output_tokens = as_int(usage.get("output_tokens"))
+
+
+def _sdk_error_name(status: int, body: object) -> str:
+    try:
+        from anthropic._error_classes import (  # noqa: PLC0415 - private, may not exist
+            ERROR_CLASSES,
+            extract_error_code,
+        )
+
+        cls = ERROR_CLASSES.get((status, extract_error_code(body))) or ERROR_CLASSES.get((status, None))
+        if cls is not None:
+            return str(cls.__name__)
+    except Exception:  # noqa: BLE001, S110 - older SDKs: fall back to the status table
+        pass
+    return _ERRORS.get(status) or ("InternalServerError" if status >= 500 else "APIStatusError")
+
+
+def _join(code: str | None, message: str | None) -> str | None:
+    if code and message:
+        return f"{code}: {message}"
+    return message or code
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,208 @@
+"""What llmpulse needs to know about a provider's wire format, as one small Protocol.
+
+Adapters see bytes and headers, never SDK objects: that is what keeps
+every endpoint observed (an unknown one still gets an operation name) and
+what lets one adapter serve both HTTP stacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..events import RateLimitInfo
+
+__all__ = [
+    "Provider",
+    "RequestInfo",
+    "ResponseInfo",
+    "StreamFormat",
+    "json_value_after",
+    "operation_from_path",
+]
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What one request asks for, read from its method, path and JSON body."""
+
+    operation: str
+    path: str = ""
+    model: str | None = None
+    streamed: bool = False
+    max_tokens: int | None = None
+    # The body to send instead of the caller's (OpenAI stream usage injection).
+    new_body: bytes | None = None
+    # Whether the usage-only chunk we asked for must be hidden from the caller.
+    strip_usage_chunk: bool = False
+
+
+@dataclass(slots=True)
+class ResponseInfo:
+    """Usage and metadata read from a response body or a finished stream.
+
+    Token fields follow the OpenTelemetry rule (``input_tokens`` includes
+    cached and cache-write tokens).
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFormat:
+    """How to read one SSE format without parsing every event.
+
+    Attributes:
+        content_markers: Byte strings whose presence means output reached the
+            caller (the first one sets time to first token).
+        terminal_markers: Byte strings that mean the stream ended normally.
+        error_marker: Byte string of an in-stream error event.
+    """
+
+    content_markers: tuple[bytes, ...]
+    terminal_markers: tuple[bytes, ...]
+    error_marker: bytes | None = None
+
+
+class Provider(Protocol):
+    """A provider adapter (one per SDK family, shared by every wrapped client)."""
+
+    name: str
+    request_id_header: str
+
+    def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
+        """Read what a request asks for; ``body`` is the raw JSON, if any."""
+
+    def parse_body(self, info: RequestInfo, body: bytes) -> ResponseInfo:
+        """Read usage and metadata from a complete 2xx JSON body."""
+
+    def parse_error(self, status: int, body: bytes) -> ResponseInfo:
+        """Read the error class name and message the SDK will raise for this response."""
+
+    def stream_format(self, info: RequestInfo) -> StreamFormat:
+        """Return the SSE markers for this request's stream."""
+
+    def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
+        """Read usage and metadata from the retained bytes of a finished stream."""
+
+    def stream_text(self, data: bytes) -> str:
+        """Return the generated text in stream bytes (to estimate tokens when usage is missing)."""
+
+    def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
+        """Read the remaining quota from response headers."""
+
+    def provider_latency(self, headers: Mapping[str, str]) -> float | None:
+        """Return the provider's own processing time, when it reports one."""
+
+
+_OPERATIONS = {
+    "chat/completions": "chat",
+    "responses": "responses",
+    "embeddings": "embeddings",
+    "completions": "text_completion",
+    "messages": "messages",
+    "messages/count_tokens": "count_tokens",
+    "batches": "batches",
+    "messages/batches": "batches",
+    "moderations": "moderations",
+    "images/generations": "image_generation",
+    "audio/transcriptions": "transcription",
+    "audio/speech": "speech",
+}
+_AZURE_PREFIX = re.compile(r"^/?openai/deployments/([^/]+)/")
+_ID_SEGMENT = re.compile(r"^(?=.*\d)(?:[A-Za-z]+[-_].+|.{16,})$")
+
+
+def operation_from_path(path: str) -> tuple[str, str | None]:
+    """Return (operation, Azure deployment or None) for a request path.
+
+    Known endpoints get a short name ("chat", "messages"); any other path is
+    its own operation, with id-like segments replaced by ``{id}`` so the
+    value stays a low-cardinality metric label.
+    """
+    deployment = None
+    match = _AZURE_PREFIX.match(path)
+    if match:
+        deployment = match.group(1)
+        path = path[match.end() :]
+    trimmed = path.strip("/")
+    if trimmed.startswith("v1/"):
+        trimmed = trimmed[3:]
+    elif trimmed.startswith("openai/"):
+        trimmed = trimmed[7:]
+    known = _OPERATIONS.get(trimmed)
+    if known is not None:
+        return known, deployment
+    segments = ["{id}" if _ID_SEGMENT.match(s) else s for s in trimmed.split("/")]
+    if len(segments) > 1 and "/".join(segments[:-1]) in _OPERATIONS:
+        return _OPERATIONS["/".join(segments[:-1])], deployment
+    if segments and segments[0] in ("batches", "messages") and "batches" in segments:
+        return "batches", deployment
+    return "/" + "/".join(segments), deployment
+
+
+def json_value_after(data: bytes, key: bytes, *, last: bool = True, window: int = 8192) -> Any:
+    """Decode the JSON value that follows ``"key":`` in ``data``, or None.
+
+    Only the value is decoded, never the whole document: responses can be
+    megabytes (embeddings) while usage is a few hundred bytes at the end.
+    Inside JSON strings quotes are escaped, so an unescaped ``"key":`` is
+    always a real key.
+    """
+    needle = b'"' + key + b'":'
+    pos = data.rfind(needle) if last else data.find(needle)
+    if pos < 0:
+        return None
+    start = pos + len(needle)
+    chunk = data[start : start + window].decode("utf-8", "replace").lstrip()
+    try:
+        value, _ = _DECODER.raw_decode(chunk)
+    except ValueError:
+        return None
+    return value
+
+
+_DECODER = json.JSONDecoder()
+
+
+def as_int(value: Any) -> int | None:
+    """Return ``value`` if it is an int (bools excluded), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def header_int(headers: Mapping[str, str], name: str) -> int | None:
+    """Read an integer header; absent or malformed gives None."""
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def iter_sse_data(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Split SSE bytes into (event name, data) pairs; only used off the per-chunk path."""
+    out = []
+    for block in data.replace(b"\r\n", b"\n").split(b"\n\n"):
+        event = b""
+        payload = []
+        for line in block.split(b"\n"):
+            if line.startswith(b"event:"):
+                event = line[6:].strip()
+            elif line.startswith(b"data:"):
+                payload.append(line[5:].strip())
+        if payload:
+            out.append((event, b"\n".join(payload)))
+    return out

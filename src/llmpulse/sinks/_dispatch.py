@@ -1,0 +1,245 @@
+"""⑤ Getting events to sinks without ever slowing or breaking the caller.
+
+Sinks that do I/O (logs, files, user sinks) get events through a bounded
+queue each, drained by one daemon thread; a full queue drops the new event
+and counts it. Sinks marked ``inline = True`` (in-memory ones such as the
+test kit's `CapturingSink`) are called directly. Whatever a sink raises is
+counted and logged, never raised into the app. For every sink
+``emitted == exported + dropped + pending`` holds at all times.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..events import Event
+
+__all__ = ["Dispatcher", "Route", "SinkStats"]
+
+_log = logging.getLogger("llmpulse")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """Delivery counts of one sink (see `llmpulse.sink_stats`).
+
+    Attributes:
+        name: The sink's name (its ``name`` attribute, or its class name).
+        emitted: Events handed to the sink's queue.
+        exported: Events the sink accepted.
+        dropped: Events lost: queue full, or the sink raised.
+        pending: Events queued or being delivered.
+    """
+
+    name: str
+    emitted: int
+    exported: int
+    dropped: int
+    pending: int
+
+
+class Route:
+    """One sink and its queue and counters."""
+
+    __slots__ = (
+        "dropped",
+        "emitted",
+        "event_types",
+        "exported",
+        "inflight",
+        "inline",
+        "last_error_log",
+        "name",
+        "queue",
+        "sink",
+    )
+
+    def __init__(self, sink: Any, name: str) -> None:
+        self.sink = sink
+        self.name = name
+        self.inline = bool(getattr(sink, "inline", False))
+        self.event_types: tuple[type, ...] | None = getattr(sink, "event_types", None)
+        self.queue: deque[tuple[Event, contextvars.Context]] = deque()
+        self.emitted = self.exported = self.dropped = self.inflight = 0
+        self.last_error_log = 0.0
+
+    def wants(self, event: Event) -> bool:
+        """Whether this sink asked for events of this type."""
+        return self.event_types is None or isinstance(event, self.event_types)
+
+
+class Dispatcher:
+    """Delivers events to routes: inline ones at once, the others from a worker thread."""
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        on_drop: Callable[[str, str, int], None],
+    ) -> None:
+        self.capacity = capacity
+        self._on_drop = on_drop
+        self._routes: list[Route] = []
+        self._new_state()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _new_state(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+
+    def route(self, sink: Any) -> Route:
+        """Register ``sink`` and return its route."""
+        name = getattr(sink, "name", None) or type(sink).__name__
+        route = Route(sink, str(name))
+        with self._lock:
+            self._routes.append(route)
+        return route
+
+    def submit(self, event: Event, routes: tuple[Route, ...], app_ctx: contextvars.Context) -> None:
+        """Hand ``event`` to each route that wants it; never blocks, never raises."""
+        wake = False
+        for route in routes:
+            if not route.wants(event):
+                continue
+            if route.inline:
+                route.emitted += 1
+                self._deliver(route, event, app_ctx)
+                continue
+            with self._lock:
+                route.emitted += 1
+                if len(route.queue) >= self.capacity:
+                    route.dropped += 1
+                    dropped = True
+                else:
+                    route.queue.append((event, app_ctx))
+                    dropped = False
+                    wake = True
+            if dropped:
+                self._on_drop(route.name, "buffer_full", 1)
+        if wake:
+            self._ensure_worker()
+            with self._lock:
+                self._wake.notify()
+
+    def _deliver(self, route: Route, event: Event, app_ctx: contextvars.Context | None) -> None:
+        try:
+            if app_ctx is None:
+                route.sink.emit(event)
+            else:
+                app_ctx.run(route.sink.emit, event)
+        except Exception as exc:  # noqa: BLE001 - a sink must never break the app
+            with self._lock:
+                route.dropped += 1
+            self._on_drop(route.name, "sink_error", 1)
+            now = time.monotonic()
+            if now - route.last_error_log > 60.0:  # one line a minute, not one per event
+                route.last_error_log = now
+                _log.warning("llmpulse sink %s raised %s: %s", route.name, type(exc).__name__, exc)
+        else:
+            with self._lock:
+                route.exported += 1
+
+    def _ensure_worker(self) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            return
+        with self._lock:
+            if self._worker is not None and self._worker.is_alive():
+                return
+            self._stopping = False
+            self._worker = threading.Thread(target=self._run, name="llmpulse-sinks", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not any(r.queue for r in self._routes):
+                    self._wake.wait()
+                if self._stopping and not any(r.queue for r in self._routes):
+                    return
+                batches = []
+                for route in self._routes:
+                    if route.queue:
+                        batch = list(route.queue)
+                        route.queue.clear()
+                        route.inflight += len(batch)
+                        batches.append((route, batch))
+            for route, batch in batches:
+                for event, app_ctx in batch:
+                    self._deliver(route, event, app_ctx)
+                    with self._lock:
+                        route.inflight -= 1
+                flush = getattr(route.sink, "flush", None)
+                if callable(flush):
+                    try:
+                        flush()
+                    except Exception:  # noqa: BLE001, S110 - counted per event already
+                        pass
+            with self._lock:
+                self._idle.notify_all()
+
+    def pending(self) -> int:
+        """Events queued or in delivery, over all routes."""
+        with self._lock:
+            return sum(len(r.queue) + r.inflight for r in self._routes)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every queued event is delivered; True if all were."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while any(r.queue or r.inflight for r in self._routes):
+                if self._worker is None or not self._worker.is_alive():
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+            return not any(r.queue or r.inflight for r in self._routes)
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        """Deliver what is queued, then stop the worker; True if nothing was left."""
+        done = self.flush(timeout)
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return done
+
+    def stats(self) -> list[SinkStats]:
+        """Delivery counts of every route."""
+        with self._lock:
+            return [
+                SinkStats(
+                    name=r.name,
+                    emitted=r.emitted,
+                    exported=r.exported,
+                    dropped=r.dropped,
+                    pending=len(r.queue) + r.inflight,
+                )
+                for r in self._routes
+            ]
+
+    def remove(self, routes: tuple[Route, ...]) -> None:
+        """Forget routes (their sinks were replaced by `configure`)."""
+        with self._lock:
+            self._routes = [r for r in self._routes if r not in routes]
+
+    def _after_fork(self) -> None:
+        # The worker thread did not survive fork(); the queued events are the
+        # parent's to deliver. Start the child with empty queues and counters.
+        self._new_state()
+        for route in self._routes:
+            route.queue.clear()
+            route.emitted = route.exported = route.dropped = route.inflight = 0
