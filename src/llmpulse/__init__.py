@@ -16,7 +16,14 @@ from ._context import (
 )
 from ._pipeline import aflush, flush, shutdown, sink_stats, stats
 from ._wrap import unwrap, wrap
-from .events import AttemptEvent, CallEvent, Event, InteractionSummary, NetworkTimings, RateLimitInfo
+from .events import (
+    AttemptEvent,
+    CallEvent,
+    Event,
+    InteractionSummary,
+    NetworkTimings,
+    RateLimitInfo,
+)
 from .exceptions import ConfigError, LLMPulseError, UnsupportedClientError
 from .sinks import JsonlSink, Sink, StructlogSink
 

@@ -11,9 +11,9 @@ or cancellation escapes.
 from __future__ import annotations
 
 import contextvars
-from collections import deque
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ def finish_collected() -> None:
             call = _COLLECTED.popleft()
         except IndexError:
             return
-        call._finish_collected()  # noqa: SLF001
+        call._finish_collected()
 
 
 class Call:
@@ -379,10 +379,8 @@ class Call:
         if not self._finish_lock.acquire(blocking=False):
             return  # finished already (close after end, GC after close)
         try:
-            event = self._build_event(
-                outcome, parsed, data, stream_interrupted, error_type, error_message
-            )
-        except Exception:  # a bug of ours must never reach the caller
+            event = self._build_event(outcome, parsed, data, stream_interrupted, error_type, error_message)
+        except Exception:  # noqa: BLE001 - a bug of ours must never reach the caller
             self._hook.pipeline.internal_error("build_event")
             return
         if self._interaction is not None:
@@ -491,9 +489,7 @@ class Call:
             request_s=_between(
                 marks, "http11.send_request_headers.started", "http11.send_request_body.complete"
             )
-            or _between(
-                marks, "http2.send_request_headers.started", "http2.send_request_body.complete"
-            ),
+            or _between(marks, "http2.send_request_headers.started", "http2.send_request_body.complete"),
             time_to_headers_s=_span(marks, "http11.receive_response_headers")
             or _span(marks, "http2.receive_response_headers"),
             body_s=_span(marks, "http11.receive_response_body")

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .exceptions import ConfigError
@@ -37,7 +37,8 @@ class Settings:
 
     Attributes:
         enabled: When false, `wrap()` returns clients unchanged.
-        sinks: Default output sinks: "log" (structlog JSON), "jsonl", or "none".
+        sinks: Default output sinks: names ("log" for structlog JSON, "jsonl",
+            "none") or, in code, sink objects (anything with ``emit(event)``).
         log_format: "json" (one JSON object per line) or "console".
         log_stream: "stdout" or "stderr".
         jsonl_path: File the "jsonl" sink appends to.
@@ -53,10 +54,11 @@ class Settings:
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
         tiktoken_download: Allow tiktoken to download encodings in the background.
+
     """
 
     enabled: bool = True
-    sinks: tuple[str, ...] = ("log",)
+    sinks: tuple[Any, ...] = ("log",)
     log_format: str = "json"
     log_stream: str = "stdout"
     jsonl_path: str = "llmpulse-events.jsonl"
@@ -71,10 +73,13 @@ class Settings:
     capture_content: bool = False
     include_stream_usage: bool = True
     tiktoken_download: bool = False
-    _extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        _check_choice("sinks", self.sinks, _SINK_NAMES, many=True)
+        names = tuple(s for s in self.sinks if isinstance(s, str))
+        _check_choice("sinks", names, _SINK_NAMES, many=True)
+        for sink in self.sinks:
+            if not isinstance(sink, str) and not callable(getattr(sink, "emit", None)):
+                raise ConfigError(f"sinks: {sink!r} is neither a sink name nor an object with emit(event)")
         _check_choice("log_format", self.log_format, _LOG_FORMATS)
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
         for name in ("max_tenants", "max_routes", "buffer_size"):
@@ -89,6 +94,7 @@ class Settings:
 
         Raises:
             ConfigError: Naming the variable, its value and what is accepted.
+
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -102,7 +108,9 @@ class Settings:
             otel = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
             if otel is not None:
                 values["capture_content"] = _parse_bool(
-                    "capture_content", otel.strip(), var="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+                    "capture_content",
+                    otel.strip(),
+                    var="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
                 )
         return cls(**values)
 
@@ -111,8 +119,11 @@ class Settings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        if "sinks" in overrides and isinstance(overrides["sinks"], str):
-            overrides["sinks"] = (overrides["sinks"],)
+        if "sinks" in overrides:
+            sinks = overrides["sinks"]
+            overrides["sinks"] = (
+                (sinks,) if isinstance(sinks, str) or hasattr(sinks, "emit") else tuple(sinks)
+            )
         return dataclasses.replace(self, **overrides)
 
 
@@ -136,7 +147,9 @@ def _parse_bool(name: str, raw: str, *, var: str | None = None) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise ConfigError(f"{var or _var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off")
+    raise ConfigError(
+        f"{var or _var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
+    )
 
 
 def _parse_int(name: str, raw: str) -> int:
@@ -198,6 +211,7 @@ def configure(settings: Settings | None = None, **overrides: Any) -> Settings:
 
     Raises:
         ConfigError: For a bad environment variable or override.
+
     """
     global _settings  # noqa: PLW0603 - this module owns the process settings
     base = settings if settings is not None else Settings.from_env()

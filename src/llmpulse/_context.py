@@ -74,6 +74,7 @@ class Context:
         cache: Whether responses may be served from the response cache.
         private: Whether prompt/completion capture is forbidden for these calls.
         interaction_id: Set inside `llmpulse.interaction()`.
+
     """
 
     tenant: str | None = None
@@ -197,6 +198,7 @@ def context(
 
     Raises:
         ValueError: For an unknown priority or non-string tags.
+
     """
     if priority is not None and priority not in _PRIORITIES:
         raise ValueError(f"priority must be one of {_PRIORITIES}, got {priority!r}")
@@ -316,14 +318,12 @@ class InteractionTotals:
                 self.cost_usd += event.cost_usd
 
 
-_interaction: ContextVar[InteractionTotals | None] = ContextVar(
-    "llmpulse_interaction", default=None
+_interaction: ContextVar[InteractionTotals | None] = ContextVar("llmpulse_interaction", default=None)
+
+
+_interaction_frames: ContextVar[tuple[tuple[Context, float, Token[InteractionTotals | None]], ...]] = (
+    ContextVar("llmpulse_interaction_frames", default=())
 )
-
-
-_interaction_frames: ContextVar[
-    tuple[tuple[Context, float, Token[InteractionTotals | None]], ...]
-] = ContextVar("llmpulse_interaction_frames", default=())
 
 
 def current_interaction() -> InteractionTotals | None:
@@ -331,7 +331,7 @@ def current_interaction() -> InteractionTotals | None:
     return _interaction.get()
 
 
-class interaction:  # noqa: N801 - used like a function, as `llmpulse.interaction(...)`
+class interaction:
     """A context that also emits one `InteractionSummary` when it exits.
 
     ``with llmpulse.interaction("answer-question", tenant="acme") as ctx:``
@@ -368,9 +368,7 @@ class interaction:  # noqa: N801 - used like a function, as `llmpulse.interactio
         if totals is not None:
             from ._pipeline import emit_interaction  # noqa: PLC0415 - avoids an import cycle
 
-            emit_interaction(
-                self.name, ctx, totals, time.perf_counter() - started, failed=exc is not None
-            )
+            emit_interaction(self.name, ctx, totals, time.perf_counter() - started, failed=exc is not None)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) to run as one interaction per call."""
@@ -389,5 +387,3 @@ class interaction:  # noqa: N801 - used like a function, as `llmpulse.interactio
                 return fn(*args, **kwargs)
 
         return inner
-
-

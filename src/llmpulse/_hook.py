@@ -39,6 +39,7 @@ class Hook:
         sleep: Blocking sleep (injected by tests).
         asleep: Async sleep (injected by tests).
         random: ``random.random``-like jitter source.
+
     """
 
     provider: Provider
@@ -78,14 +79,12 @@ class Hook:
         except Exception:  # noqa: BLE001 - a streamed upload has no readable content
             body = None
         path = request.url.path
-        info = self.provider.describe(
-            request.method, path, body, inject_usage=self.inject_stream_usage
-        )
+        info = self.provider.describe(request.method, path, body, inject_usage=self.inject_stream_usage)
         info.path = path
         if info.new_body is not None:
             body = info.new_body
             request.stream = self.http.ByteStream(body)
-            request._content = body  # noqa: SLF001 - keeps request.content consistent
+            request._content = body
             request.headers["Content-Length"] = str(len(body))
         deadline = None
         timeout = request.extensions.get("timeout")
@@ -121,7 +120,7 @@ class Hook:
 
         try:
             return price_table().cost(self.provider.name, model, **usage)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - pricing must never break a call
             self.pipeline.internal_error("pricing")
             return None
 

@@ -92,7 +92,7 @@ class Pipeline:
             target.emit(event)
         try:
             self.stats.record(event)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - stats must never break a call
             self.internal_error("stats")
         self.dispatcher.submit(event, self.default_routes if routes is None else routes, app_ctx)
 
@@ -136,6 +136,8 @@ def default_sinks(settings: Settings) -> list[Any]:
             sinks.append(StructlogSink(stream, format=settings.log_format, attempts=settings.attempt_events))
         elif name == "jsonl":
             sinks.append(JsonlSink(settings.jsonl_path))
+        elif not isinstance(name, str):
+            sinks.append(name)  # a sink object given in code
     return sinks
 
 
@@ -160,7 +162,6 @@ def get_pipeline() -> Pipeline:
 def _reconfigure(settings: Settings) -> None:
     # New settings: keep the metrics objects (Prometheus series must not
     # vanish), swap the default sinks after delivering what they hold.
-    global _pipeline  # noqa: PLW0603
     with _lock:
         old = _pipeline
         if old is None:
@@ -220,6 +221,7 @@ def flush(timeout: float | None = 5.0) -> bool:
 
     Returns:
         True if nothing is left pending.
+
     """
     from ._call import finish_collected  # noqa: PLC0415
 

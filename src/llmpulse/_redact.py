@@ -19,7 +19,10 @@ _PATTERNS = (
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-\*\.]{6,}"), r"\1-[REDACTED]"),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9_\-\.=:/+]{6,}"), r"\1 [REDACTED]"),
     (re.compile(r"(?i)([?&](?:api[-_]?key|key|token|sig|access_token)=)[^&\s#]+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)(\b(?:api[-_]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1[REDACTED]"),
+    (
+        re.compile(r"(?i)(\b(?:api[-_]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+        r"\1[REDACTED]",
+    ),
     (re.compile(r"(https?://)[^/\s:@]+:[^/\s@]+@"), r"\1[REDACTED]@"),
 )
 

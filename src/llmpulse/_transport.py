@@ -180,7 +180,7 @@ def _already_read(response: Any) -> bool:
 def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
     kept = call.consume(response.content)
     if kept is not response.content:
-        response._content = kept  # noqa: SLF001
+        response._content = kept
         response.stream = http.ByteStream(kept)
 
 

@@ -60,10 +60,11 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
     Raises:
         UnsupportedClientError: ``client`` is not a supported SDK client (a ``TypeError``).
         ConfigError: An ``LLMPULSE_*`` environment variable is invalid.
+
     """
     if getattr(client, _HOOK_ATTR, None) is not None:
         return client
-    provider, is_async = _identify(client)
+    provider = _identify(client)
     settings = get_settings()
     if not settings.enabled:
         return client
@@ -71,7 +72,7 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
     try:
         hook = Hook(
             provider=provider,
-            http=_http_module(client._client),  # type: ignore[attr-defined]  # noqa: SLF001
+            http=_http_module(client._client),  # type: ignore[attr-defined]
             pipeline=pipeline,
             max_retries=int(client.max_retries),  # type: ignore[attr-defined]
             routes=None if sinks is None else pipeline.routes_for(sinks),
@@ -80,7 +81,7 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
             server_address=str(client.base_url.host),  # type: ignore[attr-defined]
             inject_stream_usage=settings.include_stream_usage,
         )
-        wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]  # noqa: SLF001
+        wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
         return cast("ClientT", _give_up(client, exc, pipeline))
     object.__setattr__(wrapped, _ORIGINAL_ATTR, client)
@@ -92,19 +93,18 @@ def unwrap(client: Any) -> Any:
     return getattr(client, _ORIGINAL_ATTR, client)
 
 
-def _identify(client: Any) -> tuple[Provider, bool]:
+def _identify(client: Any) -> Provider:
     openai = sys.modules.get("openai")
     anthropic = sys.modules.get("anthropic")
     if openai is not None:
         azure = (openai.AzureOpenAI, openai.AsyncAzureOpenAI)
         if isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
             name = "azure" if isinstance(client, azure) else "openai"
-            return OpenAIProvider(name), isinstance(client, openai.AsyncOpenAI)
+            return OpenAIProvider(name)
     if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
-        return AnthropicProvider(), isinstance(client, anthropic.AsyncAnthropic)
+        return AnthropicProvider()
     raise UnsupportedClientError(
-        f"llmpulse.wrap() got {type(client).__module__}.{type(client).__qualname__}; "
-        f"it supports {_SUPPORTED}"
+        f"llmpulse.wrap() got {type(client).__module__}.{type(client).__qualname__}; it supports {_SUPPORTED}"
     )
 
 
@@ -136,8 +136,8 @@ def _clone_http(http: Any, hook: Hook) -> Any:
 
     clone = object.__new__(base)
     clone.__dict__.update(http.__dict__)
-    clone._transport = wrap_transport(http._transport)  # noqa: SLF001
-    clone._mounts = {pattern: wrap_transport(t) for pattern, t in http._mounts.items()}  # noqa: SLF001
+    clone._transport = wrap_transport(http._transport)
+    clone._mounts = {pattern: wrap_transport(t) for pattern, t in http._mounts.items()}
     return clone
 
 
@@ -145,7 +145,7 @@ def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
     """Copy ``client`` onto a hooked clone of ``http`` and make its copies do the same."""
     clone = _clone_http(http, hook)
     wrapped = type(client).copy(client, http_client=clone, max_retries=0)
-    wrapped._strict_response_validation = client._strict_response_validation  # noqa: SLF001
+    wrapped._strict_response_validation = client._strict_response_validation
     _install(wrapped, hook)
     return wrapped
 
@@ -162,9 +162,9 @@ def _install(wrapped: Any, hook: Hook) -> None:
         if http_client is not None:
             kwargs["http_client"] = _clone_http(http_client, new_hook)
         elif new_hook is not hook:
-            kwargs["http_client"] = _clone_http(wrapped._client, new_hook)  # noqa: SLF001
+            kwargs["http_client"] = _clone_http(wrapped._client, new_hook)
         result = type(wrapped).copy(wrapped, *args, max_retries=0, **kwargs)
-        result._strict_response_validation = wrapped._strict_response_validation  # noqa: SLF001
+        result._strict_response_validation = wrapped._strict_response_validation
         _install(result, new_hook)
         object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
         return result
@@ -195,4 +195,3 @@ def _fingerprint(api_key: Any) -> str | None:
         return None
     # 8 hex chars of a hash: enough to tell keys apart, useless to recover one.
     return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
-

@@ -44,6 +44,7 @@ class NetworkTimings:
             for a non-streaming call this is mostly the provider's generation time.
         body_s: Reading the response body (the whole stream for streaming calls).
         connection_reused: True when no new connection was opened.
+
     """
 
     connect_s: float | None = None
@@ -63,6 +64,7 @@ class RateLimitInfo:
         remaining_tokens: Tokens left in the current window.
         limit_requests: Request limit of the window.
         limit_tokens: Token limit of the window.
+
     """
 
     remaining_requests: int | None = None
@@ -148,6 +150,7 @@ class AttemptEvent:
         will_retry: Whether llmpulse retries after this attempt.
         backoff_s: The sleep before the next attempt (0 when none follows).
         network: Network phases of this attempt.
+
     """
 
     call_id: str
@@ -189,6 +192,7 @@ class InteractionSummary:
         unpriced_calls: Calls whose cost is unknown (not counted in ``cost_usd``).
         latency_s: Wall time of the block.
         outcome: "ok", or "error" when the block raised.
+
     """
 
     interaction_id: str

@@ -75,6 +75,7 @@ def sdk_retry_delay(
         headers: The response headers, if any.
         exc: The exception of a failed send, if any.
         random: A ``random.random``-like source (injected for tests).
+
     """
     if retries_taken >= max_retries:
         return None

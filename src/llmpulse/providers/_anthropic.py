@@ -100,6 +100,9 @@ class AnthropicProvider:
             if isinstance(message, dict):
                 out.response_model = _str(message.get("model"))
                 _read_usage(out, message.get("usage"))
+                # message_start's output_tokens is a placeholder; the count
+                # comes from message_delta, or is estimated if none arrived.
+                out.output_tokens = None
         delta = data.rfind(b"event: message_delta")
         if delta >= 0:
             tail = data[delta:]
@@ -165,15 +168,14 @@ def _read_usage(out: ResponseInfo, usage: Any) -> None:
 
 def _sdk_error_name(status: int, body: object) -> str:
     try:
-        from anthropic._error_classes import (  # noqa: PLC0415 - private, may not exist
-            ERROR_CLASSES,
-            extract_error_code,
-        )
+        from anthropic import _error_classes  # noqa: PLC0415 - private, may not exist
 
-        cls = ERROR_CLASSES.get((status, extract_error_code(body))) or ERROR_CLASSES.get((status, None))
+        table = _error_classes.ERROR_CLASSES
+        code = _error_classes.extract_error_code(body)  # type: ignore[attr-defined]
+        cls = table.get((status, code)) or table.get((status, None))
         if cls is not None:
             return str(cls.__name__)
-    except Exception:  # noqa: BLE001, S110 - older SDKs: fall back to the status table
+    except Exception:  # noqa: BLE001 - older SDKs lack the table: use ours
         pass
     return _ERRORS.get(status) or ("InternalServerError" if status >= 500 else "APIStatusError")
 

@@ -68,6 +68,7 @@ class StreamFormat:
             caller (the first one sets time to first token).
         terminal_markers: Byte strings that mean the stream ended normally.
         error_marker: Byte string of an in-stream error event.
+
     """
 
     content_markers: tuple[bytes, ...]

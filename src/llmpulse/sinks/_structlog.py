@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -27,6 +27,7 @@ class StructlogSink:
         format: "json" (one JSON object per line) or "console" (for humans).
         attempts: Also log one debug line per HTTP attempt.
         logger: A ready structlog logger to use instead (its own processors apply).
+
     """
 
     name = "log"
@@ -35,7 +36,7 @@ class StructlogSink:
         self,
         file: IO[str] | None = None,
         *,
-        format: str = "json",  # noqa: A002 - the natural name
+        format: str = "json",
         attempts: bool = False,
         logger: Any = None,
     ) -> None:
@@ -49,7 +50,7 @@ class StructlogSink:
                 else structlog.dev.ConsoleRenderer(colors=False)
             )
             logger = structlog.wrap_logger(
-                structlog.PrintLogger(file or sys.stdout),
+                structlog.PrintLogger(cast("TextIO", file or sys.stdout)),
                 processors=[
                     structlog.contextvars.merge_contextvars,
                     structlog.processors.add_log_level,

@@ -1,0 +1,33 @@
+"""The ``llmpulse`` command: ``demo`` and ``fake-provider``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``llmpulse`` command."""
+    parser = argparse.ArgumentParser(prog="llmpulse", description="See and control every LLM API call.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run a multi-tenant workload against the fake provider")
+    from ._demo import add_arguments  # noqa: PLC0415
+
+    add_arguments(demo)
+    commands.add_parser("fake-provider", help="serve the OpenAI/Anthropic fake provider", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "fake-provider":
+        from .testing._fake_provider import main as fake_main  # noqa: PLC0415
+
+        return fake_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from ._demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Shared fixtures: one fake provider per session, a capturing sink and wrapped real SDK clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import anthropic
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from llmpulse.testing import CapturingSink, FakeProvider, FaultPlan
+
+# Tests must never reach a real provider or download anything.
+os.environ.setdefault("OPENAI_API_KEY", "sk-test-not-a-real-key")
+os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+
+OPENAI_KEY = "sk-test-abcdefghijklmnop"
+ANTHROPIC_KEY = "sk-ant-test-abcdefghijklmnop"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_defaults() -> Iterator[None]:
+    # No default log output in tests; each test picks its sinks.
+    llmpulse.configure(sinks=("none",))
+    yield
+    llmpulse.shutdown(5)
+
+
+@pytest.fixture(name="fake", scope="session")
+def _fake() -> Iterator[FakeProvider]:
+    with FakeProvider() as fp:
+        yield fp
+
+
+@pytest.fixture(autouse=True)
+def _reset_fake(fake: FakeProvider) -> None:
+    fake.plan = FaultPlan()
+    fake.clear()
+
+
+@pytest.fixture(name="sink")
+def _sink() -> CapturingSink:
+    return CapturingSink()
+
+
+@pytest.fixture(name="registry")
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture(name="raw_openai")
+def _raw_openai(fake: FakeProvider) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(
+        api_key=OPENAI_KEY, base_url=fake.openai_base_url, _strict_response_validation=True
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture(name="oai")
+def _oai(raw_openai: openai.OpenAI, sink: CapturingSink, registry: CollectorRegistry) -> openai.OpenAI:
+    return llmpulse.wrap(raw_openai, sinks=[sink], registry=registry)
+
+
+@pytest.fixture(name="aoai")
+async def _aoai(
+    fake: FakeProvider, sink: CapturingSink, registry: CollectorRegistry
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(
+        api_key=OPENAI_KEY, base_url=fake.openai_base_url, _strict_response_validation=True
+    )
+    yield llmpulse.wrap(client, sinks=[sink], registry=registry)
+    await client.close()
+
+
+@pytest.fixture(name="ant")
+def _ant(
+    fake: FakeProvider, sink: CapturingSink, registry: CollectorRegistry
+) -> Iterator[anthropic.Anthropic]:
+    client = anthropic.Anthropic(
+        api_key=ANTHROPIC_KEY, base_url=fake.anthropic_base_url, _strict_response_validation=True
+    )
+    yield llmpulse.wrap(client, sinks=[sink], registry=registry)
+    client.close()
+
+
+@pytest.fixture(name="aant")
+async def _aant(
+    fake: FakeProvider, sink: CapturingSink, registry: CollectorRegistry
+) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    client = anthropic.AsyncAnthropic(
+        api_key=ANTHROPIC_KEY, base_url=fake.anthropic_base_url, _strict_response_validation=True
+    )
+    yield llmpulse.wrap(client, sinks=[sink], registry=registry)
+    await client.close()
+
+
+MESSAGES = [{"role": "user", "content": "Say hello to the on-call engineer."}]

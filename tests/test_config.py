@@ -1,0 +1,94 @@
+"""Settings from LLMPULSE_* variables: defaults, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+import llmpulse
+from llmpulse import ConfigError, Settings
+
+
+def test_defaults() -> None:
+    """With no variables set, logs and metrics are on and content capture is off."""
+    settings = Settings.from_env({})
+    assert settings.sinks == ("log",)
+    assert settings.metrics is True
+    assert settings.capture_content is False
+    assert settings.max_tenants == 100
+
+
+def test_values_are_parsed() -> None:
+    """Booleans, integers and lists are parsed from their text forms."""
+    settings = Settings.from_env(
+        {
+            "LLMPULSE_SINKS": "log, jsonl",
+            "LLMPULSE_METRICS": "off",
+            "LLMPULSE_MAX_TENANTS": "7",
+            "LLMPULSE_TENANT_ALLOWLIST": "acme,globex",
+            "LLMPULSE_METRICS_PORT": "9464",
+        }
+    )
+    assert settings.sinks == ("log", "jsonl")
+    assert settings.metrics is False
+    assert settings.max_tenants == 7
+    assert settings.tenant_allowlist == ("acme", "globex")
+    assert settings.metrics_port == 9464
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LLMPULSE_METRICS": "maybe"}, r"LLMPULSE_METRICS='maybe' is not a boolean"),
+        ({"LLMPULSE_MAX_TENANTS": "lots"}, r"LLMPULSE_MAX_TENANTS='lots' is not an integer"),
+        ({"LLMPULSE_MAX_TENANTS": "0"}, r"LLMPULSE_MAX_TENANTS must be a positive integer"),
+        (
+            {"LLMPULSE_SINKS": "log,kafka"},
+            r"LLMPULSE_SINKS=log,kafka is not valid: accepted values are log, jsonl, none",
+        ),
+        ({"LLMPULSE_LOG_FORMAT": "xml"}, r"accepted values are json, console"),
+        ({"LLMPULSE_METRICS_PORT": "70000"}, r"LLMPULSE_METRICS_PORT must be a port"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    """A bad value raises ConfigError naming the variable and what is accepted."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_otel_content_capture_variable_is_honoured() -> None:
+    """OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT turns capture on unless ours says otherwise."""
+    assert Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}).capture_content
+    assert not Settings.from_env(
+        {
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+            "LLMPULSE_CAPTURE_CONTENT": "0",
+        }
+    ).capture_content
+
+
+def test_unknown_override_is_refused() -> None:
+    """configure() with a misspelt setting raises."""
+    with pytest.raises(ConfigError, match="unknown setting"):
+        llmpulse.configure(metrix=False)
+
+
+def test_first_wrap_reports_a_bad_environment(
+    monkeypatch: pytest.MonkeyPatch, raw_openai: openai.OpenAI
+) -> None:
+    """With nothing configured, wrap() reads the environment and raises ConfigError on a bad value."""
+    monkeypatch.setenv("LLMPULSE_BUFFER_SIZE", "-3")
+    llmpulse._config.reset_for_tests()
+    try:
+        with pytest.raises(ConfigError, match="LLMPULSE_BUFFER_SIZE"):
+            llmpulse.wrap(raw_openai)
+    finally:
+        monkeypatch.delenv("LLMPULSE_BUFFER_SIZE")
+        llmpulse.configure(sinks=("none",))
+
+
+def test_sink_objects_can_be_configured_in_code() -> None:
+    """configure(sinks=[obj]) accepts sink objects and refuses objects without emit()."""
+    with pytest.raises(ConfigError, match="neither a sink name"):
+        llmpulse.configure(sinks=[object()])
+    llmpulse.configure(sinks=("none",))

@@ -1,0 +1,188 @@
+"""Sinks: off the caller's path, bounded, failures counted, nothing secret logged."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+
+import openai
+import pytest
+import structlog
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from conftest import MESSAGES, OPENAI_KEY
+from llmpulse import CallEvent, JsonlSink, StructlogSink
+from llmpulse.testing import CapturingSink, FakeProvider, Fault
+
+
+class BlockingSink:
+    """Holds every emit until released, to fill the queue deterministically."""
+
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.events: list[object] = []
+
+    def emit(self, event: object) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        self.events.append(event)
+
+
+class FailingSink:
+    name = "failing"
+
+    def emit(self, event: object) -> None:
+        raise RuntimeError("disk full")
+
+
+def _wrap(raw: openai.OpenAI, *sinks: object) -> openai.OpenAI:
+    return llmpulse.wrap(raw, sinks=list(sinks), registry=CollectorRegistry())
+
+
+def test_structlog_sink_writes_one_json_line_per_call(raw_openai: openai.OpenAI) -> None:
+    """The log sink writes one JSON line with every field and the app's bound contextvars."""
+    out = io.StringIO()
+    client = _wrap(raw_openai, StructlogSink(out))
+    structlog.contextvars.bind_contextvars(request_path="/api/chat")
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert llmpulse.flush()
+    [line] = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "llm.call"
+    assert record["level"] == "info"
+    assert record["request_path"] == "/api/chat"
+    for field in (
+        "call_id",
+        "correlation_id",
+        "model",
+        "input_tokens",
+        "cost_usd",
+        "latency_s",
+        "request_id",
+    ):
+        assert field in record
+    assert OPENAI_KEY not in line
+
+
+def test_errors_log_at_warning_without_secrets(raw_openai: openai.OpenAI, fake: FakeProvider) -> None:
+    """A failed call logs at warning; the API key echoed by the provider is redacted."""
+    out = io.StringIO()
+    client = _wrap(raw_openai, StructlogSink(out))
+    fake.enqueue(Fault.status(401, message=f"Incorrect API key provided: {OPENAI_KEY}"))
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    llmpulse.flush()
+    record = json.loads(out.getvalue())
+    assert record["level"] == "warning"
+    assert record["error_type"] == "AuthenticationError"
+    assert "Incorrect API key" in record["error_message"]
+    assert OPENAI_KEY not in out.getvalue()
+    assert "abcdefghijklmnop" not in out.getvalue()
+
+
+def test_attempt_lines_only_when_asked(raw_openai: openai.OpenAI, fake: FakeProvider) -> None:
+    """Attempt events are logged at debug only with attempts=True."""
+    quiet, verbose = io.StringIO(), io.StringIO()
+    client = _wrap(raw_openai, StructlogSink(quiet), StructlogSink(verbose, attempts=True))
+    fake.enqueue(Fault.status(500, retry_after_ms=1))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    llmpulse.flush()
+    assert [json.loads(x)["event"] for x in quiet.getvalue().splitlines()] == ["llm.call"]
+    assert [json.loads(x)["event"] for x in verbose.getvalue().splitlines()] == [
+        "llm.attempt",
+        "llm.attempt",
+        "llm.call",
+    ]
+
+
+def test_failing_sink_is_counted_not_raised(raw_openai: openai.OpenAI) -> None:
+    """A sink that raises never reaches the caller; the loss is counted."""
+    failing, capture = FailingSink(), CapturingSink()
+    client = _wrap(raw_openai, failing, capture)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert llmpulse.flush()
+    [stats] = [s for s in llmpulse.sink_stats() if s.name == "failing"][-1:]
+    assert stats.dropped >= 2  # the attempt and the call
+    assert stats.exported == 0
+    assert len(capture.calls) == 1
+
+
+def test_full_buffer_drops_and_counts(raw_openai: openai.OpenAI) -> None:
+    """With the queue full, new events are dropped and counted; the invariant holds throughout."""
+    pipeline = llmpulse._pipeline.get_pipeline()
+    capacity = pipeline.dispatcher.capacity
+    pipeline.dispatcher.capacity = 2
+    blocking = BlockingSink()
+    blocking.event_types = (CallEvent,)  # type: ignore[attr-defined]
+    client = _wrap(raw_openai, blocking)
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert blocking.entered.wait(5)  # the worker holds event 1
+        for _ in range(4):  # two fit in the queue, two are dropped
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        [stats] = [s for s in llmpulse.sink_stats() if s.name == "blocking"][-1:]
+        assert (stats.emitted, stats.dropped, stats.pending, stats.exported) == (5, 2, 3, 0)
+    finally:
+        blocking.release.set()
+        pipeline.dispatcher.capacity = capacity
+    assert llmpulse.flush()
+    [stats] = [s for s in llmpulse.sink_stats() if s.name == "blocking"][-1:]
+    assert stats.emitted == stats.exported + stats.dropped + stats.pending
+    assert (stats.exported, stats.pending) == (3, 0)
+
+
+def test_jsonl_sink_appends_lines(raw_openai: openai.OpenAI, tmp_path: os.PathLike[str]) -> None:
+    """The JSONL sink appends one parseable line per call."""
+    path = os.path.join(tmp_path, "events.jsonl")
+    sink = JsonlSink(path)
+    client = _wrap(raw_openai, sink)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    llmpulse.flush()
+    sink.close()
+    with open(path, encoding="utf-8") as fh:
+        lines = [json.loads(x) for x in fh]
+    assert [x["type"] for x in lines] == ["llm.call", "llm.call"]
+    assert lines[0]["started_at"].endswith("+00:00")
+
+
+async def test_aflush_waits_without_blocking_the_loop(aoai: openai.AsyncOpenAI) -> None:
+    """aflush() returns once queued events are delivered."""
+    out = io.StringIO()
+    client = llmpulse.wrap(llmpulse.unwrap(aoai), sinks=[StructlogSink(out)], registry=CollectorRegistry())
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert await llmpulse.aflush()
+    assert out.getvalue().count("llm.call") == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_events_after_fork_are_delivered_in_the_child(
+    raw_openai: openai.OpenAI, tmp_path: os.PathLike[str]
+) -> None:
+    """A forked worker (gunicorn --preload) restarts delivery and keeps its own counts."""
+    path = os.path.join(tmp_path, "child.jsonl")
+    client = _wrap(raw_openai, JsonlSink(path))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    llmpulse.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            ok = llmpulse.flush(5)
+            stats = [s for s in llmpulse.sink_stats() if s.name == "jsonl"][-1]
+            os._exit(0 if ok and (stats.emitted, stats.exported) == (1, 1) else 1)
+        except BaseException:  # noqa: BLE001 - the child must always exit here
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with open(path, encoding="utf-8") as fh:
+        assert len(fh.readlines()) == 2

@@ -1,0 +1,119 @@
+"""wrap()/unwrap(): same class, original untouched, copies instrumented, fail-safe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from conftest import MESSAGES, OPENAI_KEY
+from llmpulse.testing import CapturingSink, FakeProvider
+
+
+def _clients(fake: FakeProvider) -> list[Any]:
+    return [
+        openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url),
+        openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url),
+        openai.AzureOpenAI(api_key="k" * 20, api_version="2024-10-21", azure_endpoint=fake.base_url),
+        openai.AsyncAzureOpenAI(api_key="k" * 20, api_version="2024-10-21", azure_endpoint=fake.base_url),
+        anthropic.Anthropic(api_key="sk-ant-x" * 3, base_url=fake.anthropic_base_url),
+        anthropic.AsyncAnthropic(api_key="sk-ant-x" * 3, base_url=fake.anthropic_base_url),
+    ]
+
+
+def test_wrap_returns_a_new_client_of_the_same_class(fake: FakeProvider) -> None:
+    """Each supported class comes back as exactly that class, with the SDK's retries off."""
+    for client in _clients(fake):
+        wrapped = llmpulse.wrap(client)
+        assert type(wrapped) is type(client)
+        assert wrapped is not client
+        assert wrapped.max_retries == 0
+        assert client.max_retries == 2
+        assert wrapped.base_url == client.base_url
+        assert llmpulse.unwrap(wrapped) is client
+        assert llmpulse.wrap(wrapped) is wrapped
+
+
+def test_original_client_is_left_alone(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
+    """The argument keeps its transport and produces no events."""
+    transport = raw_openai._client._transport
+    llmpulse.wrap(raw_openai, sinks=[sink])
+    raw_openai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw_openai._client._transport is transport
+    assert sink.calls == []
+
+
+def test_unsupported_object_raises_type_error_naming_it() -> None:
+    """Wrapping something else raises a TypeError naming it and what is supported."""
+    with pytest.raises(TypeError, match=r"builtins\.dict.*openai\.OpenAI.*anthropic\.AsyncAnthropic"):
+        llmpulse.wrap({})
+    with pytest.raises(llmpulse.UnsupportedClientError):
+        llmpulse.wrap(httpx2.Client())
+
+
+def test_copies_stay_instrumented(oai: openai.OpenAI, sink: CapturingSink) -> None:
+    """with_options() and copy() results are the same class and still observed; unwrap gives the original."""
+    copy = oai.with_options(timeout=20, default_headers={"x-team": "search"})
+    assert type(copy) is openai.OpenAI
+    copy.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    oai.copy(max_retries=1).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(sink.calls) == 2
+    assert llmpulse.unwrap(copy) is llmpulse.unwrap(oai)
+
+
+def test_user_headers_and_strict_validation_survive(
+    fake: FakeProvider, sink: CapturingSink, registry: CollectorRegistry
+) -> None:
+    """Client default headers reach the wire and strict response validation stays on."""
+    client = openai.OpenAI(
+        api_key=OPENAI_KEY,
+        base_url=fake.openai_base_url,
+        default_headers={"X-Corp": "1"},
+        _strict_response_validation=True,
+    )
+    wrapped = llmpulse.wrap(client, sinks=[sink], registry=registry)
+    assert wrapped._strict_response_validation is True
+    wrapped.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert fake.requests[-1].headers["x-corp"] == "1"
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+def test_new_http_client_in_with_options_is_instrumented(oai: openai.OpenAI, sink: CapturingSink) -> None:
+    """Passing a fresh http_client to with_options() keeps the copy instrumented."""
+    copy = oai.with_options(http_client=httpx2.Client())
+    copy.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(sink.calls) == 1
+
+
+def test_unknown_sdk_internals_fall_back_to_the_plain_client(raw_openai: openai.OpenAI) -> None:
+    """If the SDK's internals are not what llmpulse expects, wrap() warns once and returns the client."""
+    registry = CollectorRegistry()
+    saved = raw_openai._client
+    raw_openai._client = object()  # an SDK release with a different http client
+    try:
+        with pytest.warns(RuntimeWarning, match="could not instrument"):
+            result = llmpulse.wrap(raw_openai, registry=registry)
+    finally:
+        raw_openai._client = saved
+    assert result is raw_openai
+
+
+def test_disabled_returns_the_client(raw_openai: openai.OpenAI) -> None:
+    """LLMPULSE_ENABLED=0 makes wrap() a no-op."""
+    llmpulse.configure(enabled=False, sinks=("none",))
+    try:
+        assert llmpulse.wrap(raw_openai) is raw_openai
+    finally:
+        llmpulse.configure(sinks=("none",))
+
+
+def test_closing_the_wrapped_client(fake: FakeProvider) -> None:
+    """close() and the context manager protocol work on wrapped clients."""
+    with llmpulse.wrap(openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url)) as client:
+        client.models.list()
+    assert client.is_closed()
