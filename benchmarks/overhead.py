@@ -1,0 +1,243 @@
+"""What llmpulse costs per call: raw SDK vs wrapped, interleaved in one run.
+
+The fake provider runs in a separate process, so this process's CPU time is
+the client's alone (the SDK, llmpulse and its sink thread). Default sinks
+are on: structlog JSON (to /dev/null) and Prometheus.
+
+    .venv/bin/python benchmarks/overhead.py            # calls, streams, import time
+    .venv/bin/python benchmarks/overhead.py --memory   # + 1M synthetic events through the sinks
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+MESSAGES = [{"role": "user", "content": "Write one sentence about observability for on-call engineers."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_fake(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmpulse", "fake-provider", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("fake provider did not start")
+
+
+def measure(fn: Callable[[], Any], n: int) -> tuple[float, float]:
+    """Mean wall and CPU seconds per call over n calls."""
+    gc.collect()
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - w0) / n, (time.process_time() - c0) / n
+
+
+def interleaved(raw: Callable[[], Any], wrapped: Callable[[], Any], rounds: int, n: int) -> dict[str, float]:
+    for _ in range(20):  # warm connections, caches, price lookups
+        raw()
+        wrapped()
+    rw, rc, ww, wc = [], [], [], []
+    for _ in range(rounds):
+        a, b = measure(raw, n)
+        c, d = measure(wrapped, n)
+        rw.append(a)
+        rc.append(b)
+        ww.append(c)
+        wc.append(d)
+    raw_cpu, wrapped_cpu = statistics.median(rc), statistics.median(wc)
+    raw_wall, wrapped_wall = statistics.median(rw), statistics.median(ww)
+    return {
+        "raw_cpu_us": raw_cpu * 1e6,
+        "cpu_overhead_us": (wrapped_cpu - raw_cpu) * 1e6,
+        "cpu_ratio": wrapped_cpu / raw_cpu,
+        "raw_wall_us": raw_wall * 1e6,
+        "wall_overhead_us": (wrapped_wall - raw_wall) * 1e6,
+    }
+
+
+def run_calls(port: int, rounds: int, n: int) -> list[tuple[str, dict[str, float], int]]:
+    import anthropic
+    import openai
+
+    import llmpulse
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)])
+    base = f"http://127.0.0.1:{port}"
+    oai_raw = openai.OpenAI(api_key="sk-bench", base_url=base + "/v1", max_retries=0)
+    ant_raw = anthropic.Anthropic(api_key="sk-ant-bench", base_url=base, max_retries=0)
+    oai, ant = llmpulse.wrap(oai_raw), llmpulse.wrap(ant_raw)
+    chunks = 64
+
+    def oai_call(c: Any) -> Callable[[], Any]:
+        return lambda: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=16)
+
+    def oai_stream(c: Any) -> Callable[[], Any]:
+        def f() -> None:
+            for _ in c.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=chunks, stream=True
+            ):
+                pass
+
+        return f
+
+    def ant_call(c: Any) -> Callable[[], Any]:
+        return lambda: c.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
+
+    def ant_stream(c: Any) -> Callable[[], Any]:
+        def f() -> None:
+            for _ in c.messages.create(model="claude-haiku-4-5", max_tokens=chunks, messages=MESSAGES, stream=True):
+                pass
+
+        return f
+
+    results = []
+    for name, make, per_call_chunks in (
+        ("openai sync", oai_call, 0),
+        ("openai sync stream", oai_stream, chunks),
+        ("anthropic sync", ant_call, 0),
+        ("anthropic sync stream", ant_stream, chunks),
+    ):
+        raw_fn = make(oai_raw if name.startswith("openai") else ant_raw)
+        wrapped_fn = make(oai if name.startswith("openai") else ant)
+        results.append((name, interleaved(raw_fn, wrapped_fn, rounds, n), per_call_chunks))
+    results.extend(run_async(base, rounds, n))
+    llmpulse.flush(30)
+    return results
+
+
+def run_async(base: str, rounds: int, n: int) -> list[tuple[str, dict[str, float], int]]:
+    import anthropic
+    import openai
+
+    import llmpulse
+
+    loop = asyncio.new_event_loop()
+    oai_raw = openai.AsyncOpenAI(api_key="sk-bench", base_url=base + "/v1", max_retries=0)
+    ant_raw = anthropic.AsyncAnthropic(api_key="sk-ant-bench", base_url=base, max_retries=0)
+    oai, ant = llmpulse.wrap(oai_raw), llmpulse.wrap(ant_raw)
+
+    def oai_call(c: Any) -> Callable[[], Any]:
+        return lambda: loop.run_until_complete(
+            c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=16)
+        )
+
+    def ant_call(c: Any) -> Callable[[], Any]:
+        return lambda: loop.run_until_complete(
+            c.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
+        )
+
+    out = [
+        ("openai async", interleaved(oai_call(oai_raw), oai_call(oai), rounds, n), 0),
+        ("anthropic async", interleaved(ant_call(ant_raw), ant_call(ant), rounds, n), 0),
+    ]
+    loop.close()
+    return out
+
+
+def import_time() -> float:
+    """Median wall time of `import llmpulse` in a fresh interpreter, minus interpreter start."""
+
+    def run(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t0
+
+    base = statistics.median(run("pass") for _ in range(5))
+    return statistics.median(run("import llmpulse") for _ in range(5)) - base
+
+
+def memory(events: int, tenants: int) -> tuple[float, float, float]:
+    """RSS (MiB) after 10 %, and after all, synthetic events through metrics, stats and the log sink."""
+    import contextvars
+    import dataclasses
+    from datetime import UTC, datetime
+
+    import llmpulse
+    from llmpulse._pipeline import get_pipeline
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)])
+    pipeline = get_pipeline()
+    base = llmpulse.CallEvent(
+        call_id="c", correlation_id="x" * 16, interaction_id=None, provider="openai", operation="chat",
+        model="gpt-4o-mini", response_model="gpt-4o-mini", tenant="t", route="/chat", feature=None, tags={},
+        priority="interactive", streamed=False, outcome="ok", stream_interrupted=False, http_status=200,
+        error_type=None, attempts=1, retries=0, backoff_s=(), request_id="req", latency_s=0.3,
+        provider_latency_s=0.2, ttft_s=None, input_tokens=100, output_tokens=20, cached_input_tokens=0,
+        cache_write_tokens=0, reasoning_tokens=0, tokens_estimated=False, cost_usd=0.0001, finish_reason="stop",
+        max_tokens=None, prompt_tokens_estimate=90, response_bytes=800, api_key_id=None, network=None,
+        ratelimit=None, started_at=datetime.now(UTC),
+    )  # fmt: skip
+    ctx = contextvars.copy_context()
+    rss_at_10 = 0.0
+    t0 = time.perf_counter()
+    for i in range(events):
+        event = dataclasses.replace(base, call_id=str(i), tenant=f"tenant-{i % tenants}", latency_s=0.1 + (i % 97) / 100)
+        pipeline.emit_call(event, None, None, ctx)
+        if i % 1000 == 0:
+            llmpulse.flush(30)  # a real app's calls are far apart: keep the queue from filling
+        if i == events // 10:
+            rss_at_10 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    llmpulse.flush(60)
+    elapsed = time.perf_counter() - t0
+    return rss_at_10, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, elapsed / events * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    port = free_port()
+    proc = start_fake(port)
+    try:
+        results = run_calls(port, args.rounds, args.n)
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(f"{'scenario':<24}{'raw CPU µs':>12}{'+CPU µs':>10}{'CPU ratio':>11}{'raw wall µs':>13}{'+wall µs':>10}{'µs/chunk':>10}")
+    for name, r, chunks in results:
+        per_chunk = f"{r['cpu_overhead_us'] / chunks:.2f}" if chunks else "-"
+        print(
+            f"{name:<24}{r['raw_cpu_us']:>12.0f}{r['cpu_overhead_us']:>10.1f}{r['cpu_ratio']:>11.3f}"
+            f"{r['raw_wall_us']:>13.0f}{r['wall_overhead_us']:>10.1f}{per_chunk:>10}"
+        )
+    print(f"import llmpulse: {import_time() * 1000:.0f} ms")
+    if args.memory:
+        at10, end, per_event = memory(args.events, 10_000)
+        print(f"memory: {args.events:,} events / 10k tenants: max RSS {at10:.0f} MiB at 10 %, {end:.0f} MiB at the end;"
+              f" {per_event:.1f} µs per event through metrics+stats+log")
+
+
+if __name__ == "__main__":
+    main()
