@@ -422,7 +422,8 @@ class Call:
         cost = None
         if input_tokens is not None and output_tokens is not None:
             cost = hook.price(
-                response_model or model,
+                response_model,
+                model,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cached_input_tokens=cached or 0,

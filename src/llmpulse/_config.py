@@ -50,6 +50,7 @@ class Settings:
         tenant_allowlist: Tenants always kept as label values.
         buffer_size: Events queued per I/O sink before drops are counted.
         prices_file: JSON file of price overrides (see docs/configuration.md).
+        prices: Price overrides given in code, same shape as the file (code only).
         capture_content: Capture prompt/completion text (off by default).
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
@@ -70,6 +71,7 @@ class Settings:
     tenant_allowlist: tuple[str, ...] = ()
     buffer_size: int = 10_000
     prices_file: str | None = None
+    prices: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
     capture_content: bool = False
     include_stream_usage: bool = True
     tiktoken_download: bool = False
@@ -99,8 +101,8 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name.startswith("_"):
-                continue
+            if f.name not in _PARSERS:
+                continue  # settable in code only
             raw = env.get(_var(f.name))
             if raw is not None:
                 values[f.name] = _PARSERS[f.name](f.name, raw.strip())

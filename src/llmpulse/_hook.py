@@ -112,14 +112,15 @@ class Hook:
             return "APIConnectionError"  # anthropic wraps any foreign exception
         return type(exc).__name__
 
-    def price(self, model: str | None, **usage: int) -> float | None:
-        """USD cost of the usage, or None when the model's price is unknown."""
-        if model is None:
+    def price(self, response_model: str | None, model: str | None, **usage: int) -> float | None:
+        """USD cost of the usage, or None when neither model's price is known."""
+        first = response_model or model
+        if first is None:
             return None
         from ._runtime import price_table  # noqa: PLC0415
 
         try:
-            return price_table().cost(self.provider.name, model, **usage)
+            return price_table().cost(self.provider.name, first, fallback_model=model, **usage)
         except Exception:  # noqa: BLE001 - pricing must never break a call
             self.pipeline.internal_error("pricing")
             return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._config import get_settings, on_configure
+from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -24,7 +25,7 @@ _prices: PriceTable | None = None
 def _on_unpriced(provider: str, model: str) -> None:
     _log.warning(
         "llmpulse: no price known for model %r of provider %r; its calls get cost_usd=None "
-        "(add a price with LLMPULSE_PRICES_FILE or llmpulse.configure(prices=...))",
+        "(add one with LLMPULSE_PRICES_FILE or llmpulse.configure(prices=...); see docs/configuration.md)",
         model,
         provider,
     )
@@ -45,7 +46,11 @@ def price_table() -> PriceTable:
 def _build_price_table(settings: Settings) -> PriceTable:
     from ._pricing import PriceTable, load_price_overrides  # noqa: PLC0415
 
-    overrides = load_price_overrides(settings.prices_file) if settings.prices_file else {}
+    overrides: dict[str, dict[str, Any]] = {}
+    if settings.prices_file:
+        overrides = load_price_overrides(settings.prices_file)
+    for provider, models in (settings.prices or {}).items():
+        overrides.setdefault(provider, {}).update(models)
     return PriceTable(overrides=overrides, on_unpriced=_on_unpriced)
 
 
@@ -53,9 +58,12 @@ def _reset_prices(settings: Settings) -> None:
     global _prices  # noqa: PLW0603
     with _lock:
         _prices = None
-    if settings.prices_file:
-        # Read the file now: a bad price file must fail configure(), not a call.
-        price_table()
+    if settings.prices_file or settings.prices:
+        # Read them now: a bad price must fail configure(), not a call.
+        try:
+            price_table()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 on_configure(_reset_prices)

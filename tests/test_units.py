@@ -1,0 +1,126 @@
+"""Pure pieces: path → operation, value extraction, the SDK retry rule, redaction."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx2
+import pytest
+
+from llmpulse._redact import redact
+from llmpulse.policies import parse_retry_after, sdk_retry_delay
+from llmpulse.providers import operation_from_path
+from llmpulse.providers._base import iter_sse_data, json_value_after
+
+
+@pytest.mark.parametrize(
+    ("path", "operation", "deployment"),
+    [
+        ("/v1/chat/completions", "chat", None),
+        ("/v1/responses", "responses", None),
+        ("/v1/embeddings", "embeddings", None),
+        ("/v1/completions", "text_completion", None),
+        ("/v1/messages", "messages", None),
+        ("/v1/messages/count_tokens", "count_tokens", None),
+        ("/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "batches", None),
+        ("/v1/batches/batch_abc123", "batches", None),
+        ("/openai/deployments/prod-gpt4o/chat/completions", "chat", "prod-gpt4o"),
+        ("/v1/files/file-abc123/content", "/files/{id}/content", None),
+        ("/v1/models", "/models", None),
+    ],
+)
+def test_operation_from_path(path: str, operation: str, deployment: str | None) -> None:
+    """Known endpoints get short names; other paths keep their shape with ids replaced."""
+    assert operation_from_path(path) == (operation, deployment)
+
+
+def test_json_value_after_reads_only_the_value() -> None:
+    """The value after a key is decoded; keys inside strings never match."""
+    body = b'{"content":"say \\"usage\\": 1","usage":{"prompt_tokens":3},"model":"m"}'
+    assert json_value_after(body, b"usage") == {"prompt_tokens": 3}
+    assert json_value_after(body, b"model", last=False) == "m"
+    assert json_value_after(body, b"missing") is None
+    assert json_value_after(b'{"usage":{broken', b"usage") is None
+
+
+def test_iter_sse_data_splits_events() -> None:
+    """SSE blocks become (event, data) pairs, CRLF included."""
+    data = b"event: a\r\ndata: 1\r\n\r\ndata: [DONE]\n\n: comment\n\n"
+    assert iter_sse_data(data) == [(b"a", b"1"), (b"", b"[DONE]")]
+
+
+def _delay(**kwargs: object) -> float | None:
+    base: dict[str, object] = {
+        "retries_taken": 0,
+        "max_retries": 2,
+        "status": None,
+        "headers": None,
+        "exc": None,
+        "random": lambda: 0.0,
+    }
+    base.update(kwargs)
+    return sdk_retry_delay(**base)  # type: ignore[arg-type]
+
+
+def test_sdk_retry_rule_statuses() -> None:
+    """408/409/429/5xx retry, other 4xx do not, x-should-retry overrides both ways."""
+    for status in (408, 409, 429, 500, 503, 529):
+        assert _delay(status=status, headers={}) == 0.5
+    for status in (400, 401, 403, 404, 422):
+        assert _delay(status=status, headers={}) is None
+    assert _delay(status=400, headers={"x-should-retry": "true"}) == 0.5
+    assert _delay(status=500, headers={"x-should-retry": "false"}) is None
+    assert _delay(status=500, headers={}, retries_taken=2) is None
+
+
+def test_sdk_backoff_and_retry_after() -> None:
+    """Backoff doubles to 8 s with up to 25 % jitter; Retry-After wins up to 120 s."""
+    assert [_delay(status=500, headers={}, retries_taken=n, max_retries=9) for n in range(6)] == [
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        8.0,
+    ]
+    assert _delay(status=500, headers={}, random=lambda: 1.0) == 0.375
+    assert _delay(status=429, headers={"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert _delay(status=429, headers={"retry-after": "0.25"}) == 0.25
+    assert _delay(status=429, headers={"retry-after": "0"}) == 0.5
+    assert _delay(status=429, headers={"retry-after": "600"}) is None
+
+
+def test_transport_errors_retry_others_do_not() -> None:
+    """Connection errors and timeouts retry; a foreign exception does not."""
+    request = httpx2.Request("POST", "http://x")
+    assert _delay(exc=httpx2.ConnectError("no", request=request)) == 0.5
+    assert _delay(exc=httpx2.ReadTimeout("slow", request=request)) == 0.5
+    assert _delay(exc=ValueError("bug")) is None
+
+
+def test_retry_after_http_date() -> None:
+    """An HTTP-date Retry-After is turned into seconds from now."""
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    delay = parse_retry_after({"retry-after": when})
+    assert delay is not None
+    assert 28 < delay <= 30
+    assert parse_retry_after({"retry-after": "soon"}) is None
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "Incorrect API key provided: sk-proj-abcdef1234567890",
+        "Authorization: Bearer sk-ant-api03-abcdefghijkl",
+        "https://x.openai.azure.com/openai?api-version=1&api-key=abcdef123456",
+        "https://user:hunter22@proxy.internal:8080/",
+        '{"x-api-key": "abcdefgh12345678"}',
+    ],
+)
+def test_redact_masks_secrets(secret: str) -> None:
+    """Keys, bearer tokens, key query parameters and URL passwords are masked."""
+    out = redact(secret)
+    assert "REDACTED" in out
+    for fragment in ("abcdef1234567890", "abcdefghijkl", "abcdef123456", "hunter22", "abcdefgh12345678"):
+        assert fragment not in out
