@@ -113,7 +113,9 @@ def run_calls(port: int, rounds: int, n: int) -> list[tuple[str, dict[str, float
 
     def ant_stream(c: Any) -> Callable[[], Any]:
         def f() -> None:
-            for _ in c.messages.create(model="claude-haiku-4-5", max_tokens=chunks, messages=MESSAGES, stream=True):
+            for _ in c.messages.create(
+                model="claude-haiku-4-5", max_tokens=chunks, messages=MESSAGES, stream=True
+            ):
                 pass
 
         return f
@@ -200,7 +202,9 @@ def memory(events: int, tenants: int) -> tuple[float, float, float]:
     rss_at_10 = 0.0
     t0 = time.perf_counter()
     for i in range(events):
-        event = dataclasses.replace(base, call_id=str(i), tenant=f"tenant-{i % tenants}", latency_s=0.1 + (i % 97) / 100)
+        event = dataclasses.replace(
+            base, call_id=str(i), tenant=f"tenant-{i % tenants}", latency_s=0.1 + (i % 97) / 100
+        )
         pipeline.emit_call(event, None, None, ctx)
         if i % 1000 == 0:
             llmpulse.flush(30)  # a real app's calls are far apart: keep the queue from filling
@@ -225,7 +229,9 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    print(f"{'scenario':<24}{'raw CPU µs':>12}{'+CPU µs':>10}{'CPU ratio':>11}{'raw wall µs':>13}{'+wall µs':>10}{'µs/chunk':>10}")
+    print(
+        f"{'scenario':<24}{'raw CPU µs':>12}{'+CPU µs':>10}{'CPU ratio':>11}{'raw wall µs':>13}{'+wall µs':>10}{'µs/chunk':>10}"
+    )
     for name, r, chunks in results:
         per_chunk = f"{r['cpu_overhead_us'] / chunks:.2f}" if chunks else "-"
         print(
@@ -235,8 +241,10 @@ def main() -> None:
     print(f"import llmpulse: {import_time() * 1000:.0f} ms")
     if args.memory:
         at10, end, per_event = memory(args.events, 10_000)
-        print(f"memory: {args.events:,} events / 10k tenants: max RSS {at10:.0f} MiB at 10 %, {end:.0f} MiB at the end;"
-              f" {per_event:.1f} µs per event through metrics+stats+log")
+        print(
+            f"memory: {args.events:,} events / 10k tenants: max RSS {at10:.0f} MiB at 10 %, {end:.0f} MiB at the end;"
+            f" {per_event:.1f} µs per event through metrics+stats+log"
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ async def worker() -> None:
         headers, text = await jobs.get()
         with llmpulse.context_from_headers(headers) as ctx, llmpulse.context(feature="summary"):
             await client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"Summarise: {text}"}], max_tokens=30
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"Summarise: {text}"}],
+                max_tokens=30,
             )
             done.append(ctx.correlation_id or "")
         jobs.task_done()

@@ -28,7 +28,9 @@ def main() -> None:
         with anthropic_client.messages.stream(
             model="claude-haiku-4-5",
             max_tokens=60,
-            messages=[{"role": "user", "content": f"Make this friendlier: {draft.choices[0].message.content}"}],
+            messages=[
+                {"role": "user", "content": f"Make this friendlier: {draft.choices[0].message.content}"}
+            ],
         ) as stream:
             reply = "".join(stream.text_stream)
 

@@ -137,7 +137,7 @@ def test_anthropic_message_counts_cache_in_input(
 ) -> None:
     """Anthropic input_tokens in the event include cache reads and writes (the OpenTelemetry rule)."""
     fake.plan = fake.plan.__class__(cached_input_tokens=30, cache_write_input_tokens=20)
-    message = ant.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+    message = ant.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
     [event] = sink.calls
     usage = message.usage
     assert (event.provider, event.operation) == ("anthropic", "messages")
@@ -157,7 +157,7 @@ def test_anthropic_overloaded_is_overloaded_error(
     """529 raises anthropic.OverloadedError after the SDK's retries; the event names that class."""
     fake.enqueue(*[Fault.status(529, retry_after_ms=1)] * 3)
     with pytest.raises(anthropic.OverloadedError):
-        ant.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+        ant.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
     [event] = sink.calls
     assert (event.error_type, event.http_status, event.attempts) == ("OverloadedError", 529, 3)
 
@@ -203,7 +203,7 @@ def test_other_endpoints_are_observed(
     emb = oai.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     resp = oai.responses.create(model="gpt-4o-mini", input="hello")
     oai.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi", max_tokens=5)
-    ant.messages.count_tokens(model="claude-sonnet-4-5", messages=MESSAGES)
+    ant.messages.count_tokens(model="claude-sonnet-4-6", messages=MESSAGES)
     oai.models.list()
     ops = [e.operation for e in sink.calls]
     assert ops == ["embeddings", "responses", "text_completion", "count_tokens", "/models"]
@@ -237,7 +237,8 @@ def test_azure_reports_the_deployment(
     )
     wrapped = llmpulse.wrap(client, sinks=[sink], registry=registry)
     assert type(wrapped) is openai.AzureOpenAI
-    wrapped.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    with client:
+        wrapped.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     [event] = sink.calls
     assert (event.provider, event.model, event.server_address) == (
         "azure",

@@ -56,7 +56,9 @@ def test_fastapi_app_serves_metrics_and_propagates_context(
         async with app.router.lifespan_context(app):
             transport = httpx2.ASGITransport(app=app)
             async with httpx2.AsyncClient(transport=transport, base_url="http://app") as http:
-                reply = (await http.post("/chat", json={"message": "hi"}, headers={"x-tenant": "acme"})).json()
+                reply = (
+                    await http.post("/chat", json={"message": "hi"}, headers={"x-tenant": "acme"})
+                ).json()
                 await asyncio.wait_for(jobs.join(), 10)
                 metrics = (await http.get("/metrics/")).text
         return reply, metrics

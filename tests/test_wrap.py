@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anthropic
@@ -37,6 +38,13 @@ def test_wrap_returns_a_new_client_of_the_same_class(fake: FakeProvider) -> None
         assert wrapped.base_url == client.base_url
         assert llmpulse.unwrap(wrapped) is client
         assert llmpulse.wrap(wrapped) is wrapped
+        _close(client)
+
+
+def _close(client: Any) -> None:
+    result = client.close()
+    if result is not None:  # async clients
+        asyncio.run(result)
 
 
 def test_original_client_is_left_alone(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
@@ -52,8 +60,8 @@ def test_unsupported_object_raises_type_error_naming_it() -> None:
     """Wrapping something else raises a TypeError naming it and what is supported."""
     with pytest.raises(TypeError, match=r"builtins\.dict.*openai\.OpenAI.*anthropic\.AsyncAnthropic"):
         llmpulse.wrap({})
-    with pytest.raises(llmpulse.UnsupportedClientError):
-        llmpulse.wrap(httpx2.Client())
+    with pytest.raises(llmpulse.UnsupportedClientError), httpx2.Client() as http:
+        llmpulse.wrap(http)
 
 
 def test_copies_stay_instrumented(oai: openai.OpenAI, sink: CapturingSink) -> None:
@@ -78,15 +86,17 @@ def test_user_headers_and_strict_validation_survive(
     )
     wrapped = llmpulse.wrap(client, sinks=[sink], registry=registry)
     assert wrapped._strict_response_validation is True
-    wrapped.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with client:
+        wrapped.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert fake.requests[-1].headers["x-corp"] == "1"
     assert fake.requests[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
 
 
 def test_new_http_client_in_with_options_is_instrumented(oai: openai.OpenAI, sink: CapturingSink) -> None:
     """Passing a fresh http_client to with_options() keeps the copy instrumented."""
-    copy = oai.with_options(http_client=httpx2.Client())
-    copy.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with httpx2.Client() as http:
+        copy = oai.with_options(http_client=http)
+        copy.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert len(sink.calls) == 1
 
 

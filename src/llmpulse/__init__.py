@@ -14,7 +14,9 @@ from ._context import (
     interaction,
     with_context,
 )
+from ._metrics_server import MetricsServer, metrics_asgi_app, metrics_wsgi_app, start_metrics_server
 from ._pipeline import aflush, flush, shutdown, sink_stats, stats
+from ._stats import GroupStats, StatsSnapshot
 from ._wrap import unwrap, wrap
 from .events import (
     AttemptEvent,
@@ -26,6 +28,7 @@ from .events import (
 )
 from .exceptions import ConfigError, LLMPulseError, UnsupportedClientError
 from .sinks import JsonlSink, Sink, StructlogSink
+from .sinks._dispatch import SinkStats
 
 __all__ = [
     "AttemptEvent",
@@ -33,13 +36,17 @@ __all__ = [
     "ConfigError",
     "Context",
     "Event",
+    "GroupStats",
     "InteractionSummary",
     "JsonlSink",
     "LLMPulseError",
+    "MetricsServer",
     "NetworkTimings",
     "RateLimitInfo",
     "Settings",
     "Sink",
+    "SinkStats",
+    "StatsSnapshot",
     "StructlogSink",
     "UnsupportedClientError",
     "aflush",
@@ -49,8 +56,11 @@ __all__ = [
     "current_context",
     "flush",
     "interaction",
+    "metrics_asgi_app",
+    "metrics_wsgi_app",
     "shutdown",
     "sink_stats",
+    "start_metrics_server",
     "stats",
     "unwrap",
     "with_context",

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._context import Context, InteractionTotals
+from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .policies import parse_retry_after, sdk_retry_delay
 
@@ -474,7 +475,7 @@ class Call:
             ratelimit=None if headers is None else hook.provider.ratelimit(headers),
             started_at=datetime.fromtimestamp(time.time() - (now - self._t0), UTC),
             server_address=hook.server_address,
-            error_message=error_message if outcome != "ok" else None,
+            error_message=_redacted(error_message) if outcome != "ok" else None,
             path=info.path,
         )
 
@@ -509,7 +510,9 @@ def _between(marks: dict[str, float], start: str, end: str) -> float | None:
 
 
 def _safe_message(exc: BaseException) -> str | None:
-    from ._redact import redact  # noqa: PLC0415
+    return str(exc) or None
 
-    text = str(exc)
-    return redact(text)[:500] if text else None
+
+def _redacted(message: str | None) -> str | None:
+    # Provider messages may echo (part of) the key; exceptions may carry URLs.
+    return None if message is None else redact(message)[:500]

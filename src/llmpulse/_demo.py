@@ -27,7 +27,7 @@ __all__ = ["run_demo"]
 TENANTS = (("acme", 5), ("globex", 3), ("initech", 2), ("umbrella", 1), ("hooli", 1))
 ROUTES = ("/chat", "/summarize", "/search")
 OPENAI_MODELS = ("gpt-4o-mini", "gpt-4o")
-ANTHROPIC_MODELS = ("claude-haiku-4-5", "claude-sonnet-4-5")
+ANTHROPIC_MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6")
 PROMPTS = (
     "Summarise the incident report for the on-call channel.",
     "Draft a polite reply to a customer asking about their invoice.",

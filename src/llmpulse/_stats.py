@@ -48,8 +48,8 @@ class _Acc:
         "output_tokens",
         "rejected",
         "retries",
-        "status_429",
         "status_5xx",
+        "status_429",
         "ttft",
         "unpriced",
     )
@@ -308,15 +308,21 @@ class RollingStats:
             by_tenant=by["tenant"],
         )
 
-    def top(self, dimension: str = "tenant", by: str = "requests", n: int = 5, window_s: float = 300.0) -> list[tuple[str, float]]:
+    def top(
+        self, dimension: str = "tenant", by: str = "requests", n: int = 5, window_s: float = 300.0
+    ) -> list[tuple[str, float]]:
         """The ``n`` largest groups of a dimension by "requests", "tokens" or "cost"."""
         if dimension not in _DIMENSIONS or by not in ("requests", "tokens", "cost"):
-            raise ValueError(f"top(dimension={dimension!r}, by={by!r}): use {_DIMENSIONS} and requests/tokens/cost")
+            raise ValueError(
+                f"top(dimension={dimension!r}, by={by!r}): use {_DIMENSIONS} and requests/tokens/cost"
+            )
         rows: list[tuple[str, float]] = []
         for (dim, name), acc in self._merged(window_s).items():
             if dim != dimension:
                 continue
-            value = {"requests": acc.calls, "tokens": acc.input_tokens + acc.output_tokens, "cost": acc.cost}[by]
+            value = {"requests": acc.calls, "tokens": acc.input_tokens + acc.output_tokens, "cost": acc.cost}[
+                by
+            ]
             rows.append((name, float(value)))
         rows.sort(key=lambda r: (-r[1], r[0]))
         return rows[:n]

@@ -39,6 +39,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     out = call.feed(chunk)
                     if out:
                         yield out
+            except GeneratorExit:
+                raise  # the consumer stopped iterating: close() or __del__ reports it
             except BaseException as exc:
                 call.body_failed(exc)
                 raise
@@ -72,6 +74,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     out = call.feed(chunk)
                     if out:
                         yield out
+            except GeneratorExit:
+                raise  # the consumer stopped iterating: aclose() or __del__ reports it
             except BaseException as exc:
                 call.body_failed(exc)
                 raise

@@ -65,7 +65,10 @@ class _Metrics:
             registry=r,
         )
         self.attempts = Counter(
-            "llmpulse_attempts_total", "HTTP attempts sent to providers.", (*_SHORT, "status_class"), registry=r
+            "llmpulse_attempts_total",
+            "HTTP attempts sent to providers.",
+            (*_SHORT, "status_class"),
+            registry=r,
         )
         self.tokens = Counter("llmpulse_tokens_total", "Tokens used.", (*COMMON, "token_type"), registry=r)
         self.token_details = Counter(
@@ -99,10 +102,16 @@ class _Metrics:
             "llmpulse_events_dropped_total", "Events a sink did not get.", ("sink", "reason"), registry=r
         )
         self.internal_errors = Counter(
-            "llmpulse_internal_errors_total", "Bugs inside llmpulse that calls survived.", ("where",), registry=r
+            "llmpulse_internal_errors_total",
+            "Bugs inside llmpulse that calls survived.",
+            ("where",),
+            registry=r,
         )
         self.wrap_failures = Counter(
-            "llmpulse_wrap_failures_total", "Clients left unwrapped (unknown SDK internals).", ("reason",), registry=r
+            "llmpulse_wrap_failures_total",
+            "Clients left unwrapped (unknown SDK internals).",
+            ("reason",),
+            registry=r,
         )
 
 
@@ -189,7 +198,12 @@ class PrometheusSink:
             if isinstance(event, CallEvent):
                 self._call(event)
             elif isinstance(event, AttemptEvent):
-                labels = (event.provider, self._model(event.model), event.operation, _status_class(event.http_status))
+                labels = (
+                    event.provider,
+                    self._model(event.model),
+                    event.operation,
+                    _status_class(event.http_status),
+                )
                 self._child(self._m.attempts, labels).inc()
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")

@@ -1,1 +1,15 @@
-"""Test kit."""
+"""The llmpulse test kit: a capturing sink and a fake OpenAI/Anthropic provider.
+
+from llmpulse.testing import CapturingSink, FakeProvider, Fault
+
+with FakeProvider() as fake:
+    client = llmpulse.wrap(OpenAI(base_url=fake.openai_base_url, api_key="x"), sinks=[sink := CapturingSink()])
+    fake.enqueue(Fault.status(500))
+    client.chat.completions.create(...)
+    assert sink.calls[0].attempts == 2
+"""
+
+from ._capture import CapturingSink
+from ._fake_provider import FakeProvider, Fault, FaultPlan, RecordedRequest
+
+__all__ = ["CapturingSink", "FakeProvider", "Fault", "FaultPlan", "RecordedRequest"]
