@@ -5,13 +5,24 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest bench clean
+LEGACY       ?= .venv-legacy
+LEGACY_STAMP := $(LEGACY)/.installed
+# The smoke subset run on the previous SDK majors (httpx stack).
+LEGACY_TESTS := tests/test_calls.py tests/test_streaming.py tests/test_context.py
+
+.PHONY: venv demo test lint typecheck pytest test-legacy bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(LEGACY_STAMP): pyproject.toml requirements/legacy.txt
+	$(PYTHON) -m venv $(LEGACY)
+	$(LEGACY)/bin/pip install -q --upgrade pip
+	$(LEGACY)/bin/pip install -q -e . -r requirements/legacy.txt
+	touch $(LEGACY_STAMP)
 
 venv: $(STAMP)
 
@@ -28,10 +39,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term --cov-fail-under=85
 
-test: lint typecheck pytest
+test-legacy: $(LEGACY_STAMP)
+	$(LEGACY)/bin/pytest -q -p no:cacheprovider $(LEGACY_TESTS)
+
+test: lint typecheck pytest test-legacy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LEGACY) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache

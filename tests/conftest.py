@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import anthropic
@@ -99,3 +100,8 @@ async def _aant(
 
 
 MESSAGES = [{"role": "user", "content": "Say hello to the on-call engineer."}]
+
+
+def http_errors() -> tuple[type[Exception], ...]:
+    """The HTTPError classes of whichever HTTP stacks are loaded (httpx2 now, httpx for older SDKs)."""
+    return tuple(sys.modules[name].HTTPError for name in ("httpx", "httpx2") if name in sys.modules)

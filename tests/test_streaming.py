@@ -5,12 +5,11 @@ from __future__ import annotations
 import gc
 
 import anthropic
-import httpx2
 import openai
 import pytest
 
 import llmpulse
-from conftest import MESSAGES
+from conftest import MESSAGES, http_errors
 from llmpulse.testing import CapturingSink, FakeProvider, Fault, FaultPlan
 
 
@@ -90,7 +89,7 @@ def test_stream_reset_midway_is_an_interrupted_error(
     """A reset after output reached the caller raises to it and marks stream_interrupted."""
     fake.enqueue(Fault.reset_mid_stream(after_events=3))
     received = []
-    with pytest.raises((httpx2.HTTPError, openai.APIError)):  # noqa: PT012
+    with pytest.raises((*http_errors(), openai.APIError)):  # noqa: PT012
         for chunk in oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
             received.append(chunk)
     [event] = sink.calls

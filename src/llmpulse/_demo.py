@@ -67,9 +67,9 @@ def run_demo(args: argparse.Namespace) -> int:
                     plan=FaultPlan(
                         latency_s=(0.05, 0.6),
                         chunk_delay_s=0.01,
-                        error_rate={500: 0.02, 503: 0.01, 429: 0.01},
+                        error_rate={500: 0.03, 503: 0.02, 429: 0.02},
                         reset_rate=0.003,
-                        max_concurrency=24,
+                        max_concurrency=10,
                         retry_after_s=0.2,
                         cached_input_tokens=8,
                     )
@@ -87,10 +87,6 @@ def run_demo(args: argparse.Namespace) -> int:
             "openai": llmpulse.wrap(openai.OpenAI(**oai_kwargs)),
             "anthropic": llmpulse.wrap(anthropic.Anthropic(**ant_kwargs)),
         }
-        aclients: dict[str, Any] = {
-            "openai": llmpulse.wrap(openai.AsyncOpenAI(**oai_kwargs)),
-            "anthropic": llmpulse.wrap(anthropic.AsyncAnthropic(**ant_kwargs)),
-        }
         print(f"llmpulse demo: {args.duration:.0f}s of traffic against {where}")
         print(f"  metrics: {server.url}   JSON logs: {log_path}")
         duration = min(args.duration, 10.0) if args.real else args.duration
@@ -102,7 +98,7 @@ def run_demo(args: argparse.Namespace) -> int:
         ]
         threads.append(
             threading.Thread(
-                target=lambda: asyncio.run(_async_workers(aclients, stop_at, 1 if args.real else 8)),
+                target=lambda: asyncio.run(_async_workers(oai_kwargs, ant_kwargs, stop_at, 1 if args.real else 8)),
                 daemon=True,
             )
         )
@@ -111,8 +107,6 @@ def run_demo(args: argparse.Namespace) -> int:
         _watch(threads, stop_at, live=not args.no_live)
         for thread in threads:
             thread.join()
-        for aclient in aclients.values():
-            asyncio.run(aclient.close())
         llmpulse.flush(10)
         snapshot = llmpulse.stats(window_s=duration + 60)
         _print_summary(snapshot, log_path, server.url)
@@ -158,7 +152,15 @@ def _sync_worker(clients: dict[str, Any], stop_at: float, rng: random.Random) ->
             _one_call(clients, rng)
 
 
-async def _async_workers(aclients: dict[str, Any], stop_at: float, n: int) -> None:
+async def _async_workers(oai_kwargs: dict[str, Any], ant_kwargs: dict[str, Any], stop_at: float, n: int) -> None:
+    import anthropic  # noqa: PLC0415
+    import openai  # noqa: PLC0415
+
+    # Async clients belong to the loop they are used on: make and close them here.
+    aclients: dict[str, Any] = {
+        "openai": llmpulse.wrap(openai.AsyncOpenAI(**oai_kwargs)),
+        "anthropic": llmpulse.wrap(anthropic.AsyncAnthropic(**ant_kwargs)),
+    }
     async def worker(rng: random.Random) -> None:
         while time.monotonic() < stop_at:
             with llmpulse.context(tenant=_pick_tenant(rng), route="/agent", priority="background"):
@@ -177,6 +179,8 @@ async def _async_workers(aclients: dict[str, Any], stop_at: float, n: int) -> No
                         )
 
     await asyncio.gather(*(worker(random.Random(100 + i)) for i in range(n)))
+    for aclient in aclients.values():
+        await aclient.close()
 
 
 def _watch(threads: list[threading.Thread], stop_at: float, *, live: bool) -> None:

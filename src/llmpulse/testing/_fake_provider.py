@@ -220,6 +220,11 @@ class FakeProvider:
             server.close()
             for writer in list(self._writers):
                 writer.close()
+            # Handlers may be sleeping (latency faults): end them, not leave them pending.
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
             await server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
