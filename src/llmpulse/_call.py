@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._context import Context, InteractionTotals
+from ._context import Context, InteractionTotals, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .policies import parse_retry_after, sdk_retry_delay
@@ -100,8 +100,6 @@ class Call:
         # Sinks run in the caller's contextvars (structlog's bound variables,
         # the current span), even though they run on another thread.
         self._app_ctx = contextvars.copy_context()
-        from ._context import current_interaction  # noqa: PLC0415
-
         self._interaction: InteractionTotals | None = current_interaction()
         self._finish_lock = threading.Lock()
         self.attempts = 0

@@ -134,9 +134,7 @@ class Context:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = _token_stack.get()
-        _token_stack.set(stack[:-1])
-        _current.reset(stack[-1])
+        _pop_context()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) to run inside this context."""
@@ -155,6 +153,12 @@ class Context:
                 return fn(*args, **kwargs)
 
         return inner
+
+
+def _pop_context() -> None:
+    stack = _token_stack.get()
+    _token_stack.set(stack[:-1])
+    _current.reset(stack[-1])
 
 
 def _pick(inner: Any, outer: Any) -> Any:
@@ -364,7 +368,7 @@ class interaction:
         ctx, started, token = frames[-1]
         totals = _interaction.get()
         _interaction.reset(token)
-        _ROOT.__exit__(exc_type, exc, tb)  # pops the context entered above
+        _pop_context()
         if totals is not None:
             from ._pipeline import emit_interaction  # noqa: PLC0415 - avoids an import cycle
 

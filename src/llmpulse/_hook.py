@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import _COLLECTED, Call, finish_collected
 from ._context import active_context, current_context, new_id
+from ._runtime import price_table, token_counter
+from ._tokens import estimate_request_tokens
 from .providers import Provider
 
 if TYPE_CHECKING:
@@ -68,8 +70,6 @@ class Hook:
             return None
 
     def _start_call(self, request: Any) -> Call:
-        from ._tokens import estimate_request_tokens  # noqa: PLC0415
-
         if _COLLECTED:
             finish_collected()
 
@@ -117,8 +117,6 @@ class Hook:
         first = response_model or model
         if first is None:
             return None
-        from ._runtime import price_table  # noqa: PLC0415
-
         try:
             return price_table().cost(self.provider.name, first, fallback_model=model, **usage)
         except Exception:  # noqa: BLE001 - pricing must never break a call
@@ -127,6 +125,4 @@ class Hook:
 
     def count_tokens(self, text: str, model: str | None) -> int:
         """Tokens in ``text`` (tiktoken when an encoding is available offline, else a heuristic)."""
-        from ._runtime import token_counter  # noqa: PLC0415
-
         return token_counter().count(text, model)[0]
