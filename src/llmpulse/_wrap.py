@@ -10,9 +10,11 @@ its own hook with that retry count.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sys
+import threading
 import warnings
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
@@ -20,6 +22,7 @@ from typing import Any, TypeVar, cast
 from ._config import get_settings
 from ._hook import Hook
 from ._pipeline import get_pipeline, make_metrics
+from ._runtime import price_table
 from ._transport import transport_classes
 from .exceptions import UnsupportedClientError
 from .providers import AnthropicProvider, OpenAIProvider, Provider
@@ -69,6 +72,7 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
     if not settings.enabled:
         return client
     pipeline = get_pipeline()
+    _warm_up_prices()
     try:
         hook = Hook(
             provider=provider,
@@ -86,6 +90,23 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
         return cast("ClientT", _give_up(client, exc, pipeline))
     object.__setattr__(wrapped, _ORIGINAL_ATTR, client)
     return cast("ClientT", wrapped)
+
+
+_warmed = threading.Event()
+
+
+def _warm_up_prices() -> None:
+    # genai-prices takes ~0.4 s to import and load: do it off the caller's
+    # path, once, so the first priced call does not pay for it.
+    if _warmed.is_set():
+        return
+    _warmed.set()
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):
+            price_table().warm_up()
+
+    threading.Thread(target=warm, name="llmpulse-prices", daemon=True).start()
 
 
 def unwrap(client: Any) -> Any:
