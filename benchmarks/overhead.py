@@ -43,9 +43,10 @@ def start_fake(port: int) -> subprocess.Popen[bytes]:
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).read()
-            return proc
         except OSError:
             time.sleep(0.05)
+        else:
+            return proc
     proc.kill()
     raise RuntimeError("fake provider did not start")
 
@@ -194,7 +195,8 @@ def memory(events: int, tenants: int) -> tuple[float, float, float]:
         priority="interactive", streamed=False, outcome="ok", stream_interrupted=False, http_status=200,
         error_type=None, attempts=1, retries=0, backoff_s=(), request_id="req", latency_s=0.3,
         provider_latency_s=0.2, ttft_s=None, input_tokens=100, output_tokens=20, cached_input_tokens=0,
-        cache_write_tokens=0, reasoning_tokens=0, tokens_estimated=False, cost_usd=0.0001, finish_reason="stop",
+        cache_write_tokens=0, reasoning_tokens=0, tokens_estimated=False, cost_usd=0.0001,
+        finish_reason="stop",
         max_tokens=None, prompt_tokens_estimate=90, response_bytes=800, api_key_id=None, network=None,
         ratelimit=None, started_at=datetime.now(UTC),
     )  # fmt: skip
@@ -229,21 +231,25 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    print(
-        f"{'scenario':<24}{'raw CPU µs':>12}{'+CPU µs':>10}{'CPU ratio':>11}{'raw wall µs':>13}{'+wall µs':>10}{'µs/chunk':>10}"
-    )
+    header = ("scenario", "raw CPU µs", "+CPU µs", "CPU ratio", "raw wall µs", "+wall µs", "µs/chunk")
+    print(f"{header[0]:<24}" + "".join(f"{h:>12}" for h in header[1:]))
+    by_name = {name: r for name, r, _ in results}
     for name, r, chunks in results:
-        per_chunk = f"{r['cpu_overhead_us'] / chunks:.2f}" if chunks else "-"
+        per_chunk = "-"
+        if chunks:
+            # Per chunk: what a stream costs beyond a non-streamed call of the same SDK.
+            base = by_name[name.removesuffix(" stream")]["cpu_overhead_us"]
+            per_chunk = f"{(r['cpu_overhead_us'] - base) / chunks:.2f}"
         print(
-            f"{name:<24}{r['raw_cpu_us']:>12.0f}{r['cpu_overhead_us']:>10.1f}{r['cpu_ratio']:>11.3f}"
-            f"{r['raw_wall_us']:>13.0f}{r['wall_overhead_us']:>10.1f}{per_chunk:>10}"
+            f"{name:<24}{r['raw_cpu_us']:>12.0f}{r['cpu_overhead_us']:>12.1f}{r['cpu_ratio']:>12.3f}"
+            f"{r['raw_wall_us']:>12.0f}{r['wall_overhead_us']:>12.1f}{per_chunk:>12}"
         )
     print(f"import llmpulse: {import_time() * 1000:.0f} ms")
     if args.memory:
         at10, end, per_event = memory(args.events, 10_000)
         print(
-            f"memory: {args.events:,} events / 10k tenants: max RSS {at10:.0f} MiB at 10 %, {end:.0f} MiB at the end;"
-            f" {per_event:.1f} µs per event through metrics+stats+log"
+            f"memory: {args.events:,} events / 10k tenants: max RSS {at10:.0f} MiB at 10 %,"
+            f" {end:.0f} MiB at the end; {per_event:.1f} µs per event through metrics+stats+log"
         )
 
 

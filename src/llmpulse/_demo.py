@@ -98,7 +98,8 @@ def run_demo(args: argparse.Namespace) -> int:
         ]
         threads.append(
             threading.Thread(
-                target=lambda: asyncio.run(_async_workers(oai_kwargs, ant_kwargs, stop_at, 1 if args.real else 8)),
+                target=asyncio.run,
+                args=(_async_workers(oai_kwargs, ant_kwargs, stop_at, 1 if args.real else 8),),
                 daemon=True,
             )
         )
@@ -152,7 +153,9 @@ def _sync_worker(clients: dict[str, Any], stop_at: float, rng: random.Random) ->
             _one_call(clients, rng)
 
 
-async def _async_workers(oai_kwargs: dict[str, Any], ant_kwargs: dict[str, Any], stop_at: float, n: int) -> None:
+async def _async_workers(
+    oai_kwargs: dict[str, Any], ant_kwargs: dict[str, Any], stop_at: float, n: int
+) -> None:
     import anthropic  # noqa: PLC0415
     import openai  # noqa: PLC0415
 
@@ -161,6 +164,7 @@ async def _async_workers(oai_kwargs: dict[str, Any], ant_kwargs: dict[str, Any],
         "openai": llmpulse.wrap(openai.AsyncOpenAI(**oai_kwargs)),
         "anthropic": llmpulse.wrap(anthropic.AsyncAnthropic(**ant_kwargs)),
     }
+
     async def worker(rng: random.Random) -> None:
         while time.monotonic() < stop_at:
             with llmpulse.context(tenant=_pick_tenant(rng), route="/agent", priority="background"):

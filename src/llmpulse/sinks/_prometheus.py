@@ -1,35 +1,47 @@
 """Prometheus metrics, named as OpenTelemetry's GenAI conventions render in Prometheus.
 
-Metric objects are created per registry on first use, never at import, and
-shared by every sink on that registry (prometheus_client refuses a name
-twice). Label children are cached: ``metric.labels(...)`` costs ~5 µs, a
-cached child ~2 µs per update. Tenant, route and model labels keep the
-first N distinct values they see (or an allowlist); later ones are
-"other", with no re-ranking, so no series churn.
+Metric objects are created per registry when the first sink for it is
+built, never at import, and shared by every sink on that registry
+(prometheus_client refuses a name twice). `PrometheusSink.emit` runs on the
+caller's path for every call, so label children are cached per label
+combination: ``metric.labels(...)`` costs ~5 µs, a cached child ~1-2 µs per
+update. Tenant, route and model labels keep the first N distinct values they
+see (plus an allowlist for tenants); later values become "other", with no
+re-ranking and no eviction, so series never churn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ..events import AttemptEvent, CallEvent
+from ..events import AttemptEvent, CallEvent, RateLimitInfo
 
-__all__ = ["PrometheusSink"]
+__all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "PrometheusSink"]
 
-DURATION_BUCKETS = (
+DURATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84, 327.68,
 )  # fmt: skip
-TOKEN_BUCKETS = (
+"""OTel's ``gen_ai.client.operation.duration`` buckets, extended to ~5 min for long reasoning calls."""
+
+TOKEN_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
-COMMON = ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name", "tenant", "route")
+"""OTel's ``gen_ai.client.token.usage`` buckets."""
+
+_COMMON = ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name", "tenant", "route")
 _SHORT = ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name")
+_EXEMPLAR_KEY = "correlation_id"
+# prometheus_client rejects exemplars whose label names + values exceed 128
+# characters, but only after it has counted the observation.
+_EXEMPLAR_MAX_VALUE = 128 - len(_EXEMPLAR_KEY)
+_OTHER = "other"
 
 
 class _Metrics:
@@ -39,48 +51,53 @@ class _Metrics:
         r = registry
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
-            "Duration of GenAI client operations (whole logical call, retries included).",
-            (*COMMON, "error_type"),
+            "Duration of GenAI client operations (the whole logical call, retries included).",
+            (*_COMMON, "error_type"),
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.token_usage = Histogram(
             "gen_ai_client_token_usage",
             "Tokens used per GenAI call.",
-            (*COMMON, "gen_ai_token_type"),
+            (*_COMMON, "gen_ai_token_type"),
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
         self.ttfc = Histogram(
             "gen_ai_client_operation_time_to_first_chunk_seconds",
             "Time to the first content chunk of streamed GenAI calls.",
-            COMMON,
+            _COMMON,
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.requests = Counter(
             "llmpulse_requests_total",
             "Logical LLM calls by outcome.",
-            (*COMMON, "outcome", "status_class", "error_type"),
+            (*_COMMON, "outcome", "status_class", "error_type"),
             registry=r,
         )
         self.attempts = Counter(
             "llmpulse_attempts_total",
-            "HTTP attempts sent to providers.",
+            "HTTP attempts sent to LLM providers.",
             (*_SHORT, "status_class"),
             registry=r,
         )
-        self.tokens = Counter("llmpulse_tokens_total", "Tokens used.", (*COMMON, "token_type"), registry=r)
+        self.tokens = Counter(
+            "llmpulse_tokens_total",
+            "Tokens used (input counts cached input tokens too).",
+            (*_COMMON, "token_type"),
+            registry=r,
+        )
         self.token_details = Counter(
             "llmpulse_token_details_total",
             "Subsets of llmpulse_tokens_total: cached_input and cache_write of input, reasoning of output.",
-            (*COMMON, "kind"),
+            (*_COMMON, "kind"),
             registry=r,
         )
-        self.cost = Counter("llmpulse_cost_usd_total", "Cost of LLM calls in USD.", COMMON, registry=r)
+        self.cost = Counter("llmpulse_cost_usd_total", "Cost of LLM calls in USD.", _COMMON, registry=r)
         self.unpriced = Counter(
             "llmpulse_unpriced_requests_total",
-            "Calls whose model has no known price (cost unknown, not zero).",
+            "Calls with known tokens but no known price (their cost is unknown, not zero).",
             ("gen_ai_provider_name", "gen_ai_request_model"),
             registry=r,
         )
@@ -93,17 +110,20 @@ class _Metrics:
         )
         self.ratelimit = Gauge(
             "llmpulse_ratelimit_remaining",
-            "Remaining requests/tokens reported by the provider on its last response.",
+            "Requests or tokens left in the provider's rate-limit window, from its last response.",
             ("gen_ai_provider_name", "kind"),
             registry=r,
             multiprocess_mode="mostrecent",
         )
         self.dropped = Counter(
-            "llmpulse_events_dropped_total", "Events a sink did not get.", ("sink", "reason"), registry=r
+            "llmpulse_events_dropped_total",
+            "Events a sink did not get.",
+            ("sink", "reason"),
+            registry=r,
         )
         self.internal_errors = Counter(
             "llmpulse_internal_errors_total",
-            "Bugs inside llmpulse that calls survived.",
+            "Bugs inside llmpulse that the calls survived.",
             ("where",),
             registry=r,
         )
@@ -115,6 +135,8 @@ class _Metrics:
         )
 
 
+# Metric objects hold no reference to their registry, so a dropped registry
+# (one per test, say) takes its entry with it.
 _metrics_lock = threading.Lock()
 _metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
 
@@ -127,27 +149,85 @@ def _metrics_for(registry: CollectorRegistry) -> _Metrics:
         return metrics
 
 
-class _Capped:
-    """First-N-distinct label values; the rest are "other"."""
+def _multiprocess() -> bool:
+    from prometheus_client import values  # noqa: PLC0415 - only read here
 
-    __slots__ = ("_allow", "_limit", "_lock", "_seen")
+    # The value class is fixed when prometheus_client is imported. A variable
+    # set later still counts: /metrics then serves the multiprocess files,
+    # never this process's in-memory exemplars.
+    return values.ValueClass is not values.MutexValue or "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+class _Capped:
+    """Maps raw label values to themselves for the first N distinct ones, to "other" after.
+
+    ``known`` is read without the lock on the hot path: a dict lookup is
+    atomic, and values only ever get added.
+    """
+
+    __slots__ = ("_limit", "_lock", "_seen", "known")
 
     def __init__(self, limit: int, allow: Iterable[str] = ()) -> None:
         self._limit = limit
-        self._allow = frozenset(allow)
-        self._seen: set[str] = set()
+        self._seen = 0
         self._lock = threading.Lock()
+        self.known: dict[str | None, str] = {None: "", "": ""}
+        self.known.update((value, value) for value in allow)
 
-    def __call__(self, value: str | None) -> str:
+    def resolve(self, value: str | None) -> str:
+        """Return the label value for ``value``, admitting it while under the cap."""
         if value is None:
             return ""
-        if value in self._seen or value in self._allow:
-            return value
+        label = self.known.get(value)
+        if label is not None:
+            return label
         with self._lock:
-            if len(self._seen) < self._limit:
-                self._seen.add(value)
-                return value
-        return "other"
+            label = self.known.get(value)
+            if label is not None:
+                return label
+            if self._seen >= self._limit:
+                # Not remembered: the map must stay bounded too.
+                return _OTHER
+            self._seen += 1
+            self.known[value] = value
+            return value
+
+
+class _Series:
+    """Cached label children for one (provider, model, operation, tenant, route)."""
+
+    __slots__ = (
+        "cache_write",
+        "cached_input",
+        "cost",
+        "duration",
+        "labels",
+        "reasoning",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "ttfc",
+        "unpriced",
+        "usage_in",
+        "usage_out",
+    )
+
+    def __init__(self, m: _Metrics, labels: tuple[str, str, str, str, str]) -> None:
+        self.labels = labels
+        self.duration: dict[str | None, Histogram] = {}
+        self.requests: dict[tuple[str, int | None, str | None], Counter] = {}
+        self.usage_in = m.token_usage.labels(*labels, "input")
+        self.usage_out = m.token_usage.labels(*labels, "output")
+        self.tokens_in = m.tokens.labels(*labels, "input")
+        self.tokens_out = m.tokens.labels(*labels, "output")
+        self.cost = m.cost.labels(*labels)
+        # Created on first use: most series never see them, and a histogram
+        # child exports a sample per bucket even when empty.
+        self.ttfc: Histogram | None = None
+        self.cached_input: Counter | None = None
+        self.cache_write: Counter | None = None
+        self.reasoning: Counter | None = None
+        self.unpriced: Counter | None = None
 
 
 def _status_class(status: int | None) -> str:
@@ -155,14 +235,27 @@ def _status_class(status: int | None) -> str:
 
 
 class PrometheusSink:
-    """Records every call and attempt in Prometheus metrics (inline: in-memory and cheap).
+    """Records calls and attempts in Prometheus metrics, on the caller's path.
+
+    Metric names follow the OpenTelemetry GenAI conventions as an OTel
+    exporter renders them in Prometheus (``gen_ai_client_operation_duration_seconds``,
+    ``gen_ai_client_token_usage``, ...), so dashboards work for both paths;
+    llmpulse's own counters start with ``llmpulse_``. Label values that are
+    None are exported as "". `emit` never raises: a failure inside it is
+    counted in ``llmpulse_internal_errors_total{where="prometheus_sink"}``.
 
     Args:
-        registry: prometheus_client registry (default: the global one).
-        max_tenants: Distinct tenant label values before "other".
-        max_routes: Distinct route label values before "other".
-        max_models: Distinct model label values before "other".
-        tenant_allowlist: Tenants always kept.
+        registry: The prometheus_client registry (None: the global ``REGISTRY``).
+            Sinks on the same registry share the metric objects.
+        max_tenants: Distinct tenant label values kept before later ones become "other".
+        max_routes: Distinct route label values kept before later ones become "other".
+        max_models: Distinct model label values kept before later ones become "other".
+        tenant_allowlist: Tenants always kept, outside the ``max_tenants`` count.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> sink = PrometheusSink(CollectorRegistry(), max_tenants=20)
+
     """
 
     name = "prometheus"
@@ -178,89 +271,201 @@ class PrometheusSink:
         tenant_allowlist: Iterable[str] = (),
     ) -> None:
         self._m = _metrics_for(REGISTRY if registry is None else registry)
-        self._tenant = _Capped(max_tenants, tenant_allowlist)
-        self._route = _Capped(max_routes)
-        self._model = _Capped(max_models)
-        self._children: dict[tuple[Any, ...], Any] = {}
-        # Exemplars are silently dropped in multiprocess mode; skip the work there.
-        self._exemplars = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        self._tenants = _Capped(max_tenants, tenant_allowlist)
+        self._routes = _Capped(max_routes)
+        self._models = _Capped(max_models)
+        self._series: dict[tuple[str, str, str, str, str], _Series] = {}
+        self._attempts: dict[tuple[str, str, str, int | None], Counter] = {}
+        self._ratelimit: dict[str, tuple[Gauge, Gauge]] = {}
+        self._inflight: dict[str, Gauge] = {}
+        self._other: dict[tuple[str, ...], Any] = {}
+        # Exemplars are silently dropped in multiprocess mode; skip the work.
+        self._exemplars = not _multiprocess()
 
-    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def emit(self, event: object) -> None:
+        """Record a `CallEvent` or an `AttemptEvent`; other events are ignored.
 
-    def emit(self, event: Any) -> None:
-        """Record a `CallEvent` or `AttemptEvent`; anything else is ignored."""
+        Args:
+            event: Any llmpulse event.
+
+        """
         try:
             if isinstance(event, CallEvent):
                 self._call(event)
             elif isinstance(event, AttemptEvent):
-                labels = (
-                    event.provider,
-                    self._model(event.model),
-                    event.operation,
-                    _status_class(event.http_status),
-                )
-                self._child(self._m.attempts, labels).inc()
+                self._attempt(event)
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")
 
     def _call(self, e: CallEvent) -> None:
-        m = self._m
-        common = (e.provider, self._model(e.model), e.operation, self._tenant(e.tenant), self._route(e.route))
-        error_type = e.error_type or ""
-        self._child(m.requests, (*common, e.outcome, _status_class(e.http_status), error_type)).inc()
+        # Hot path: a handful of direct child updates, split only as far as
+        # readability needs (each extra method call costs ~0.1 µs).
+        s = self._series_for(e)
+        key = s.labels
+        error_type = e.error_type
+        rkey = (e.outcome, e.http_status, error_type)
+        requests = s.requests.get(rkey)
+        if requests is None:
+            requests = s.requests[rkey] = self._m.requests.labels(
+                *key, e.outcome, _status_class(e.http_status), error_type or ""
+            )
+        requests.inc()
+
         if e.outcome != "rejected":
-            duration = self._child(m.duration, (*common, error_type))
-            exemplar = {"correlation_id": e.correlation_id} if self._exemplars and e.correlation_id else None
-            if exemplar is not None and len("correlation_id") + len(e.correlation_id) <= 128:
-                duration.observe(e.latency_s, exemplar)
+            duration = s.duration.get(error_type)
+            if duration is None:
+                duration = s.duration[error_type] = self._m.duration.labels(*key, error_type or "")
+            cid = e.correlation_id
+            if self._exemplars and cid and len(cid) <= _EXEMPLAR_MAX_VALUE:
+                duration.observe(e.latency_s, {_EXEMPLAR_KEY: cid})
             else:
                 duration.observe(e.latency_s)
+
         if e.streamed and e.ttft_s is not None:
-            self._child(m.ttfc, common).observe(e.ttft_s)
-        for kind, count in (("input", e.input_tokens), ("output", e.output_tokens)):
-            if count is not None:
-                self._child(m.token_usage, (*common, kind)).observe(count)
-                if count:
-                    self._child(m.tokens, (*common, kind)).inc(count)
-        for kind, count in (
-            ("cached_input", e.cached_input_tokens),
-            ("cache_write", e.cache_write_tokens),
-            ("reasoning", e.reasoning_tokens),
-        ):
-            if count:
-                self._child(m.token_details, (*common, kind)).inc(count)
-        if e.cost_usd is not None:
-            if e.cost_usd:
-                self._child(m.cost, common).inc(e.cost_usd)
-        elif e.attempts and e.input_tokens is not None:
-            self._child(m.unpriced, (e.provider, common[1])).inc()
+            ttfc = s.ttfc
+            if ttfc is None:
+                ttfc = s.ttfc = self._m.ttfc.labels(*key)
+            ttfc.observe(e.ttft_s)
+
+        self._tokens(s, e)
         if e.ratelimit is not None:
-            if e.ratelimit.remaining_requests is not None:
-                self._child(m.ratelimit, (e.provider, "requests")).set(e.ratelimit.remaining_requests)
-            if e.ratelimit.remaining_tokens is not None:
-                self._child(m.ratelimit, (e.provider, "tokens")).set(e.ratelimit.remaining_tokens)
+            self._set_ratelimit(e.provider, e.ratelimit)
+
+    def _series_for(self, e: CallEvent) -> _Series:
+        model = self._models.known.get(e.model)
+        if model is None:
+            model = self._models.resolve(e.model)
+        tenant = self._tenants.known.get(e.tenant)
+        if tenant is None:
+            tenant = self._tenants.resolve(e.tenant)
+        route = self._routes.known.get(e.route)
+        if route is None:
+            route = self._routes.resolve(e.route)
+        key = (e.provider, model, e.operation, tenant, route)
+        s = self._series.get(key)
+        if s is None:
+            s = self._series[key] = _Series(self._m, key)
+        return s
+
+    def _tokens(self, s: _Series, e: CallEvent) -> None:
+        known = False
+        if e.input_tokens is not None:
+            known = True
+            s.usage_in.observe(e.input_tokens)
+            s.tokens_in.inc(e.input_tokens)
+        if e.output_tokens is not None:
+            known = True
+            s.usage_out.observe(e.output_tokens)
+            s.tokens_out.inc(e.output_tokens)
+        # Zero is the common case for these subsets: skip the update (not the meaning).
+        if e.cached_input_tokens:
+            if s.cached_input is None:
+                s.cached_input = self._m.token_details.labels(*s.labels, "cached_input")
+            s.cached_input.inc(e.cached_input_tokens)
+        if e.cache_write_tokens:
+            if s.cache_write is None:
+                s.cache_write = self._m.token_details.labels(*s.labels, "cache_write")
+            s.cache_write.inc(e.cache_write_tokens)
+        if e.reasoning_tokens:
+            if s.reasoning is None:
+                s.reasoning = self._m.token_details.labels(*s.labels, "reasoning")
+            s.reasoning.inc(e.reasoning_tokens)
+        if e.cost_usd is not None:
+            s.cost.inc(e.cost_usd)
+        elif known and e.attempts > 0:
+            # Sent and answered with usage, yet no price: cost is unknown, not zero.
+            if s.unpriced is None:
+                s.unpriced = self._m.unpriced.labels(*s.labels[:2])
+            s.unpriced.inc()
+
+    def _set_ratelimit(self, provider: str, rl: RateLimitInfo) -> None:
+        gauges = self._ratelimit.get(provider)
+        if gauges is None:
+            gauges = self._ratelimit[provider] = (
+                self._m.ratelimit.labels(provider, "requests"),
+                self._m.ratelimit.labels(provider, "tokens"),
+            )
+        if rl.remaining_requests is not None:
+            gauges[0].set(rl.remaining_requests)
+        if rl.remaining_tokens is not None:
+            gauges[1].set(rl.remaining_tokens)
+
+    def _attempt(self, e: AttemptEvent) -> None:
+        model = self._models.known.get(e.model)
+        if model is None:
+            model = self._models.resolve(e.model)
+        key = (e.provider, model, e.operation, e.http_status)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self._m.attempts.labels(
+                e.provider, model, e.operation, _status_class(e.http_status)
+            )
+        child.inc()
 
     def call_started(self, provider: str) -> None:
-        """Count a call in flight."""
-        self._child(self._m.inflight, (provider,)).inc()
+        """Count a call as in flight (``llmpulse_inflight_requests``).
+
+        Args:
+            provider: The ``gen_ai_provider_name`` of the call.
+
+        """
+        try:
+            self._inflight_child(provider).inc()
+        except Exception:  # noqa: BLE001 - metrics must never break a call
+            self.record_internal_error("prometheus_sink")
 
     def call_finished(self, provider: str) -> None:
-        """Count a call no longer in flight."""
-        self._child(self._m.inflight, (provider,)).dec()
+        """Count a call as no longer in flight.
+
+        Args:
+            provider: The ``gen_ai_provider_name`` given to `call_started`.
+
+        """
+        try:
+            self._inflight_child(provider).dec()
+        except Exception:  # noqa: BLE001 - metrics must never break a call
+            self.record_internal_error("prometheus_sink")
+
+    def _inflight_child(self, provider: str) -> Gauge:
+        child = self._inflight.get(provider)
+        if child is None:
+            child = self._inflight[provider] = self._m.inflight.labels(provider)
+        return child
 
     def record_dropped(self, sink: str, reason: str, n: int = 1) -> None:
-        """Count events a sink did not get."""
-        self._child(self._m.dropped, (sink, reason)).inc(n)
+        """Count events a sink did not get (``llmpulse_events_dropped_total``).
+
+        Args:
+            sink: The sink's name.
+            reason: Why, e.g. "buffer_full" or "sink_error".
+            n: How many events.
+
+        """
+        self._bump(self._m.dropped, ("dropped", sink, reason), n)
 
     def record_internal_error(self, where: str) -> None:
-        """Count a bug inside llmpulse."""
-        self._child(self._m.internal_errors, (where,)).inc()
+        """Count a bug inside llmpulse that a call survived (``llmpulse_internal_errors_total``).
+
+        Args:
+            where: The component, e.g. "prometheus_sink" or "stats".
+
+        """
+        self._bump(self._m.internal_errors, ("internal", where), 1)
 
     def record_wrap_failure(self, reason: str) -> None:
-        """Count a client left unwrapped."""
-        self._child(self._m.wrap_failures, (reason,)).inc()
+        """Count a client that could not be wrapped (``llmpulse_wrap_failures_total``).
+
+        Args:
+            reason: A short, low-cardinality reason.
+
+        """
+        self._bump(self._m.wrap_failures, ("wrap", reason), 1)
+
+    def _bump(self, metric: Counter, key: tuple[str, ...], n: float) -> None:
+        # Called from error paths, `emit`'s included, with nowhere left to
+        # report a failure to: it must not raise itself.
+        with contextlib.suppress(Exception):
+            child = self._other.get(key)
+            if child is None:
+                child = self._other[key] = metric.labels(*key[1:])
+            child.inc(n)

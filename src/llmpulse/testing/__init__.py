@@ -3,7 +3,8 @@
 from llmpulse.testing import CapturingSink, FakeProvider, Fault
 
 with FakeProvider() as fake:
-    client = llmpulse.wrap(OpenAI(base_url=fake.openai_base_url, api_key="x"), sinks=[sink := CapturingSink()])
+    sink = CapturingSink()
+    client = llmpulse.wrap(OpenAI(base_url=fake.openai_base_url, api_key="x"), sinks=[sink])
     fake.enqueue(Fault.status(500))
     client.chat.completions.create(...)
     assert sink.calls[0].attempts == 2

@@ -186,7 +186,7 @@ class Generation:
 
     def chat_chunks(self, include_usage: bool) -> Iterator[bytes]:
         """SSE chunks of a streamed chat completion, ``[DONE]`` included."""
-        base = {"id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion.chunk"}
+        base: dict[str, Any] = {"id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion.chunk"}
         base |= {"created": int(time.time()), "model": self.model, "system_fingerprint": "fp_fake"}
         extra = {"usage": None} if include_usage else {}
 

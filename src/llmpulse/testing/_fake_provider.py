@@ -57,7 +57,10 @@ class Fault:
         error_code: str | None = None,
         message: str | None = None,
     ) -> Fault:
-        """An error response in the provider's shape (429 with ``error_code="insufficient_quota"``, 529 overloaded...)."""
+        """An error response in the provider's shape.
+
+        E.g. 429 with ``error_code="insufficient_quota"``, or 529 (Anthropic's "overloaded").
+        """
         return cls(
             "status",
             http_status=code,

@@ -1,0 +1,698 @@
+"""Prometheus sink and /metrics serving: names, labels, caps, exemplars, multiprocess."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+import wsgiref.util
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from llmpulse import _metrics_server
+from llmpulse._metrics_server import (
+    maybe_start_from_env,
+    metrics_asgi_app,
+    metrics_wsgi_app,
+    start_metrics_server,
+)
+from llmpulse.events import AttemptEvent, CallEvent, InteractionSummary, RateLimitInfo
+from llmpulse.sinks._prometheus import DURATION_BUCKETS, PrometheusSink
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+SHORT = {
+    "gen_ai_provider_name": "openai",
+    "gen_ai_request_model": "gpt-4o-mini",
+    "gen_ai_operation_name": "chat",
+}
+COMMON = {**SHORT, "tenant": "acme", "route": "/chat"}
+OK = {**COMMON, "outcome": "ok", "status_class": "2xx", "error_type": ""}
+
+
+def make_call(**changes: Any) -> CallEvent:
+    """A finished, successful, non-streamed call; ``changes`` override any field."""
+    event = CallEvent(
+        call_id="call-1",
+        correlation_id="corr-1",
+        interaction_id=None,
+        provider="openai",
+        operation="chat",
+        model="gpt-4o-mini",
+        response_model="gpt-4o-mini-2024-07-18",
+        tenant="acme",
+        route="/chat",
+        feature=None,
+        tags={},
+        priority="normal",
+        streamed=False,
+        outcome="ok",
+        stream_interrupted=False,
+        http_status=200,
+        error_type=None,
+        attempts=1,
+        retries=0,
+        backoff_s=(),
+        request_id="req-1",
+        latency_s=0.5,
+        provider_latency_s=0.45,
+        ttft_s=None,
+        input_tokens=100,
+        output_tokens=20,
+        cached_input_tokens=0,
+        cache_write_tokens=None,
+        reasoning_tokens=None,
+        tokens_estimated=False,
+        cost_usd=0.001,
+        finish_reason="stop",
+        max_tokens=None,
+        prompt_tokens_estimate=None,
+        response_bytes=512,
+        api_key_id=None,
+        network=None,
+        ratelimit=None,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    return dataclasses.replace(event, **changes)
+
+
+def make_attempt(**changes: Any) -> AttemptEvent:
+    """One successful HTTP attempt; ``changes`` override any field."""
+    event = AttemptEvent(
+        call_id="call-1",
+        correlation_id="corr-1",
+        attempt=1,
+        provider="openai",
+        operation="chat",
+        model="gpt-4o-mini",
+        http_status=200,
+        error_type=None,
+        request_id="req-1",
+        latency_s=0.4,
+        retry_after_s=None,
+        will_retry=False,
+        backoff_s=0.0,
+    )
+    return dataclasses.replace(event, **changes)
+
+
+@pytest.fixture(name="sink")
+def _sink(registry: CollectorRegistry) -> PrometheusSink:
+    return PrometheusSink(registry)
+
+
+def label_values(registry: CollectorRegistry, sample_name: str, label: str) -> set[str]:
+    """The values ``label`` takes among the samples called ``sample_name``."""
+    return {
+        s.labels[label]
+        for m in registry.collect()
+        for s in m.samples
+        if s.name == sample_name and label in s.labels
+    }
+
+
+class TestCallMetrics:
+    def test_ok_call_records_every_metric(self, registry: CollectorRegistry, sink: PrometheusSink) -> None:
+        """A successful call counts a request, a duration, tokens and cost under the common labels."""
+        sink.emit(make_call())
+
+        get = registry.get_sample_value
+        assert get("llmpulse_requests_total", OK) == 1
+        assert get("gen_ai_client_operation_duration_seconds_count", {**COMMON, "error_type": ""}) == 1
+        assert get("gen_ai_client_operation_duration_seconds_sum", {**COMMON, "error_type": ""}) == 0.5
+        assert get("gen_ai_client_token_usage_sum", {**COMMON, "gen_ai_token_type": "input"}) == 100
+        assert get("gen_ai_client_token_usage_sum", {**COMMON, "gen_ai_token_type": "output"}) == 20
+        assert get("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 100
+        assert get("llmpulse_tokens_total", {**COMMON, "token_type": "output"}) == 20
+        assert get("llmpulse_cost_usd_total", COMMON) == pytest.approx(0.001)
+        assert label_values(registry, "llmpulse_unpriced_requests_total", "gen_ai_request_model") == set()
+
+    def test_duration_uses_extended_otel_buckets(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """Durations land in OTel's buckets, extended to 327.68 s for long reasoning calls."""
+        sink.emit(make_call(latency_s=100.0))
+
+        labels = {**COMMON, "error_type": ""}
+        bucket = "gen_ai_client_operation_duration_seconds_bucket"
+        assert registry.get_sample_value(bucket, {**labels, "le": "81.92"}) == 0
+        assert registry.get_sample_value(bucket, {**labels, "le": "163.84"}) == 1
+        assert registry.get_sample_value(bucket, {**labels, "le": "327.68"}) == 1
+        assert label_values(registry, bucket, "le") == {*map(str, DURATION_BUCKETS), "+Inf"}
+
+    def test_token_usage_uses_otel_buckets(self, registry: CollectorRegistry, sink: PrometheusSink) -> None:
+        """Token counts land in OTel's power-of-four buckets."""
+        sink.emit(make_call(input_tokens=1000, output_tokens=None))
+
+        bucket = "gen_ai_client_token_usage_bucket"
+        labels = {**COMMON, "gen_ai_token_type": "input"}
+        assert registry.get_sample_value(bucket, {**labels, "le": "256.0"}) == 0
+        assert registry.get_sample_value(bucket, {**labels, "le": "1024.0"}) == 1
+        assert "6.7108864e+07" in label_values(registry, bucket, "le")
+
+    def test_error_call_labels_error_type_and_status_class(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """A failed call carries its error type on the duration and request series."""
+        sink.emit(make_call(outcome="error", http_status=503, error_type="InternalServerError"))
+
+        labels = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "InternalServerError"}
+        assert registry.get_sample_value("llmpulse_requests_total", labels) == 1
+        duration = {**COMMON, "error_type": "InternalServerError"}
+        assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", duration) == 1
+
+    def test_no_response_is_status_class_none(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """A call that got no HTTP response has status_class "none"."""
+        sink.emit(make_call(outcome="error", http_status=None, error_type="APIConnectionError"))
+
+        labels = {**COMMON, "outcome": "error", "status_class": "none", "error_type": "APIConnectionError"}
+        assert registry.get_sample_value("llmpulse_requests_total", labels) == 1
+
+    def test_none_label_values_are_empty_strings(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """A missing model, tenant or route is exported as an empty label value."""
+        sink.emit(make_call(model=None, tenant=None, route=None))
+
+        empty = {**SHORT, "gen_ai_request_model": "", "tenant": "", "route": ""}
+        assert registry.get_sample_value("llmpulse_requests_total", {**OK, **empty}) == 1
+
+    def test_rejected_call_is_counted_but_not_timed(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """A call rejected before sending counts as a request but has no duration."""
+        sink.emit(make_call(outcome="rejected", http_status=None, error_type="RateLimitedError", attempts=0))
+
+        labels = {**COMMON, "outcome": "rejected", "status_class": "none", "error_type": "RateLimitedError"}
+        assert registry.get_sample_value("llmpulse_requests_total", labels) == 1
+        assert label_values(registry, "gen_ai_client_operation_duration_seconds_count", "error_type") == set()
+
+    def test_time_to_first_chunk_only_for_streams(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """Time to first chunk is observed for streamed calls that have one, and never otherwise."""
+        sink.emit(make_call(streamed=True, ttft_s=0.2))
+        sink.emit(make_call(streamed=False, ttft_s=0.3))
+        sink.emit(make_call(streamed=True, ttft_s=None))
+
+        name = "gen_ai_client_operation_time_to_first_chunk_seconds"
+        assert registry.get_sample_value(f"{name}_count", COMMON) == 1
+        assert registry.get_sample_value(f"{name}_sum", COMMON) == 0.2
+
+    def test_unknown_token_counts_are_not_recorded(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """A None token count records nothing for that token type, not a zero."""
+        sink.emit(make_call(input_tokens=None, output_tokens=7))
+
+        input_labels = {**COMMON, "gen_ai_token_type": "input"}
+        assert registry.get_sample_value("gen_ai_client_token_usage_count", input_labels) == 0
+        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 0
+        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "output"}) == 7
+
+    def test_token_details_are_separate_from_totals(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """Cached, cache-write and reasoning tokens have their own counter, so tokens_total sums right."""
+        sink.emit(
+            make_call(input_tokens=1000, cached_input_tokens=800, cache_write_tokens=50, reasoning_tokens=15)
+        )
+
+        details = "llmpulse_token_details_total"
+        assert registry.get_sample_value(details, {**COMMON, "kind": "cached_input"}) == 800
+        assert registry.get_sample_value(details, {**COMMON, "kind": "cache_write"}) == 50
+        assert registry.get_sample_value(details, {**COMMON, "kind": "reasoning"}) == 15
+        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 1000
+        assert label_values(registry, "llmpulse_tokens_total", "token_type") == {"input", "output"}
+
+    @pytest.mark.parametrize(
+        ("changes", "unpriced"),
+        [
+            ({"cost_usd": None}, 1),
+            ({"cost_usd": None, "input_tokens": None}, 1),
+            ({"cost_usd": None, "input_tokens": None, "output_tokens": None}, None),
+            ({"cost_usd": None, "attempts": 0}, None),
+            ({"cost_usd": 0.0}, None),
+        ],
+    )
+    def test_unpriced_requests(
+        self,
+        registry: CollectorRegistry,
+        sink: PrometheusSink,
+        changes: dict[str, Any],
+        unpriced: int | None,
+    ) -> None:
+        """A sent call with known tokens but no price is counted as unpriced, never as zero cost."""
+        sink.emit(make_call(**changes))
+
+        labels = {"gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o-mini"}
+        assert registry.get_sample_value("llmpulse_unpriced_requests_total", labels) == unpriced
+        expected_cost = 0.0 if changes["cost_usd"] is None else changes["cost_usd"]
+        assert registry.get_sample_value("llmpulse_cost_usd_total", COMMON) == expected_cost
+
+    def test_ratelimit_gauges_keep_the_latest_values(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """Remaining requests and tokens are set from the last response that reported them."""
+        sink.emit(make_call(ratelimit=RateLimitInfo(remaining_requests=99, remaining_tokens=5000)))
+        sink.emit(make_call(ratelimit=RateLimitInfo(remaining_requests=98, remaining_tokens=None)))
+        sink.emit(make_call(ratelimit=None))
+
+        gauge = "llmpulse_ratelimit_remaining"
+        assert registry.get_sample_value(gauge, {"gen_ai_provider_name": "openai", "kind": "requests"}) == 98
+        assert registry.get_sample_value(gauge, {"gen_ai_provider_name": "openai", "kind": "tokens"}) == 5000
+
+    def test_attempts_are_counted_by_status_class(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """Each AttemptEvent counts once, by status class ("none" when no response came)."""
+        sink.emit(make_attempt(http_status=429, will_retry=True))
+        sink.emit(make_attempt(http_status=None, error_type="ConnectError", attempt=2))
+        sink.emit(make_attempt(attempt=3))
+
+        attempts = "llmpulse_attempts_total"
+        for status_class in ("4xx", "none", "2xx"):
+            assert registry.get_sample_value(attempts, {**SHORT, "status_class": status_class}) == 1
+        assert registry.get_sample_value("llmpulse_requests_total", OK) is None
+
+    def test_other_events_are_ignored(self, registry: CollectorRegistry, sink: PrometheusSink) -> None:
+        """Interaction summaries and unknown objects record nothing and raise nothing."""
+        summary = InteractionSummary(
+            interaction_id="i",
+            name="n",
+            correlation_id="c",
+            tenant=None,
+            route=None,
+            feature=None,
+            calls=1,
+            errors=0,
+            input_tokens=1,
+            output_tokens=1,
+            cost_usd=None,
+            unpriced_calls=0,
+            latency_s=1.0,
+            outcome="ok",
+        )
+        sink.emit(summary)
+        sink.emit(object())
+
+        assert b"llmpulse_requests_total{" not in generate_latest(registry)
+        assert label_values(registry, "llmpulse_internal_errors_total", "where") == set()
+
+
+class TestSinkMethods:
+    def test_inflight_gauge_follows_started_and_finished(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """call_started and call_finished move the in-flight gauge per provider."""
+        sink.call_started("openai")
+        sink.call_started("openai")
+        sink.call_started("anthropic")
+        sink.call_finished("openai")
+
+        gauge = "llmpulse_inflight_requests"
+        assert registry.get_sample_value(gauge, {"gen_ai_provider_name": "openai"}) == 1
+        assert registry.get_sample_value(gauge, {"gen_ai_provider_name": "anthropic"}) == 1
+
+    def test_pipeline_counters(self, registry: CollectorRegistry, sink: PrometheusSink) -> None:
+        """Dropped events, internal errors and wrap failures have their own counters."""
+        sink.record_dropped("jsonl", "buffer_full", 3)
+        sink.record_dropped("jsonl", "buffer_full")
+        sink.record_internal_error("stats")
+        sink.record_wrap_failure("unknown_transport")
+
+        get = registry.get_sample_value
+        assert get("llmpulse_events_dropped_total", {"sink": "jsonl", "reason": "buffer_full"}) == 4
+        assert get("llmpulse_internal_errors_total", {"where": "stats"}) == 1
+        assert get("llmpulse_wrap_failures_total", {"reason": "unknown_transport"}) == 1
+
+    def test_emit_never_raises(self, registry: CollectorRegistry, sink: PrometheusSink) -> None:
+        """A bad event is counted as an internal error instead of reaching the caller."""
+        sink.emit(make_call(latency_s="slow"))
+
+        errors = {"where": "prometheus_sink"}
+        assert registry.get_sample_value("llmpulse_internal_errors_total", errors) == 1
+
+    def test_sink_declares_itself_inline(self, sink: PrometheusSink) -> None:
+        """The dispatcher runs this in-memory sink on the caller's path under the name "prometheus"."""
+        assert (sink.name, sink.inline) == ("prometheus", True)
+
+
+class TestCardinality:
+    def test_first_tenants_keep_their_label_later_ones_are_other(self, registry: CollectorRegistry) -> None:
+        """Past max_tenants, new tenants become "other" while the first ones keep theirs."""
+        sink = PrometheusSink(registry, max_tenants=2)
+        for tenant in ("a", "b", "c", "d", "a", "c"):
+            sink.emit(make_call(tenant=tenant))
+
+        tenants = {"a": 2, "b": 1, "other": 3}
+        for tenant, count in tenants.items():
+            assert registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": tenant}) == count
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == set(tenants)
+
+    def test_allowlisted_tenants_are_kept_and_not_counted(self, registry: CollectorRegistry) -> None:
+        """Allowlisted tenants always keep their label and leave the cap to the others."""
+        sink = PrometheusSink(registry, max_tenants=1, tenant_allowlist=["vip"])
+        for tenant in ("x", "vip", "y"):
+            sink.emit(make_call(tenant=tenant))
+
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"x", "vip", "other"}
+
+    def test_routes_and_models_are_capped(self, registry: CollectorRegistry) -> None:
+        """Routes and models have their own caps, attempts included."""
+        sink = PrometheusSink(registry, max_routes=1, max_models=1)
+        sink.emit(make_call(route="/a", model="m1"))
+        sink.emit(make_call(route="/b", model="ft:m1:org:x"))
+        sink.emit(make_attempt(model="ft:m1:org:y"))
+        sink.emit(make_call(route=None, model=None))
+
+        assert label_values(registry, "llmpulse_requests_total", "route") == {"/a", "other", ""}
+        assert label_values(registry, "llmpulse_requests_total", "gen_ai_request_model") == {
+            "m1",
+            "other",
+            "",
+        }
+        assert label_values(registry, "llmpulse_attempts_total", "gen_ai_request_model") == {"other"}
+
+    def test_cap_holds_under_concurrent_emits(self, registry: CollectorRegistry) -> None:
+        """Threads racing with distinct tenants admit exactly max_tenants of them."""
+        sink = PrometheusSink(registry, max_tenants=10)
+        barrier = threading.Barrier(8)
+
+        def worker(n: int) -> None:
+            barrier.wait()
+            for i in range(50):
+                sink.emit(make_call(tenant=f"t{n}-{i}"))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        tenants = label_values(registry, "llmpulse_requests_total", "tenant")
+        assert len(tenants - {"other"}) == 10
+        total = sum(
+            registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": t}) or 0 for t in tenants
+        )
+        assert total == 400
+
+    def test_caps_are_per_sink(self, registry: CollectorRegistry) -> None:
+        """Two sinks on one registry share the metrics but each keeps its own first N."""
+        first = PrometheusSink(registry, max_tenants=1)
+        second = PrometheusSink(registry, max_tenants=1)
+        first.emit(make_call(tenant="a"))
+        second.emit(make_call(tenant="b"))
+        first.emit(make_call(tenant="b"))
+
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"a", "b", "other"}
+
+
+class TestRegistries:
+    def test_two_sinks_share_one_registry(self, registry: CollectorRegistry) -> None:
+        """A second sink on the same registry reuses the metrics instead of raising DuplicatedTimeseries."""
+        PrometheusSink(registry).emit(make_call())
+        PrometheusSink(registry).emit(make_call())
+
+        assert registry.get_sample_value("llmpulse_requests_total", OK) == 2
+
+    def test_default_is_the_global_registry(self) -> None:
+        """With no registry, any number of sinks record into prometheus_client's REGISTRY."""
+        labels = {**OK, "gen_ai_provider_name": "test-default-registry"}
+        before = REGISTRY.get_sample_value("llmpulse_requests_total", labels) or 0
+        PrometheusSink().emit(make_call(provider="test-default-registry"))
+        PrometheusSink().emit(make_call(provider="test-default-registry"))
+
+        assert REGISTRY.get_sample_value("llmpulse_requests_total", labels) == before + 2
+
+    def test_import_registers_nothing(self) -> None:
+        """Importing the module creates no metric: only constructing a sink does."""
+        code = (
+            "import llmpulse.sinks._prometheus\n"
+            "from prometheus_client import REGISTRY, generate_latest\n"
+            "assert b'llmpulse_' not in generate_latest(REGISTRY)\n"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class TestExemplars:
+    def test_correlation_id_is_an_exemplar_in_openmetrics(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """The duration histogram carries the correlation id as an OpenMetrics exemplar."""
+        sink.emit(make_call(correlation_id="abc123", latency_s=0.7))
+
+        text = generate_openmetrics(registry).decode()
+        [line] = [line for line in text.splitlines() if "# {" in line]
+        assert line.startswith("gen_ai_client_operation_duration_seconds_bucket{")
+        assert 'le="1.28"' in line
+        assert '} 1.0 # {correlation_id="abc123"} 0.7 ' in line
+        assert "correlation_id" not in generate_latest(registry).decode()
+
+    def test_overlong_correlation_id_is_observed_once_without_exemplar(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """An id too long for an exemplar still counts the call exactly once, with no internal error."""
+        sink.emit(make_call(correlation_id="x" * 115))
+        sink.emit(make_call(correlation_id="y" * 114))
+
+        count = "gen_ai_client_operation_duration_seconds_count"
+        assert registry.get_sample_value(count, {**COMMON, "error_type": ""}) == 2
+        assert label_values(registry, "llmpulse_internal_errors_total", "where") == set()
+        text = generate_openmetrics(registry).decode()
+        assert "y" * 114 in text
+        assert "x" * 115 not in text
+
+    def test_no_exemplars_in_multiprocess_mode(
+        self, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A sink built with PROMETHEUS_MULTIPROC_DIR set skips exemplars, which that mode drops anyway."""
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent")
+        sink = PrometheusSink(registry)
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        sink.emit(make_call())
+
+        assert "correlation_id" not in generate_openmetrics(registry).decode()
+
+
+def _filled_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    PrometheusSink(registry).emit(make_call(correlation_id="served-1"))
+    return registry
+
+
+def _wsgi_get(app: Any, accept: str = "") -> tuple[str, dict[str, str], str]:
+    environ: dict[str, Any] = {"PATH_INFO": "/metrics"}
+    if accept:
+        environ["HTTP_ACCEPT"] = accept
+    wsgiref.util.setup_testing_defaults(environ)
+    started: list[Any] = []
+    body = b"".join(app(environ, lambda status, headers: started.append((status, headers))))
+    [(status, headers)] = started
+    return status, dict(headers), body.decode()
+
+
+class TestServing:
+    async def test_asgi_app_serves_metrics(self) -> None:
+        """The ASGI app serves the text format, and OpenMetrics with exemplars when asked."""
+        app = metrics_asgi_app(_filled_registry())
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://test") as client:
+            plain = await client.get("/metrics")
+            om = await client.get("/metrics", headers={"Accept": OPENMETRICS})
+
+        assert plain.status_code == 200
+        assert plain.headers["content-type"].startswith("text/plain")
+        assert 'llmpulse_requests_total{error_type="",gen_ai_operation_name="chat"' in plain.text
+        assert om.headers["content-type"].startswith("application/openmetrics-text")
+        assert 'correlation_id="served-1"' in om.text
+
+    async def test_asgi_app_answers_lifespan(self) -> None:
+        """Served on its own, the ASGI app completes the lifespan handshake instead of failing it."""
+        incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0)
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await metrics_asgi_app(CollectorRegistry())({"type": "lifespan"}, receive, send)
+
+        assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+    def test_wsgi_app_serves_metrics(self) -> None:
+        """The WSGI app serves the text format, and OpenMetrics with exemplars when asked."""
+        app = metrics_wsgi_app(_filled_registry())
+
+        status, headers, text = _wsgi_get(app)
+        assert status.startswith("200")
+        assert headers["Content-Type"].startswith("text/plain")
+        assert "llmpulse_requests_total{" in text
+        _, headers, text = _wsgi_get(app, OPENMETRICS)
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        assert 'correlation_id="served-1"' in text
+
+    def test_default_apps_serve_the_global_registry(self) -> None:
+        """With no registry and no multiprocess directory the apps serve REGISTRY."""
+        PrometheusSink().emit(make_call(provider="test-served-default"))
+
+        _, _, text = _wsgi_get(metrics_wsgi_app())
+        assert 'gen_ai_provider_name="test-served-default"' in text
+
+    def test_standalone_server_over_http(self) -> None:
+        """start_metrics_server(0) binds a free port on 127.0.0.1 and serves both formats over HTTP."""
+        with start_metrics_server(0, registry=_filled_registry()) as server:
+            assert server.port != 0
+            assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+            with urllib.request.urlopen(server.url, timeout=10) as resp:
+                plain = resp.read().decode()
+            request = urllib.request.Request(server.url, headers={"Accept": OPENMETRICS})
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                om = resp.read().decode()
+        assert "llmpulse_requests_total{" in plain
+        assert 'correlation_id="served-1"' in om
+        assert not server.running
+        server.stop()
+
+    def test_maybe_start_from_env_starts_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A configured port starts one server per process; later calls return it; no port starts none."""
+        monkeypatch.setattr(_metrics_server, "_started", None)
+        assert maybe_start_from_env(None) is None
+        server = maybe_start_from_env(0)
+        assert server is not None
+        try:
+            assert maybe_start_from_env(0) is server
+            assert maybe_start_from_env(12345) is server
+        finally:
+            server.stop()
+
+    def test_maybe_start_from_env_logs_a_taken_port(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A port already in use is logged and yields no server instead of raising into the app."""
+        monkeypatch.setattr(_metrics_server, "_started", None)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with caplog.at_level(logging.WARNING, logger="llmpulse"):
+                assert maybe_start_from_env(port) is None
+                assert maybe_start_from_env(port) is None
+        assert len([r for r in caplog.records if "metrics server not started" in r.message]) == 1
+
+
+CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_prometheus import make_attempt, make_call
+from llmpulse.events import RateLimitInfo
+from llmpulse.sinks._prometheus import PrometheusSink
+
+sink = PrometheusSink()
+sink.call_started("openai")
+sink.call_started("openai")
+sink.call_finished("openai")
+for _ in range(10):
+    sink.emit(make_attempt())
+    sink.emit(make_call(streamed=True, ttft_s=0.1, ratelimit=RateLimitInfo(remaining_requests=7)))
+sink.emit(make_call(outcome="error", http_status=500, error_type="InternalServerError"))
+"""
+TESTS_DIR = str(Path(__file__).parent)
+
+
+@dataclasses.dataclass
+class Workers:
+    """A multiprocess directory written by finished child processes."""
+
+    path: Path
+    pids: list[int]
+
+
+@pytest.fixture(name="workers")
+def _workers(tmp_path: Path) -> Workers:
+    # Only the children get the variable: this process keeps in-memory metrics.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    children = [
+        subprocess.Popen([sys.executable, "-c", CHILD, TESTS_DIR], env=env, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err.decode()
+    return Workers(tmp_path, [child.pid for child in children])
+
+
+AGGREGATE = (
+    'llmpulse_requests_total{error_type="",gen_ai_operation_name="chat",'
+    'gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",'
+    'outcome="ok",route="/chat",status_class="2xx",tenant="acme"} '
+)
+
+
+class TestMultiprocess:
+    def test_counters_and_histograms_sum_over_processes(self, workers: Workers) -> None:
+        """A MultiProcessCollector over the children's files shows the sums over all of them."""
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(workers.path))
+        get = registry.get_sample_value
+
+        assert get("llmpulse_requests_total", OK) == 30
+        error = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "InternalServerError"}
+        assert get("llmpulse_requests_total", error) == 3
+        assert get("llmpulse_attempts_total", {**SHORT, "status_class": "2xx"}) == 30
+        assert get("gen_ai_client_operation_duration_seconds_count", {**COMMON, "error_type": ""}) == 30
+        assert get("gen_ai_client_operation_time_to_first_chunk_seconds_count", COMMON) == 30
+        assert get("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 3300
+        assert get("llmpulse_cost_usd_total", COMMON) == pytest.approx(0.033)
+        assert (
+            get("llmpulse_ratelimit_remaining", {"gen_ai_provider_name": "openai", "kind": "requests"}) == 7
+        )
+        assert "correlation_id" not in generate_openmetrics(registry).decode()
+
+    def test_inflight_is_a_live_sum(self, workers: Workers) -> None:
+        """In-flight calls sum over live processes and vanish when a process is marked dead."""
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(workers.path))
+        gauge = "llmpulse_inflight_requests"
+
+        assert registry.get_sample_value(gauge, {"gen_ai_provider_name": "openai"}) == 3
+        for pid in workers.pids:
+            multiprocess.mark_process_dead(pid, str(workers.path))
+        assert registry.get_sample_value(gauge, {"gen_ai_provider_name": "openai"}) is None
+
+    def test_wsgi_app_and_server_serve_the_aggregate(
+        self, workers: Workers, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With PROMETHEUS_MULTIPROC_DIR set, the default WSGI app and server serve the sum over processes."""
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(workers.path))
+        wsgi = metrics_wsgi_app()
+        assert AGGREGATE + "30.0" in _wsgi_get(wsgi)[2]
+        # A fourth worker writes after the app was built: the per-request registry sees it.
+        subprocess.run([sys.executable, "-c", CHILD, TESTS_DIR], check=True, timeout=60)
+        assert AGGREGATE + "40.0" in _wsgi_get(wsgi)[2]
+        with start_metrics_server(0) as server, urllib.request.urlopen(server.url, timeout=10) as resp:
+            assert AGGREGATE + "40.0" in resp.read().decode()
+
+    async def test_asgi_app_serves_the_aggregate(
+        self, workers: Workers, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With PROMETHEUS_MULTIPROC_DIR set, the default ASGI app serves the sum over processes."""
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(workers.path))
+        app = metrics_asgi_app()
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://test") as client:
+            response = await client.get("/metrics")
+
+        assert AGGREGATE + "30.0" in response.text
