@@ -5,6 +5,8 @@ emits one `CallEvent` per call (structured logs, Prometheus metrics, tokens,
 cost, latency) while behaving exactly like the SDK's.
 """
 
+from typing import TYPE_CHECKING
+
 from ._config import Settings, configure
 from ._context import (
     Context,
@@ -14,7 +16,6 @@ from ._context import (
     interaction,
     with_context,
 )
-from ._metrics_server import MetricsServer, metrics_asgi_app, metrics_wsgi_app, start_metrics_server
 from ._pipeline import aflush, flush, shutdown, sink_stats, stats
 from ._stats import GroupStats, StatsSnapshot
 from ._wrap import unwrap, wrap
@@ -68,3 +69,25 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "MetricsServer": "._metrics_server",
+    "metrics_asgi_app": "._metrics_server",
+    "metrics_wsgi_app": "._metrics_server",
+    "start_metrics_server": "._metrics_server",
+}
+
+
+def __getattr__(name: str) -> object:
+    # prometheus_client's exposition code pulls in http.server: import it
+    # only when an app actually serves /metrics.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmpulse' has no attribute {name!r}")
+    import importlib  # noqa: PLC0415
+
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+if TYPE_CHECKING:
+    from ._metrics_server import MetricsServer, metrics_asgi_app, metrics_wsgi_app, start_metrics_server

@@ -47,6 +47,7 @@ class Settings:
         metrics_port: Serve /metrics on this port when set (0 picks a free one).
         max_tenants: Distinct tenant label values before "other".
         max_routes: Distinct route label values before "other".
+        max_models: Distinct model label values before "other".
         tenant_allowlist: Tenants always kept as label values.
         buffer_size: Events queued per I/O sink before drops are counted.
         prices_file: JSON file of price overrides (see docs/configuration.md).
@@ -68,6 +69,7 @@ class Settings:
     metrics_port: int | None = None
     max_tenants: int = 100
     max_routes: int = 100
+    max_models: int = 200
     tenant_allowlist: tuple[str, ...] = ()
     buffer_size: int = 10_000
     prices_file: str | None = None
@@ -84,7 +86,7 @@ class Settings:
                 raise ConfigError(f"sinks: {sink!r} is neither a sink name nor an object with emit(event)")
         _check_choice("log_format", self.log_format, _LOG_FORMATS)
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
-        for name in ("max_tenants", "max_routes", "buffer_size"):
+        for name in ("max_tenants", "max_routes", "max_models", "buffer_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_var(name)} must be a positive integer, got {getattr(self, name)}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -188,6 +190,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "metrics_port": _parse_optional_int,
     "max_tenants": _parse_int,
     "max_routes": _parse_int,
+    "max_models": _parse_int,
     "tenant_allowlist": _parse_list,
     "buffer_size": _parse_int,
     "prices_file": _parse_optional_str,

@@ -8,7 +8,6 @@ cheap); logs, files and user sinks go through the `Dispatcher`.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextvars
 import logging
@@ -121,6 +120,7 @@ def make_metrics(registry: Any, settings: Settings) -> PrometheusSink:
         registry,
         max_tenants=settings.max_tenants,
         max_routes=settings.max_routes,
+        max_models=settings.max_models,
         tenant_allowlist=settings.tenant_allowlist,
     )
 
@@ -232,6 +232,8 @@ def flush(timeout: float | None = 5.0) -> bool:
 
 async def aflush(timeout: float | None = 5.0) -> bool:
     """`flush` for async code: waits in a thread, never blocks the event loop."""
+    import asyncio  # noqa: PLC0415 - keep `import llmpulse` light for sync apps
+
     return await asyncio.to_thread(flush, timeout)
 
 

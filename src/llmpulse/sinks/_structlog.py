@@ -12,8 +12,6 @@ import logging
 import sys
 from typing import IO, Any, TextIO, cast
 
-import structlog
-
 from ..events import AttemptEvent, CallEvent, Event, InteractionSummary
 
 __all__ = ["StructlogSink"]
@@ -44,6 +42,8 @@ class StructlogSink:
             (CallEvent, AttemptEvent, InteractionSummary) if attempts else (CallEvent, InteractionSummary)
         )
         if logger is None:
+            import structlog  # noqa: PLC0415 - 40 ms: only when a log sink is made
+
             renderer: Any = (
                 structlog.processors.JSONRenderer()
                 if format == "json"
