@@ -220,17 +220,31 @@ Event = CallEvent | AttemptEvent | InteractionSummary
 """Anything a sink may receive."""
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() builds a tuple per call: cache it, this runs per event.
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _to_dict(event: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
+    out = {name: getattr(event, name) for name in _names(type(event))}
+    for name, value in out.items():
+        if type(value) in _PLAIN:
+            continue
         if isinstance(value, datetime):
-            value = value.isoformat()
+            out[name] = value.isoformat()
         elif isinstance(value, NetworkTimings | RateLimitInfo):
-            value = {k.name: getattr(value, k.name) for k in dataclasses.fields(value)}
+            out[name] = {k: getattr(value, k) for k in _names(type(value))}
         elif isinstance(value, tuple):
-            value = list(value)
+            out[name] = list(value)
         elif isinstance(value, dict):
-            value = dict(value)
-        out[f.name] = value
+            out[name] = dict(value)
     return out
