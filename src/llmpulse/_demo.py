@@ -87,6 +87,8 @@ def run_demo(args: argparse.Namespace) -> int:
             "openai": llmpulse.wrap(openai.OpenAI(**oai_kwargs)),
             "anthropic": llmpulse.wrap(anthropic.Anthropic(**ant_kwargs)),
         }
+        for client in clients.values():
+            stack.callback(client.close)
         print(f"llmpulse demo: {args.duration:.0f}s of traffic against {where}")
         print(f"  metrics: {server.url}   JSON logs: {log_path}")
         duration = min(args.duration, 10.0) if args.real else args.duration

@@ -9,6 +9,7 @@ cheap); logs, files and user sinks go through the `Dispatcher`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import logging
 import sys
@@ -168,6 +169,11 @@ def _reconfigure(settings: Settings) -> None:
             return
         old.dispatcher.flush(2.0)
         old.dispatcher.remove(old.default_routes)
+        for route in old.default_routes:
+            close = getattr(route.sink, "close", None)
+            if callable(close) and route.sink not in settings.sinks:
+                with contextlib.suppress(Exception):  # a sink failing to close must not fail configure()
+                    close()
         old.settings = settings
         if settings.metrics and old.metrics is None:
             old.metrics = make_metrics(None, settings)

@@ -4,8 +4,9 @@ Sinks that do I/O (logs, files, user sinks) get events through a bounded
 queue each, drained by one daemon thread; a full queue drops the new event
 and counts it. The thread is woken at most once per ``batch_interval``
 (and at once by `flush`): waking it for every event would cost each call
-a thread switch and a GIL hand-off, several times what the sinks cost. Sinks marked ``inline = True`` (in-memory ones such as the
-test kit's `CapturingSink`) are called directly. Whatever a sink raises is
+a thread switch and a GIL hand-off, several times what the sinks cost.
+Sinks marked ``inline = True`` (in-memory ones such as the test kit's
+`CapturingSink`) are called directly. Whatever a sink raises is
 counted and logged, never raised into the app. For every sink
 ``emitted == exported + dropped + pending`` holds at all times.
 """
