@@ -1,0 +1,155 @@
+"""Broken responses and broken llmpulse: the caller sees what the SDK would, the event says what happened."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+from conftest import MESSAGES, http_errors
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from llmpulse.testing import CapturingSink, FakeProvider, Fault
+
+
+def test_malformed_json_body_still_yields_an_event(
+    oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """A 200 with a broken JSON body: the SDK's error reaches the caller, the event has no usage."""
+    fake.enqueue(Fault.malformed_json())
+    with pytest.raises((openai.APIResponseValidationError, ValueError)):
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [event] = sink.calls
+    assert event.http_status == 200
+    assert event.input_tokens is None
+    assert event.cost_usd is None
+
+
+def test_truncated_body_is_an_error(oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider) -> None:
+    """A body cut short of its Content-Length raises from the HTTP layer; the event records the failure."""
+    fake.enqueue(Fault.truncated())
+    with pytest.raises((*http_errors(), openai.APIError)):
+        oai.with_options(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [event] = sink.calls
+    assert event.outcome == "error"
+    assert event.error_type is not None
+
+
+def test_huge_response_is_counted(oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider) -> None:
+    """A 300 kB answer passes through whole; its size is on the event."""
+    fake.enqueue(Fault.huge(300_000))
+    completion = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(completion.choices[0].message.content or "") > 290_000
+    assert sink.calls[0].response_bytes > 300_000
+    assert sink.calls[0].output_tokens == completion.usage.completion_tokens
+
+
+def test_quota_429_message_is_kept(oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider) -> None:
+    """The provider's error code and message land on the event."""
+    fake.enqueue(Fault.status(429, error_code="insufficient_quota", message="You exceeded your quota"))
+    with pytest.raises(openai.RateLimitError):
+        oai.with_options(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [event] = sink.calls
+    assert event.error_message == "insufficient_quota: You exceeded your quota"
+    assert event.error_type == "RateLimitError"
+
+
+def test_anthropic_error_names_the_subclass(
+    ant: anthropic.Anthropic, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """A 400 from Anthropic gives BadRequestError with its type and message."""
+    fake.enqueue(Fault.status(400, message="max_tokens too large"))
+    with pytest.raises(anthropic.BadRequestError):
+        ant.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES)
+    [event] = sink.calls
+    assert event.error_type == "BadRequestError"
+    assert event.error_message == "invalid_request_error: max_tokens too large"
+
+
+def test_anthropic_stream_reset(ant: anthropic.Anthropic, sink: CapturingSink, fake: FakeProvider) -> None:
+    """An Anthropic stream reset after content is an interrupted error with estimated output."""
+    fake.enqueue(Fault.reset_mid_stream(after_events=5))
+    with pytest.raises((*http_errors(), anthropic.APIError)):  # noqa: PT012
+        for _ in ant.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES, stream=True):
+            pass
+    [event] = sink.calls
+    assert (event.outcome, event.stream_interrupted, event.tokens_estimated) == ("error", True, True)
+    assert event.input_tokens is not None  # message_start arrived
+    assert event.output_tokens is not None
+
+
+async def test_async_stream_aclose_is_abandoned(aoai: openai.AsyncOpenAI, sink: CapturingSink) -> None:
+    """Closing an async Responses stream early gives outcome 'abandoned'."""
+    stream = await aoai.responses.create(
+        model="gpt-4o-mini", input="hello", stream=True, max_output_tokens=50
+    )
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    await stream.close()
+    [event] = sink.calls
+    assert event.outcome == "abandoned"
+    assert event.operation == "responses"
+    assert event.ttft_s is not None
+
+
+def test_legacy_completion_stream(sink: CapturingSink, fake: FakeProvider) -> None:
+    """Legacy completions streams get usage injected and stripped like chat."""
+    # Not strict: the API sends finish_reason null mid-stream, which the SDK's type does not allow.
+    with openai.OpenAI(api_key="sk-test-x", base_url=fake.openai_base_url) as raw:
+        client = llmpulse.wrap(raw, sinks=[sink], registry=CollectorRegistry())
+        chunks = list(
+            client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi", max_tokens=5, stream=True)
+        )
+    assert all(c.choices for c in chunks)
+    assert sink.calls[0].output_tokens == 5
+    assert fake.requests[-1].json["stream_options"] == {"include_usage": True}
+
+
+def test_include_usage_can_be_turned_off(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """With include_stream_usage off, the request is untouched and output is estimated."""
+    llmpulse.configure(sinks=("none",), include_stream_usage=False)
+    try:
+        client = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    finally:
+        llmpulse.configure(sinks=("none",))
+    assert "stream_options" not in fake.requests[-1].json
+    [event] = sink.calls
+    assert event.outcome == "ok"
+    assert event.output_tokens is None
+
+
+def test_a_bug_in_llmpulse_never_breaks_the_call(
+    oai: openai.OpenAI, sink: CapturingSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If describing the request raises inside llmpulse, the call goes through unobserved and is counted."""
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    hook = oai._llmpulse_hook
+    monkeypatch.setattr(type(hook.provider), "describe", boom)
+    registry_errors = llmpulse._pipeline.get_pipeline()._internal_errors  # noqa: SLF001
+    completion = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert completion.choices
+    assert sink.calls == []
+    assert llmpulse._pipeline.get_pipeline()._internal_errors == registry_errors + 1  # noqa: SLF001
+
+
+def test_failing_inline_sink_does_not_break_the_call(raw_openai: openai.OpenAI) -> None:
+    """An inline sink that raises is counted as a drop; the call returns normally."""
+
+    class Broken:
+        name = "broken-inline"
+        inline = True
+
+        def emit(self, event: object) -> None:
+            raise ValueError("nope")
+
+    client = llmpulse.wrap(raw_openai, sinks=[Broken()], registry=CollectorRegistry())
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [stats] = [s for s in llmpulse.sink_stats() if s.name == "broken-inline"]
+    assert stats.dropped == stats.emitted == 2
