@@ -5,10 +5,10 @@ from __future__ import annotations
 import anthropic
 import openai
 import pytest
-from conftest import MESSAGES, http_errors
 from prometheus_client import CollectorRegistry
 
 import llmpulse
+from conftest import MESSAGES, http_errors
 from llmpulse.testing import CapturingSink, FakeProvider, Fault
 
 
@@ -69,7 +69,7 @@ def test_anthropic_error_names_the_subclass(
 def test_anthropic_stream_reset(ant: anthropic.Anthropic, sink: CapturingSink, fake: FakeProvider) -> None:
     """An Anthropic stream reset after content is an interrupted error with estimated output."""
     fake.enqueue(Fault.reset_mid_stream(after_events=5))
-    with pytest.raises((*http_errors(), anthropic.APIError)):  # noqa: PT012
+    with pytest.raises((*http_errors(), anthropic.APIError)):
         for _ in ant.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES, stream=True):
             pass
     [event] = sink.calls
@@ -132,11 +132,11 @@ def test_a_bug_in_llmpulse_never_breaks_the_call(
 
     hook = oai._llmpulse_hook
     monkeypatch.setattr(type(hook.provider), "describe", boom)
-    registry_errors = llmpulse._pipeline.get_pipeline()._internal_errors  # noqa: SLF001
+    registry_errors = llmpulse._pipeline.get_pipeline()._internal_errors
     completion = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert completion.choices
     assert sink.calls == []
-    assert llmpulse._pipeline.get_pipeline()._internal_errors == registry_errors + 1  # noqa: SLF001
+    assert llmpulse._pipeline.get_pipeline()._internal_errors == registry_errors + 1
 
 
 def test_failing_inline_sink_does_not_break_the_call(raw_openai: openai.OpenAI) -> None:
