@@ -58,6 +58,7 @@ class Call:
         "_carry",
         "_chunks",
         "_content_at",
+        "_correlation_id",
         "_ctx",
         "_deadline",
         "_finish_lock",
@@ -86,6 +87,7 @@ class Call:
         info: RequestInfo,
         ctx: Context,
         *,
+        correlation_id: str,
         call_id: str,
         prompt_estimate: int | None,
         deadline: float | None,
@@ -93,6 +95,7 @@ class Call:
         self._hook = hook
         self._info = info
         self._ctx = ctx
+        self._correlation_id = correlation_id
         self.call_id = call_id
         self._prompt_estimate = prompt_estimate
         self._t0 = time.perf_counter()
@@ -130,7 +133,8 @@ class Call:
         if self.attempts == 1:
             self._prev_trace = extensions.get("trace")
         extensions = dict(extensions)
-        extensions["trace"] = self._async_trace if is_async else self._sync_trace
+        if self._hook.network_timings:
+            extensions["trace"] = self._async_trace if is_async else self._sync_trace
         if self._deadline is not None and self.attempts > 1:
             remaining = max(self._deadline - self._attempt_started, 0.001)
             timeout = extensions.get("timeout")
@@ -150,10 +154,12 @@ class Call:
         if self._prev_trace is not None:
             await self._prev_trace(name, info)
 
-    def attempt_answered(self, status: int, headers: Mapping[str, str]) -> float | None:
+    def attempt_answered(self, status: int, raw_headers: Any) -> float | None:
         """Record response headers; return the sleep before a retry, or None to keep this response."""
         self._status = status
-        self._headers = headers
+        # One pass into a plain dict: an httpx Headers lookup scans every
+        # header, and an event reads half a dozen of them.
+        headers = self._headers = dict(raw_headers.multi_items())
         delay = None
         if status >= 400:
             delay = self._retry_delay(status, headers, None)
@@ -194,14 +200,19 @@ class Call:
         delay: float | None,
     ) -> None:
         hook = self._hook
+        pipeline = hook.pipeline
+        info = self._info
         try:
+            pipeline.count_attempt(hook.metrics, hook.provider.name, info.model, info.operation, status)
+            if not pipeline.wants_attempts(hook.routes):
+                return  # most apps log calls, not attempts: build nothing
             event = AttemptEvent(
                 call_id=self.call_id,
-                correlation_id=self._ctx.correlation_id or "",
+                correlation_id=self._correlation_id,
                 attempt=self.attempts,
                 provider=hook.provider.name,
-                operation=self._info.operation,
-                model=self._info.model,
+                operation=info.operation,
+                model=info.model,
                 http_status=status,
                 error_type=error_type,
                 request_id=None if headers is None else headers.get(hook.provider.request_id_header),
@@ -211,15 +222,15 @@ class Call:
                 backoff_s=delay or 0.0,
                 network=self._network(),
             )
-            hook.pipeline.emit_attempt(event, hook.routes, hook.metrics, self._app_ctx)
+            pipeline.emit_attempt(event, hook.routes, self._app_ctx)
         except Exception:  # noqa: BLE001 - telemetry must never break the call
-            hook.pipeline.internal_error("attempt_event")
+            pipeline.internal_error("attempt_event")
 
     # -- the response body ----------------------------------------------------
 
-    def observe_body(self, headers: Mapping[str, str]) -> None:
+    def observe_body(self) -> None:
         """Prepare to watch the body of the response the caller will get."""
-        content_type = headers.get("content-type", "")
+        content_type = (self._headers or {}).get("content-type", "")
         self._sse = content_type.startswith("text/event-stream")
         if self._sse:
             self._stream_format = self._hook.provider.stream_format(self._info)
@@ -434,7 +445,7 @@ class Call:
         ctx = self._ctx
         return CallEvent(
             call_id=self.call_id,
-            correlation_id=ctx.correlation_id or "",
+            correlation_id=self._correlation_id,
             interaction_id=ctx.interaction_id,
             provider=hook.provider.name,
             operation=info.operation,
@@ -480,26 +491,22 @@ class Call:
     def _network(self) -> NetworkTimings | None:
         if not self._trace:
             return None
-        marks: dict[str, float] = {}
-        for name, at in self._trace:
-            marks[name] = at
+        marks = dict(self._trace)
+        http = "http2." if "http2.send_request_headers.started" in marks else "http11."
         return NetworkTimings(
-            connect_s=_span(marks, "connection.connect_tcp"),
-            tls_s=_span(marks, "connection.start_tls"),
+            connect_s=_between(marks, "connection.connect_tcp.started", "connection.connect_tcp.complete"),
+            tls_s=_between(marks, "connection.start_tls.started", "connection.start_tls.complete"),
             request_s=_between(
-                marks, "http11.send_request_headers.started", "http11.send_request_body.complete"
-            )
-            or _between(marks, "http2.send_request_headers.started", "http2.send_request_body.complete"),
-            time_to_headers_s=_span(marks, "http11.receive_response_headers")
-            or _span(marks, "http2.receive_response_headers"),
-            body_s=_span(marks, "http11.receive_response_body")
-            or _span(marks, "http2.receive_response_body"),
+                marks, http + "send_request_headers.started", http + "send_request_body.complete"
+            ),
+            time_to_headers_s=_between(
+                marks, http + "receive_response_headers.started", http + "receive_response_headers.complete"
+            ),
+            body_s=_between(
+                marks, http + "receive_response_body.started", http + "receive_response_body.complete"
+            ),
             connection_reused="connection.connect_tcp.started" not in marks,
         )
-
-
-def _span(marks: dict[str, float], name: str) -> float | None:
-    return _between(marks, f"{name}.started", f"{name}.complete")
 
 
 def _between(marks: dict[str, float], start: str, end: str) -> float | None:

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._call import _COLLECTED, Call, finish_collected
-from ._context import active_context, current_context, new_id
+from ._context import Context, active_context, new_id
 from ._runtime import price_table, token_counter
 from ._tokens import estimate_request_tokens
 from .providers import Provider
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .sinks._prometheus import PrometheusSink
 
 __all__ = ["Hook"]
+
+_NO_CONTEXT = Context(priority="interactive", cache=False, private=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class Hook:
         api_key_id: Fingerprint of the client's API key.
         server_address: Host of the client's base URL.
         inject_stream_usage: Ask OpenAI chat streams for usage.
+        network_timings: Time connect/TLS/headers/body with httpcore's trace hook.
         sleep: Blocking sleep (injected by tests).
         asleep: Async sleep (injected by tests).
         random: ``random.random``-like jitter source.
@@ -53,6 +56,7 @@ class Hook:
     api_key_id: str | None = None
     server_address: str = ""
     inject_stream_usage: bool = True
+    network_timings: bool = True
     sleep: Callable[[float], None] = time.sleep
     asleep: Callable[[float], Awaitable[None]] | None = None
     random: Callable[[], float] = random.random
@@ -73,7 +77,10 @@ class Hook:
         if _COLLECTED:
             finish_collected()
 
-        ctx = active_context() or current_context()
+        # Outside any context there is nothing to merge: share one empty
+        # context and give the call its own correlation id.
+        ctx = active_context() or _NO_CONTEXT
+        correlation_id = ctx.correlation_id or new_id()
         try:
             body: bytes | None = request.content
         except Exception:  # noqa: BLE001 - a streamed upload has no readable content
@@ -94,6 +101,7 @@ class Hook:
             self,
             info,
             ctx,
+            correlation_id=correlation_id,
             call_id=new_id(),
             prompt_estimate=estimate_request_tokens(body) if body else None,
             deadline=deadline,

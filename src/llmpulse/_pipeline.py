@@ -65,17 +65,27 @@ class Pipeline:
         if target is not None:
             target.call_started(provider)
 
-    def emit_attempt(
+    def count_attempt(
         self,
-        event: AttemptEvent,
-        routes: tuple[Route, ...] | None,
         metrics: PrometheusSink | None,
-        app_ctx: contextvars.Context,
+        provider: str,
+        model: str | None,
+        operation: str,
+        status: int | None,
     ) -> None:
-        """Record one HTTP attempt."""
+        """Count one HTTP attempt in the metrics."""
         target = metrics or self.metrics
         if target is not None:
-            target.emit(event)
+            target.count_attempt(provider, model, operation, status)
+
+    def wants_attempts(self, routes: tuple[Route, ...] | None) -> bool:
+        """Whether any output sink takes `AttemptEvent` s (else none is built)."""
+        return any(r.wants_type(AttemptEvent) for r in (self.default_routes if routes is None else routes))
+
+    def emit_attempt(
+        self, event: AttemptEvent, routes: tuple[Route, ...] | None, app_ctx: contextvars.Context
+    ) -> None:
+        """Send one `AttemptEvent` to the output sinks that take them."""
         self.dispatcher.submit(event, self.default_routes if routes is None else routes, app_ctx)
 
     def emit_call(

@@ -118,7 +118,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     else:
                         delay = call.attempt_answered(response.status_code, response.headers)
                         if delay is None:
-                            call.observe_body(response.headers)
+                            call.observe_body()
                             if _already_read(response):
                                 _replace_content(http, response, call)
                             else:
@@ -158,7 +158,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     else:
                         delay = call.attempt_answered(response.status_code, response.headers)
                         if delay is None:
-                            call.observe_body(response.headers)
+                            call.observe_body()
                             if _already_read(response):
                                 _replace_content(http, response, call)
                             else:

@@ -80,6 +80,10 @@ class Route:
         """Whether this sink asked for events of this type."""
         return self.event_types is None or isinstance(event, self.event_types)
 
+    def wants_type(self, cls: type) -> bool:
+        """Whether this sink asked for events of class ``cls``."""
+        return self.event_types is None or issubclass(cls, self.event_types)
+
 
 class Dispatcher:
     """Delivers events to routes: inline ones at once, the others from a worker thread."""
@@ -143,22 +147,27 @@ class Dispatcher:
                 self._wake.notify()
 
     def _deliver(self, route: Route, event: Event, app_ctx: contextvars.Context | None) -> None:
+        ok = self._call_sink(route, event, app_ctx)
+        with self._lock:
+            if ok:
+                route.exported += 1
+            else:
+                route.dropped += 1
+
+    def _call_sink(self, route: Route, event: Event, app_ctx: contextvars.Context | None) -> bool:
         try:
             if app_ctx is None:
                 route.sink.emit(event)
             else:
                 app_ctx.run(route.sink.emit, event)
         except Exception as exc:  # noqa: BLE001 - a sink must never break the app
-            with self._lock:
-                route.dropped += 1
             self._on_drop(route.name, "sink_error", 1)
             now = time.monotonic()
             if now - route.last_error_log > 60.0:  # one line a minute, not one per event
                 route.last_error_log = now
                 _log.warning("llmpulse sink %s raised %s: %s", route.name, type(exc).__name__, exc)
-        else:
-            with self._lock:
-                route.exported += 1
+            return False
+        return True
 
     def _ensure_worker(self) -> None:
         if self._worker is not None and self._worker.is_alive():
@@ -190,10 +199,11 @@ class Dispatcher:
                         route.inflight += len(batch)
                         batches.append((route, batch))
             for route, batch in batches:
-                for event, app_ctx in batch:
-                    self._deliver(route, event, app_ctx)
-                    with self._lock:
-                        route.inflight -= 1
+                ok = sum(self._call_sink(route, event, app_ctx) for event, app_ctx in batch)
+                with self._lock:  # one update per batch keeps emitted == exported + dropped + pending
+                    route.exported += ok
+                    route.dropped += len(batch) - ok
+                    route.inflight -= len(batch)
                 flush = getattr(route.sink, "flush", None)
                 if callable(flush):
                     # A failing flush loses nothing that was not counted per event.

@@ -391,16 +391,23 @@ class PrometheusSink:
             gauges[1].set(rl.remaining_tokens)
 
     def _attempt(self, e: AttemptEvent) -> None:
-        model = self._models.known.get(e.model)
-        if model is None:
-            model = self._models.resolve(e.model)
-        key = (e.provider, model, e.operation, e.http_status)
-        child = self._attempts.get(key)
-        if child is None:
-            child = self._attempts[key] = self._m.attempts.labels(
-                e.provider, model, e.operation, _status_class(e.http_status)
-            )
-        child.inc()
+        self.count_attempt(e.provider, e.model, e.operation, e.http_status)
+
+    def count_attempt(self, provider: str, model: str | None, operation: str, status: int | None) -> None:
+        """Count one HTTP attempt (without building an `AttemptEvent`)."""
+        try:
+            label = self._models.known.get(model)
+            if label is None:
+                label = self._models.resolve(model)
+            key = (provider, label, operation, status)
+            child = self._attempts.get(key)
+            if child is None:
+                child = self._attempts[key] = self._m.attempts.labels(
+                    provider, label, operation, _status_class(status)
+                )
+            child.inc()
+        except Exception:  # noqa: BLE001 - metrics must never break a call
+            self.record_internal_error("prometheus_sink")
 
     def call_started(self, provider: str) -> None:
         """Count a call as in flight (``llmpulse_inflight_requests``).
