@@ -132,6 +132,19 @@ def operation_from_path(path: str) -> tuple[str, str | None]:
     its own operation, with id-like segments replaced by ``{id}`` so the
     value stays a low-cardinality metric label.
     """
+    known = _PATH_CACHE.get(path)
+    if known is not None:
+        return known
+    result = _operation_from_path(path)
+    if len(_PATH_CACHE) < 1024:  # paths with ids are unbounded: cache only so many
+        _PATH_CACHE[path] = result
+    return result
+
+
+_PATH_CACHE: dict[str, tuple[str, str | None]] = {}
+
+
+def _operation_from_path(path: str) -> tuple[str, str | None]:
     deployment = None
     match = _AZURE_PREFIX.match(path)
     if match:

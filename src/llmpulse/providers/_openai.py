@@ -20,6 +20,8 @@ from ._base import (
 
 __all__ = ["OpenAIProvider"]
 
+_SMALL_BODY = 16 * 1024
+
 # openai._client.OpenAI._make_status_error, as a table.
 _ERRORS = {
     400: "BadRequestError",
@@ -77,12 +79,31 @@ class OpenAIProvider:
 
     def parse_body(self, info: RequestInfo, body: bytes) -> ResponseInfo:
         """Read usage, response model and finish reason from a JSON body."""
+        if len(body) <= _SMALL_BODY:
+            # One C-speed parse beats three targeted scans on typical bodies.
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                return self._from_object(info, data)
         out = ResponseInfo(response_model=_str(json_value_after(body[:2048], b"model", last=False)))
         _read_usage(out, json_value_after(body, b"usage"))
         if info.operation == "responses":
             out.finish_reason = _str(json_value_after(body, b"status", last=False))
         else:
             out.finish_reason = _str(json_value_after(body, b"finish_reason"))
+        return out
+
+    def _from_object(self, info: RequestInfo, data: dict[str, Any]) -> ResponseInfo:
+        out = ResponseInfo(response_model=_str(data.get("model")))
+        _read_usage(out, data.get("usage"))
+        if info.operation == "responses":
+            out.finish_reason = _str(data.get("status"))
+        else:
+            choices = data.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                out.finish_reason = _str(choices[0].get("finish_reason"))
         return out
 
     def parse_error(self, status: int, body: bytes) -> ResponseInfo:
