@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term --cov-fail-under=85
+	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term --cov-fail-under=90
 
 test-legacy: $(LEGACY_STAMP)
 	$(LEGACY)/bin/pytest -q -p no:cacheprovider $(LEGACY_TESTS)
