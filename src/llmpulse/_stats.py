@@ -1,11 +1,23 @@
 """`llmpulse.stats()`: rolling in-process statistics, in bounded memory.
 
-Time is cut into buckets (10 s by default) kept in a ring covering the
-horizon (1 h); each bucket holds, per group (overall, model, route,
-tenant), counters and log-scale latency histograms: no per-call lists.
-Percentiles come from the merged histograms of the buckets in the window,
-interpolated within a bin: bins grow by 25 %, so a percentile is within
-about ±12 % of the true value (the "bucket resolution").
+Time is cut into buckets of ``bucket_s`` (10 s) kept in a ring that covers
+``horizon_s`` (1 h). Each bucket holds, per model, route and tenant, a few
+counters and two sparse latency histograms; no per-call data is kept.
+
+Histograms have fixed log-scale bins: one for values under 1 ms, 63 bins
+growing by 25 % from 1 ms to about 21 min, and one for anything longer.
+A percentile is interpolated inside the bin that holds the true
+(nearest-rank) value. So its error is under one bin width: 25 % of the value,
+or 1 ms below 1 ms. Values beyond 21 min are reported as 21 min.
+
+A window covers whole buckets. Calls older than ``window_s`` are never
+counted, and calls up to ``bucket_s`` younger may already have dropped out.
+
+Memory is bounded by the ring: at most ``horizon_s / bucket_s`` buckets,
+each with at most ``max_keys + 1`` groups per dimension (values past
+``max_keys`` share the group "other"). In practice a bucket only holds
+the groups that made calls during those ``bucket_s`` seconds, at roughly
+0.4 KB for a group with a few calls.
 """
 
 from __future__ import annotations
@@ -15,27 +27,83 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .events import CallEvent
 
-__all__ = ["GroupStats", "RollingStats", "StatsSnapshot"]
+__all__ = ["Dimension", "GroupStats", "RollingStats", "StatsSnapshot", "TopBy"]
+
+Dimension = Literal["model", "route", "tenant"]
+"""A grouping of `StatsSnapshot` and `RollingStats.top`."""
+
+TopBy = Literal["requests", "tokens", "cost"]
+"""What `RollingStats.top` ranks by."""
+
+OTHER = "other"
+"""The shared group of the values seen after ``max_keys`` distinct ones."""
+
+UNKNOWN = "unknown"
+"""The group of calls without a model, route or tenant."""
+
+_DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
 
 _MIN_S = 0.001
 _RATIO = 1.25
-_LOG_RATIO = math.log(_RATIO)
-_BINS = 64  # 1 ms ... ~1.3 h
-_DIMENSIONS = ("model", "route", "tenant")
+_LOG_BINS = 63
+_TOP_S = _MIN_S * _RATIO**_LOG_BINS  # ~1272 s: longer than any SDK default timeout
+_OVERFLOW = _LOG_BINS + 1
+_INV_LOG_RATIO = 1.0 / math.log(_RATIO)
+_log = math.log
+
+# The _Acc counter of each outcome but "ok".
+_OUTCOME_COUNTER = {
+    "error": "errors",
+    "cancelled": "cancelled",
+    "abandoned": "abandoned",
+    "rejected": "rejected",
+}
 
 
 def _bin(seconds: float) -> int:
-    if seconds <= _MIN_S:
-        return 0
-    return min(int(math.log(seconds / _MIN_S) / _LOG_RATIO), _BINS - 1)
+    # The comparisons are ordered so that inf and NaN (and negatives) land in a
+    # bin instead of raising: record() must never fail on an odd value.
+    if seconds >= _TOP_S:
+        return _OVERFLOW
+    if seconds >= _MIN_S:
+        return int(_log(seconds / _MIN_S) * _INV_LOG_RATIO) + 1
+    return 0
+
+
+def _bin_value(index: int, frac: float) -> float:
+    """The value at fraction ``frac`` of bin ``index`` (geometric inside log bins)."""
+    if index == 0:
+        return _MIN_S * frac
+    if index >= _OVERFLOW:
+        return _TOP_S
+    return float(_MIN_S * _RATIO ** (index - 1 + frac))
+
+
+def _percentiles(hist: dict[int, int], qs: tuple[float, ...]) -> list[float | None]:
+    total = sum(hist.values())
+    if not total:
+        return [None] * len(qs)
+    bins = sorted(hist.items())
+    out: list[float | None] = []
+    for q in qs:
+        rank = q * total
+        seen = 0
+        for index, count in bins:
+            if seen + count >= rank:
+                out.append(_bin_value(index, (rank - seen) / count))
+                break
+            seen += count
+        else:  # unreachable while q <= 1; keeps the result aligned with qs
+            out.append(_bin_value(bins[-1][0], 1.0))
+    return out
 
 
 class _Acc:
-    """Counters of one group in one bucket."""
+    """Counters of one group, in one bucket or merged over a window."""
 
     __slots__ = (
         "abandoned",
@@ -59,83 +127,76 @@ class _Acc:
         self.status_429 = self.status_5xx = self.retries = 0
         self.input_tokens = self.output_tokens = self.unpriced = 0
         self.cost = 0.0
-        self.latency = [0] * _BINS
-        self.ttft: list[int] | None = None
+        # Sparse (bin -> count): most tenant groups see a handful of calls per bucket.
+        self.latency: dict[int, int] = {}
+        self.ttft: dict[int, int] | None = None
 
-    def add(self, event: CallEvent, latency_bin: int, ttft_bin: int | None) -> None:
-        self.calls += 1
-        outcome = event.outcome
-        if outcome == "error":
-            self.errors += 1
-        elif outcome == "cancelled":
-            self.cancelled += 1
-        elif outcome == "abandoned":
-            self.abandoned += 1
-        elif outcome == "rejected":
-            self.rejected += 1
-        status = event.http_status
-        if status == 429:
-            self.status_429 += 1
-        elif status is not None and status >= 500:
-            self.status_5xx += 1
-        self.retries += event.retries
-        self.input_tokens += event.input_tokens or 0
-        self.output_tokens += event.output_tokens or 0
-        if event.cost_usd is None:
-            if event.attempts:
-                self.unpriced += 1
-        else:
-            self.cost += event.cost_usd
-        self.latency[latency_bin] += 1
-        if ttft_bin is not None:
-            if self.ttft is None:
-                self.ttft = [0] * _BINS
-            self.ttft[ttft_bin] += 1
-
-    def merge(self, other: _Acc) -> None:
-        for name in (
-            "calls",
-            "errors",
-            "cancelled",
-            "abandoned",
-            "rejected",
-            "status_429",
-            "status_5xx",
-            "retries",
-            "input_tokens",
-            "output_tokens",
-            "unpriced",
-            "cost",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.latency = [a + b for a, b in zip(self.latency, other.latency, strict=True)]
+    def merge(self, other: _Acc, *, histograms: bool = True) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.cancelled += other.cancelled
+        self.abandoned += other.abandoned
+        self.rejected += other.rejected
+        self.status_429 += other.status_429
+        self.status_5xx += other.status_5xx
+        self.retries += other.retries
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.unpriced += other.unpriced
+        self.cost += other.cost
+        if not histograms:
+            return
+        _add_hist(self.latency, other.latency)
         if other.ttft is not None:
-            mine = self.ttft or [0] * _BINS
-            self.ttft = [a + b for a, b in zip(mine, other.ttft, strict=True)]
+            if self.ttft is None:
+                self.ttft = {}
+            _add_hist(self.ttft, other.ttft)
+
+
+def _add_hist(into: dict[int, int], other: dict[int, int]) -> None:
+    for index, count in other.items():
+        into[index] = into.get(index, 0) + count
+
+
+class _Bucket:
+    """The groups of one ``bucket_s`` interval: model, route and tenant maps."""
+
+    __slots__ = ("epoch", "groups")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.groups: tuple[dict[str, _Acc], dict[str, _Acc], dict[str, _Acc]] = ({}, {}, {})
 
 
 @dataclass(frozen=True, slots=True)
 class GroupStats:
-    """Statistics of one group (all calls, one model, one route or one tenant) over a window.
+    """Statistics of one group of calls (all, one model, route or tenant) over a window.
+
+    Rates are fractions of ``calls`` (0.0 without calls). Latencies are
+    seconds, within one histogram bin (25 %) of the true value.
 
     Attributes:
-        calls: Logical calls that finished in the window.
+        calls: Logical calls that finished in the window, whatever their outcome.
         errors: Calls with outcome "error".
         cancelled: Calls with outcome "cancelled".
-        abandoned: Streams closed or dropped early.
-        rejected: Calls refused before sending.
-        status_429: Calls whose last attempt got a 429.
-        status_5xx: Calls whose last attempt got a 5xx.
-        error_rate: ``errors / calls`` (0.0 without calls).
+        abandoned: Calls with outcome "abandoned" (the caller dropped a stream or body).
+        rejected: Calls with outcome "rejected" (refused by a policy, never sent).
+        status_429: Calls whose final HTTP status was 429.
+        status_5xx: Calls whose final HTTP status was 5xx.
+        error_rate: ``errors / calls``.
         rate_429: ``status_429 / calls``.
-        p50_s: Median latency (None without calls); p95_s and p99_s likewise.
-        ttft_p50_s: Median time to first token of streams (None without streams).
-        input_tokens: Sum of known input tokens.
-        output_tokens: Sum of known output tokens.
-        cost_usd: Sum of known costs.
-        unpriced_calls: Calls sent whose cost is unknown.
-        retries: Retries made.
-        calls_per_s: ``calls / window``.
+        p50_s: Median latency; None without calls.
+        p95_s: 95th percentile latency; None without calls.
+        p99_s: 99th percentile latency; None without calls.
+        ttft_p50_s: Median time to first token; None when no stream produced one.
+        ttft_p95_s: 95th percentile time to first token; None likewise.
+        input_tokens: Sum of the known input tokens.
+        output_tokens: Sum of the known output tokens.
+        cost_usd: Sum of the known costs.
+        unpriced_calls: Calls sent to the provider whose cost is unknown (not in ``cost_usd``).
+        retries: Retries made, summed over the calls.
+        calls_per_s: ``calls`` divided by the time the window actually covers.
+
     """
 
     calls: int
@@ -162,7 +223,20 @@ class GroupStats:
 
 @dataclass(frozen=True, slots=True)
 class StatsSnapshot:
-    """`llmpulse.stats()` result: overall and per model, route and tenant."""
+    """The result of `llmpulse.stats()`: all calls, and per model, route and tenant.
+
+    Calls without a model, route or tenant are grouped under "unknown";
+    values seen after ``max_keys`` distinct ones share the group "other".
+    Each ``by_*`` map is ordered by calls, most first.
+
+    Attributes:
+        window_s: The window covered, after clamping to ``[bucket_s, horizon_s]``.
+        total: All calls.
+        by_model: Per requested model.
+        by_route: Per route of the call's context.
+        by_tenant: Per tenant of the call's context.
+
+    """
 
     window_s: float
     total: GroupStats
@@ -171,29 +245,14 @@ class StatsSnapshot:
     by_tenant: dict[str, GroupStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, e.g. for a JSON health endpoint."""
+        """Return the snapshot as plain JSON-serialisable values (e.g. for a health endpoint)."""
         return asdict(self)
 
 
-def _quantile(hist: list[int] | None, q: float) -> float | None:
-    if hist is None:
-        return None
-    n = sum(hist)
-    if n == 0:
-        return None
-    rank = q * n
-    seen = 0
-    for i, count in enumerate(hist):
-        if count and seen + count >= rank:
-            # Interpolate geometrically inside the bin [lo, lo * ratio).
-            frac = (rank - seen) / count
-            return float(_MIN_S * _RATIO ** (i + frac))
-        seen += count
-    return float(_MIN_S * _RATIO**_BINS)
-
-
-def _group(acc: _Acc, window_s: float) -> GroupStats:
+def _group(acc: _Acc, span_s: float) -> GroupStats:
     calls = acc.calls
+    p50, p95, p99 = _percentiles(acc.latency, (0.50, 0.95, 0.99))
+    ttft50, ttft95 = _percentiles(acc.ttft or {}, (0.50, 0.95))
     return GroupStats(
         calls=calls,
         errors=acc.errors,
@@ -204,28 +263,51 @@ def _group(acc: _Acc, window_s: float) -> GroupStats:
         status_5xx=acc.status_5xx,
         error_rate=acc.errors / calls if calls else 0.0,
         rate_429=acc.status_429 / calls if calls else 0.0,
-        p50_s=_quantile(acc.latency, 0.50),
-        p95_s=_quantile(acc.latency, 0.95),
-        p99_s=_quantile(acc.latency, 0.99),
-        ttft_p50_s=_quantile(acc.ttft, 0.50),
-        ttft_p95_s=_quantile(acc.ttft, 0.95),
+        p50_s=p50,
+        p95_s=p95,
+        p99_s=p99,
+        ttft_p50_s=ttft50,
+        ttft_p95_s=ttft95,
         input_tokens=acc.input_tokens,
         output_tokens=acc.output_tokens,
         cost_usd=acc.cost,
         unpriced_calls=acc.unpriced,
         retries=acc.retries,
-        calls_per_s=calls / window_s if window_s > 0 else 0.0,
+        calls_per_s=calls / span_s if span_s > 0 else 0.0,
     )
 
 
+_TOP_VALUE: dict[str, Callable[[_Acc], float]] = {
+    "requests": lambda acc: acc.calls,
+    "tokens": lambda acc: acc.input_tokens + acc.output_tokens,
+    "cost": lambda acc: acc.cost,
+}
+
+
+def _by_calls(groups: dict[str, _Acc], span_s: float) -> dict[str, GroupStats]:
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1].calls, kv[0]))
+    return {name: _group(acc, span_s) for name, acc in ordered}
+
+
 class RollingStats:
-    """Rolling statistics of finished calls.
+    """Rolling statistics of finished calls, overall and per model, route and tenant.
+
+    `record` is called on the caller's path for every call: it is O(1) and
+    holds one lock for a few microseconds. `snapshot` and `top` merge the
+    buckets of a window; the lock is held only while the current bucket is
+    merged, since older buckets no longer change.
 
     Args:
-        clock: Monotonic seconds (injected by tests).
-        bucket_s: Time resolution of the window.
-        horizon_s: Longest window kept.
-        max_keys: Distinct values kept per dimension before "other".
+        clock: Monotonic seconds; inject a fake one in tests.
+        bucket_s: Time resolution of windows.
+        horizon_s: Longest window kept (rounded up to whole buckets).
+        max_keys: Distinct values kept per dimension; later ones are counted under "other".
+            Admitted values are never evicted, so group names stay stable.
+
+    Raises:
+        ValueError: If ``bucket_s`` is not positive, ``horizon_s`` is shorter than
+            ``bucket_s`` or ``max_keys`` is negative.
+
     """
 
     def __init__(
@@ -236,93 +318,192 @@ class RollingStats:
         horizon_s: float = 3600.0,
         max_keys: int = 1000,
     ) -> None:
+        if not bucket_s > 0:
+            raise ValueError(f"bucket_s must be positive, got {bucket_s!r}")
+        if not horizon_s >= bucket_s:
+            raise ValueError(f"horizon_s ({horizon_s!r}) must be at least bucket_s ({bucket_s!r})")
+        if max_keys < 0:
+            raise ValueError(f"max_keys must be >= 0, got {max_keys!r}")
         self._clock = clock
-        self._bucket_s = bucket_s
-        self._slots = max(1, math.ceil(horizon_s / bucket_s))
+        self._bucket_s = float(bucket_s)
+        # The tolerance keeps 3600 / 10.000000001 from adding a whole bucket.
+        self._slots = math.ceil(horizon_s / bucket_s - 1e-9)
+        self._horizon_s = self._slots * self._bucket_s
         self._max_keys = max_keys
-        self._ring: list[tuple[int, dict[tuple[str, str], _Acc]] | None] = [None] * self._slots
-        self._seen: dict[str, set[str]] = {d: set() for d in _DIMENSIONS}
+        self._ring: list[_Bucket | None] = [None] * self._slots
+        self._admitted: tuple[set[str], set[str], set[str]] = (set(), set(), set())
         self._lock = threading.Lock()
-
-    def _key(self, dimension: str, value: str | None) -> str:
-        name = value if value is not None else "unknown"
-        seen = self._seen[dimension]
-        if name in seen:
-            return name
-        if len(seen) >= self._max_keys:
-            return "other"
-        seen.add(name)
-        return name
+        self._started = clock()
 
     def record(self, event: CallEvent) -> None:
-        """Count one finished call (O(1), a short lock)."""
-        latency_bin = _bin(event.latency_s)
-        ttft_bin = None if event.ttft_s is None else _bin(event.ttft_s)
-        epoch = int(self._clock() // self._bucket_s)
-        with self._lock:
-            slot = epoch % self._slots
-            entry = self._ring[slot]
-            if entry is None or entry[0] != epoch:
-                entry = (epoch, {})
-                self._ring[slot] = entry
-            groups = entry[1]
-            for key in (
-                ("total", ""),
-                ("model", self._key("model", event.model)),
-                ("route", self._key("route", event.route)),
-                ("tenant", self._key("tenant", event.tenant)),
-            ):
-                acc = groups.get(key)
-                if acc is None:
-                    acc = groups[key] = _Acc()
-                acc.add(event, latency_bin, ttft_bin)
+        """Count one finished call.
 
-    def _merged(self, window_s: float) -> dict[tuple[str, str], _Acc]:
-        now_epoch = int(self._clock() // self._bucket_s)
-        oldest = now_epoch - max(1, math.ceil(window_s / self._bucket_s)) + 1
-        merged: dict[tuple[str, str], _Acc] = {}
+        Args:
+            event: The call's event; calls are grouped by the time of this call, not
+                by ``event.started_at``.
+
+        """
+        # Everything that does not touch shared state is worked out before the lock.
+        latency_bin = _bin(event.latency_s)
+        ttft_s = event.ttft_s
+        ttft_bin = -1 if ttft_s is None else _bin(ttft_s)
+        counter = _OUTCOME_COUNTER.get(event.outcome)
+        status = event.http_status or 0
+        retries = event.retries
+        input_tokens = event.input_tokens or 0
+        output_tokens = event.output_tokens or 0
+        cost = event.cost_usd
+        # A call never sent (rejected by a policy) costs nothing: it is not "unpriced".
+        unpriced = cost is None and event.attempts > 0
+        model = event.model or UNKNOWN
+        route = event.route or UNKNOWN
+        tenant = event.tenant or UNKNOWN
         with self._lock:
-            for entry in self._ring:
-                if entry is None or not oldest <= entry[0] <= now_epoch:
-                    continue
-                for key, acc in entry[1].items():
-                    target = merged.get(key)
-                    if target is None:
-                        target = merged[key] = _Acc()
-                    target.merge(acc)
-        return merged
+            # The clock is read under the lock so that epochs only grow: a
+            # bucket older than the current one is never written again, which
+            # lets snapshots read it without the lock.
+            epoch = int(self._clock() // self._bucket_s)
+            slot = epoch % self._slots
+            bucket = self._ring[slot]
+            if bucket is None or bucket.epoch != epoch:
+                bucket = self._ring[slot] = _Bucket(epoch)
+            by_model, by_route, by_tenant = bucket.groups
+            # No overall group: every call has exactly one tenant group, so the
+            # total is their sum, worked out at snapshot time.
+            for acc in (
+                by_model.get(model) or self._admit(by_model, 0, model),
+                by_route.get(route) or self._admit(by_route, 1, route),
+                by_tenant.get(tenant) or self._admit(by_tenant, 2, tenant),
+            ):
+                acc.calls += 1
+                if counter is not None:
+                    setattr(acc, counter, getattr(acc, counter) + 1)
+                if status == 429:
+                    acc.status_429 += 1
+                elif status >= 500:
+                    acc.status_5xx += 1
+                acc.retries += retries
+                acc.input_tokens += input_tokens
+                acc.output_tokens += output_tokens
+                if cost is not None:
+                    acc.cost += cost
+                elif unpriced:
+                    acc.unpriced += 1
+                hist = acc.latency
+                hist[latency_bin] = hist.get(latency_bin, 0) + 1
+                if ttft_bin >= 0:
+                    ttft = acc.ttft
+                    if ttft is None:
+                        ttft = acc.ttft = {}
+                    ttft[ttft_bin] = ttft.get(ttft_bin, 0) + 1
+
+    def _admit(self, groups: dict[str, _Acc], dimension: int, name: str) -> _Acc:
+        """The group of a value not yet in this bucket (caller holds the lock)."""
+        admitted = self._admitted[dimension]
+        if name not in admitted:
+            if len(admitted) >= self._max_keys:
+                name = OTHER
+            else:
+                admitted.add(name)
+        acc = groups.get(name)
+        if acc is None:
+            acc = groups[name] = _Acc()
+        return acc
 
     def snapshot(self, window_s: float = 300.0) -> StatsSnapshot:
-        """Statistics of the calls that finished in the last ``window_s`` seconds."""
-        window_s = min(window_s, self._slots * self._bucket_s)
-        merged = self._merged(window_s)
-        by: dict[str, dict[str, GroupStats]] = {d: {} for d in _DIMENSIONS}
-        for (dimension, name), acc in merged.items():
-            if dimension in by:
-                by[dimension][name] = _group(acc, window_s)
+        """Statistics of the calls that finished in the last ``window_s`` seconds.
+
+        Args:
+            window_s: The window; clamped to ``[bucket_s, horizon_s]``.
+
+        Returns:
+            The overall statistics and those per model, route and tenant.
+
+        Raises:
+            ValueError: If ``window_s`` is not positive.
+
+        """
+        window_s = self._clamp(window_s)
+        span_s, merged = self._merge(window_s, _DIMENSIONS, histograms=True)
+        by_model, by_route, by_tenant = merged
+        total = _Acc()
+        for acc in by_tenant.values():
+            total.merge(acc)
         return StatsSnapshot(
             window_s=window_s,
-            total=_group(merged.get(("total", ""), _Acc()), window_s),
-            by_model=by["model"],
-            by_route=by["route"],
-            by_tenant=by["tenant"],
+            total=_group(total, span_s),
+            by_model=_by_calls(by_model, span_s),
+            by_route=_by_calls(by_route, span_s),
+            by_tenant=_by_calls(by_tenant, span_s),
         )
 
     def top(
-        self, dimension: str = "tenant", by: str = "requests", n: int = 5, window_s: float = 300.0
+        self, dimension: Dimension = "tenant", by: TopBy = "requests", n: int = 5, window_s: float = 300.0
     ) -> list[tuple[str, float]]:
-        """The ``n`` largest groups of a dimension by "requests", "tokens" or "cost"."""
-        if dimension not in _DIMENSIONS or by not in ("requests", "tokens", "cost"):
-            raise ValueError(
-                f"top(dimension={dimension!r}, by={by!r}): use {_DIMENSIONS} and requests/tokens/cost"
-            )
-        rows: list[tuple[str, float]] = []
-        for (dim, name), acc in self._merged(window_s).items():
-            if dim != dimension:
-                continue
-            value = {"requests": acc.calls, "tokens": acc.input_tokens + acc.output_tokens, "cost": acc.cost}[
-                by
-            ]
-            rows.append((name, float(value)))
-        rows.sort(key=lambda r: (-r[1], r[0]))
-        return rows[:n]
+        """The largest groups of one dimension over the last ``window_s`` seconds.
+
+        The shared "other" group is ranked like any value: if it shows up, the
+        ``max_keys`` cap was reached.
+
+        Args:
+            dimension: "tenant", "model" or "route".
+            by: "requests" (calls), "tokens" (input + output) or "cost" (known USD costs).
+            n: How many groups to return.
+            window_s: The window; clamped to ``[bucket_s, horizon_s]``.
+
+        Returns:
+            Up to ``n`` ``(name, value)`` pairs, largest first, ties by name.
+
+        Raises:
+            ValueError: If ``dimension`` or ``by`` is unknown or ``window_s`` is not positive.
+
+        """
+        if dimension not in _DIMENSIONS:
+            raise ValueError(f"dimension must be one of {_DIMENSIONS}, got {dimension!r}")
+        if by not in _TOP_VALUE:
+            raise ValueError(f"by must be one of {tuple(_TOP_VALUE)}, got {by!r}")
+        _, (groups,) = self._merge(self._clamp(window_s), (dimension,), histograms=False)
+        value = _TOP_VALUE[by]
+        rows = [(name, float(value(acc))) for name, acc in groups.items()]
+        rows.sort(key=lambda row: (-row[1], row[0]))
+        return rows[: max(0, n)]
+
+    def _clamp(self, window_s: float) -> float:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be positive, got {window_s!r}")
+        return min(max(float(window_s), self._bucket_s), self._horizon_s)
+
+    def _merge(
+        self, window_s: float, dimensions: tuple[Dimension, ...], *, histograms: bool
+    ) -> tuple[float, list[dict[str, _Acc]]]:
+        """Merge the buckets wholly inside the window; also return the seconds they cover."""
+        indexes = [_DIMENSIONS.index(d) for d in dimensions]
+        merged: list[dict[str, _Acc]] = [{} for _ in indexes]
+
+        def add(bucket: _Bucket) -> None:
+            for out, index in zip(merged, indexes, strict=True):
+                for name, acc in bucket.groups[index].items():
+                    target = out.get(name)
+                    if target is None:
+                        target = out[name] = _Acc()
+                    target.merge(acc, histograms=histograms)
+
+        with self._lock:
+            now = self._clock()
+            current = int(now // self._bucket_s)
+            oldest = math.ceil((now - window_s) / self._bucket_s)
+            settled = [b for b in self._ring if b is not None and oldest <= b.epoch < current]
+            live = self._ring[current % self._slots]
+            if live is not None and live.epoch == current:
+                add(live)
+        # Settled buckets are never written again (see record); a slot reused
+        # meanwhile gets a new bucket object, leaving these intact.
+        for bucket in settled:
+            add(bucket)
+        span_s = now - max(oldest * self._bucket_s, self._started)
+        return span_s, merged
+
+    def _stored_groups(self) -> int:
+        """The number of groups held in the ring (for memory tests)."""
+        with self._lock:
+            return sum(len(g) for b in self._ring if b is not None for g in b.groups)
