@@ -11,7 +11,6 @@ import sys
 import threading
 import urllib.request
 import wsgiref.util
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from llmpulse._metrics_server import (
 )
 from llmpulse.events import AttemptEvent, CallEvent, InteractionSummary, RateLimitInfo
 from llmpulse.sinks._prometheus import DURATION_BUCKETS, PrometheusSink
+from llmpulse.testing import make_call_event
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 SHORT = {
@@ -42,48 +42,14 @@ OK = {**COMMON, "outcome": "ok", "status_class": "2xx", "error_type": ""}
 
 def make_call(**changes: Any) -> CallEvent:
     """A finished, successful, non-streamed call; ``changes`` override any field."""
-    event = CallEvent(
-        call_id="call-1",
-        correlation_id="corr-1",
-        interaction_id=None,
-        provider="openai",
-        operation="chat",
-        model="gpt-4o-mini",
-        response_model="gpt-4o-mini-2024-07-18",
-        tenant="acme",
-        route="/chat",
-        feature=None,
-        tags={},
-        priority="normal",
-        streamed=False,
-        outcome="ok",
-        stream_interrupted=False,
-        http_status=200,
-        error_type=None,
-        attempts=1,
-        retries=0,
-        backoff_s=(),
-        request_id="req-1",
-        latency_s=0.5,
-        provider_latency_s=0.45,
-        ttft_s=None,
-        input_tokens=100,
-        output_tokens=20,
-        cached_input_tokens=0,
-        cache_write_tokens=None,
-        reasoning_tokens=None,
-        tokens_estimated=False,
-        cost_usd=0.001,
-        finish_reason="stop",
-        max_tokens=None,
-        prompt_tokens_estimate=None,
-        response_bytes=512,
-        api_key_id=None,
-        network=None,
-        ratelimit=None,
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    return dataclasses.replace(event, **changes)
+    defaults = {
+        "priority": "normal",
+        "request_id": "req-1",
+        "provider_latency_s": 0.45,
+        "cached_input_tokens": 0,
+        "response_bytes": 512,
+    }
+    return make_call_event(**{**defaults, **changes})
 
 
 def make_attempt(**changes: Any) -> AttemptEvent:
