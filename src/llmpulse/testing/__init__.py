@@ -12,6 +12,14 @@ with FakeProvider() as fake:
 
 from ._capture import CapturingSink
 from ._events import make_call_event
-from ._fake_provider import FakeProvider, Fault, FaultPlan, RecordedRequest
+from ._fake_provider import FakeProvider, FakeStats, Fault, FaultPlan, RecordedRequest
 
-__all__ = ["CapturingSink", "FakeProvider", "Fault", "FaultPlan", "RecordedRequest", "make_call_event"]
+__all__ = [
+    "CapturingSink",
+    "FakeProvider",
+    "FakeStats",
+    "Fault",
+    "FaultPlan",
+    "RecordedRequest",
+    "make_call_event",
+]

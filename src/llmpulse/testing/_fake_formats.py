@@ -1,65 +1,53 @@
-"""Response bodies of the fake provider, in the OpenAI and Anthropic wire formats.
+"""What the fake provider's wire looks like: routes, headers, bodies and SSE events of both APIs.
 
 Shapes follow the SDKs' own models closely enough for strict response
 validation: a wire-format mistake here fails the suite instead of hiding.
+Replies and usage are a pure function of the request body and the plan's
+numbers (ids and timestamps aside), so tests can assert exact token counts.
 """
 
 from __future__ import annotations
 
-import base64
+import email.utils
+import hashlib
 import json
 import secrets
-import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Generation", "anthropic_error", "openai_error", "sse"]
-
-_WORDS = [
-    "the",
-    "on-call",
-    "engineer",
-    "reads",
-    "the",
-    "dashboard",
-    "and",
-    "sees",
-    "latency",
-    "rising",
-    "across",
-    "every",
-    "region",
-    "while",
-    "the",
-    "provider",
-    "status",
-    "page",
-    "stays",
-    "green",
-    "so",
-    "the",
-    "team",
-    "checks",
-    "retries",
-    "tokens",
-    "and",
-    "cost",
-    "per",
-    "tenant",
-    "before",
-    "deciding",
-    "to",
-    "shed",
-    "background",
-    "traffic",
-    "and",
-    "keep",
-    "interactive",
-    "requests",
-    "fast",
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "Generation",
+    "Route",
+    "anthropic_error",
+    "error_body",
+    "json_body",
+    "openai_error",
+    "prompt_tokens",
+    "response_headers",
+    "rfc3339",
+    "route",
+    "sse",
+    "stream_events",
 ]
+
+DEFAULT_OUTPUT_TOKENS = 20
+"""Words in a reply when neither the request nor the plan caps it."""
+
+_LOREM = (
+    "the on-call engineer reads the dashboard and sees latency rising across every region while the "
+    "provider status page stays green so the team checks retries tokens and cost per tenant before "
+    "deciding to shed background traffic and keep interactive requests fast"
+)
+_WORDS = tuple(_LOREM.split())
+
+# A huge reply is streamed in pieces this big: one event per word would mean
+# hundreds of thousands of events for a few hundred kB.
+_HUGE_PIECE = 1000
+# Structured output is streamed (and counted) in pieces of about one token.
+_JSON_PIECE = 4
 
 
 def _dumps(obj: Any) -> bytes:
@@ -73,6 +61,63 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return head + b"data: " + payload + b"\n\n"
 
 
+# -- routing -------------------------------------------------------------------
+
+_ROUTES = {
+    ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/responses"): "responses",
+    ("POST", "/v1/embeddings"): "embeddings",
+    ("POST", "/v1/completions"): "completions",
+    ("GET", "/v1/models"): "models",
+    ("POST", "/v1/batches"): "batch_create",
+    ("POST", "/v1/messages"): "messages",
+    ("POST", "/v1/messages/count_tokens"): "count_tokens",
+    ("POST", "/v1/messages/batches"): "message_batch_create",
+}
+_ITEM_ROUTES = (("/v1/messages/batches/", "message_batch"), ("/v1/batches/", "batch"))
+_AZURE_PREFIX = "/openai/deployments/"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes.
+
+    Attributes:
+        endpoint: Endpoint name (``"chat"``, ``"messages"``, …), or ``"not_found"``.
+        anthropic: Whether to answer in Anthropic's format (headers, errors).
+        model: The model to report instead of the requested one (an Azure deployment).
+        item_id: The id in ``GET …/batches/{id}``.
+    """
+
+    endpoint: str
+    anthropic: bool
+    model: str | None = None
+    item_id: str | None = None
+
+
+def route(method: str, path: str, headers: Mapping[str, str]) -> Route:
+    """Map a request line (and, for shared paths, its headers) to an endpoint."""
+    model = None
+    if path.startswith(_AZURE_PREFIX):
+        # /openai/deployments/{deployment}/chat/completions: the deployment stands for the model.
+        model, _, rest = path.removeprefix(_AZURE_PREFIX).partition("/")
+        path = "/v1/" + rest
+    # /v1/models exists in both APIs; only Anthropic's SDK sends anthropic-version.
+    anthropic = path.startswith("/v1/messages") or "anthropic-version" in headers
+    endpoint = _ROUTES.get((method, path))
+    if endpoint is not None:
+        return Route(endpoint, anthropic, model)
+    if method == "GET":
+        for prefix, name in _ITEM_ROUTES:
+            item_id = path.removeprefix(prefix)
+            if item_id != path and item_id and "/" not in item_id:
+                return Route(name, anthropic, model, item_id)
+    return Route("not_found", anthropic)
+
+
+# -- prompt and structured output ---------------------------------------------
+
+
 def _text_of(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -83,28 +128,119 @@ def _text_of(value: Any) -> str:
     return ""
 
 
-def prompt_tokens(body: dict[str, Any]) -> int:
+def prompt_tokens(body: Mapping[str, Any]) -> int:
     """A deterministic prompt size: chars / 4 over the request's text, at least 1."""
-    text = " ".join(_text_of(body.get(k)) for k in ("messages", "input", "prompt", "system"))
+    keys = ("messages", "input", "prompt", "system", "instructions")
+    text = " ".join(t for k in keys if (t := _text_of(body.get(k))))
     return max(1, len(text) // 4)
 
 
-@dataclass(frozen=True)
+def _dig(body: Mapping[str, Any], *keys: str) -> Any:
+    value: Any = body
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _json_schema_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a structured-output request asks for, in each API's spelling."""
+    for fmt, schema in (
+        (_dig(body, "response_format"), _dig(body, "response_format", "json_schema", "schema")),  # chat
+        (_dig(body, "text", "format"), _dig(body, "text", "format", "schema")),  # responses
+        (_dig(body, "output_config", "format"), _dig(body, "output_config", "format", "schema")),  # messages
+    ):
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            return schema if isinstance(schema, dict) else {}
+    return None
+
+
+_STRING_FORMATS = {
+    "date-time": "2026-01-01T00:00:00Z",
+    "date": "2026-01-01",
+    "time": "00:00:00",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "email": "on-call@example.com",
+    "uri": "https://example.com/",
+}
+_MAX_DEPTH = 8
+
+
+def sample_for_schema(
+    schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, depth: int = 0
+) -> Any:
+    """A value that validates against a JSON schema (the subset pydantic emits)."""
+    root = schema if root is None else root
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return sample_for_schema(target, root, depth + 1)
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            # Deep in a recursive model, take the null branch to end the recursion.
+            nulls = [o for o in options if o.get("type") == "null"]
+            choice = nulls[0] if nulls and depth >= _MAX_DEPTH else options[0]
+            return sample_for_schema(choice, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: sample_for_schema(sub, root, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        if depth >= _MAX_DEPTH:
+            return []
+        return [sample_for_schema(schema.get("items") or {}, root, depth + 1)]
+    if kind == "string":
+        return _STRING_FORMATS.get(str(schema.get("format")), "fake")
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(str(kind), "fake")
+
+
+def _chunks(text: str, size: int) -> tuple[str, ...]:
+    return tuple(text[i : i + size] for i in range(0, len(text), size)) or ("",)
+
+
+# -- the generated reply -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
 class Generation:
-    """What the fake "generates" for one request: words, token counts, stop reason."""
+    """What the fake "generates" for one request: the streamed pieces, token counts and stop reason.
+
+    Attributes:
+        model: Model to report.
+        pieces: The reply as streamed, one piece per content event.
+        visible_tokens: Output tokens of the reply text (one per word).
+        input_tokens: All input tokens, cache reads and writes included (OpenAI's ``prompt_tokens``).
+        capped: Whether the request's max-tokens limit cut the reply.
+        cached: Input tokens read from the cache.
+        cache_write: Input tokens written to the cache.
+        reasoning: Reasoning tokens, counted in the output on top of the visible ones.
+        uid: Random suffix shared by every id of this reply.
+    """
 
     model: str
-    words: tuple[str, ...]
-    prompt_tokens: int
-    capped: bool
+    pieces: tuple[str, ...]
+    visible_tokens: int
+    input_tokens: int
+    capped: bool = False
     cached: int = 0
     cache_write: int = 0
     reasoning: int = 0
+    uid: str = ""
 
     @classmethod
     def for_request(
         cls,
-        body: dict[str, Any],
+        body: Mapping[str, Any],
         *,
         model: str | None = None,
         output_tokens: int | None = None,
@@ -113,81 +249,128 @@ class Generation:
         reasoning: int = 0,
         huge_bytes: int = 0,
     ) -> Generation:
-        """Build the generation for a request body."""
-        cap = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-        wanted = output_tokens if output_tokens is not None else 20
-        n = min(wanted, cap) if isinstance(cap, int) and cap > 0 else wanted
-        words = tuple(_WORDS[i % len(_WORDS)] for i in range(n))
-        if huge_bytes:
-            word = "x" * 1000
-            words = tuple(word for _ in range(max(1, huge_bytes // 1000)))
-        prompt = prompt_tokens(body)
+        """Build the reply to a request body.
+
+        Args:
+            body: The request's JSON body.
+            model: Model to report instead of ``body["model"]``.
+            output_tokens: Words to generate (default `DEFAULT_OUTPUT_TOKENS`), capped by the request.
+            cached: Cache-read input tokens to report.
+            cache_write: Cache-write input tokens to report.
+            reasoning: Reasoning tokens to report.
+            huge_bytes: If set, the reply text is exactly this many bytes long.
+
+        Returns:
+            The generation.
+        """
+        cap = next(
+            (
+                v
+                for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                if isinstance(v := body.get(k), int) and v > 0
+            ),
+            None,
+        )
+        wanted = DEFAULT_OUTPUT_TOKENS if output_tokens is None else max(0, output_tokens)
+        n_words = wanted if cap is None else min(wanted, cap)
+        capped = cap is not None and cap < wanted
+        schema = _json_schema_of(body)
+        if huge_bytes > 0:
+            text = (_LOREM + " ") * (huge_bytes // len(_LOREM) + 1)
+            pieces = _chunks(text[:huge_bytes], _HUGE_PIECE)
+            visible, capped = len(pieces), False
+        elif schema is not None or _dig(body, "response_format", "type") == "json_object":
+            # A cut-off JSON answer fails the SDK's parse helpers; keep it whole.
+            value = sample_for_schema(schema) if schema is not None else {"answer": " ".join(_WORDS[:3])}
+            pieces = _chunks(json.dumps(value), _JSON_PIECE)
+            visible, capped = len(pieces), False
+        else:
+            words = [_WORDS[i % len(_WORDS)] for i in range(n_words)]
+            pieces = tuple(w if i == 0 else " " + w for i, w in enumerate(words))
+            visible = len(pieces)
         return cls(
             model=model or str(body.get("model") or "unknown-model"),
-            words=words,
-            prompt_tokens=prompt + cached + cache_write,
-            capped=isinstance(cap, int) and cap < wanted,
+            pieces=pieces,
+            visible_tokens=visible,
+            input_tokens=prompt_tokens(body) + cached + cache_write,
+            capped=capped,
             cached=cached,
             cache_write=cache_write,
-            reasoning=min(reasoning, len(words)),
+            reasoning=reasoning,
+            uid=secrets.token_hex(12),
         )
 
     @property
     def text(self) -> str:
         """The whole reply."""
-        return " ".join(self.words)
-
-    def pieces(self) -> Iterator[str]:
-        """The reply split as it is streamed: one word per event."""
-        for i, word in enumerate(self.words):
-            yield word if i == 0 else " " + word
+        return "".join(self.pieces)
 
     @property
     def output_tokens(self) -> int:
-        """One token per word."""
-        return len(self.words)
+        """Visible plus reasoning tokens."""
+        return self.visible_tokens + self.reasoning
 
-    # -- OpenAI --------------------------------------------------------------
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's finish reason."""
+        return "length" if self.capped else "stop"
+
+    @property
+    def stop_reason(self) -> str:
+        """Anthropic's stop reason."""
+        return "max_tokens" if self.capped else "end_turn"
+
+    # -- OpenAI ----------------------------------------------------------------
 
     def openai_usage(self) -> dict[str, Any]:
         """Chat/completions usage block (prompt_tokens includes the cached ones)."""
+        prompt_details: dict[str, int] = {"cached_tokens": self.cached, "audio_tokens": 0}
+        if self.cache_write:
+            prompt_details["cache_write_tokens"] = self.cache_write
         return {
-            "prompt_tokens": self.prompt_tokens,
+            "prompt_tokens": self.input_tokens,
             "completion_tokens": self.output_tokens,
-            "total_tokens": self.prompt_tokens + self.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning, "audio_tokens": 0},
+            "total_tokens": self.input_tokens + self.output_tokens,
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": {
+                "reasoning_tokens": self.reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
-    def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A chat.completion object; JSON content when a json_schema response format is asked for."""
-        content = self.text
-        fmt = body.get("response_format")
-        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            content = json.dumps(_sample_for_schema((fmt.get("json_schema") or {}).get("schema") or {}))
-        elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-            content = json.dumps({"answer": self.text})
+    def chat_completion(self) -> dict[str, Any]:
+        """A ``chat.completion`` object."""
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": self.text,
+            "refusal": None,
+            "annotations": [],
+        }
         return {
-            "id": f"chatcmpl-{secrets.token_hex(8)}",
+            "id": f"chatcmpl-{self.uid}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": "length" if self.capped else "stop",
-                    "logprobs": None,
-                }
+                {"index": 0, "message": message, "finish_reason": self.finish_reason, "logprobs": None}
             ],
             "usage": self.openai_usage(),
+            "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
 
     def chat_chunks(self, include_usage: bool) -> Iterator[bytes]:
         """SSE chunks of a streamed chat completion, ``[DONE]`` included."""
-        base: dict[str, Any] = {"id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion.chunk"}
-        base |= {"created": int(time.time()), "model": self.model, "system_fingerprint": "fp_fake"}
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-{self.uid}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
         extra = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
@@ -195,154 +378,135 @@ class Generation:
             return sse({**base, "choices": [choice], **extra})
 
         yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
-        for piece in self.pieces():
+        for piece in self.pieces:
             yield chunk({"content": piece}, None)
-        yield chunk({}, "length" if self.capped else "stop")
+        yield chunk({}, self.finish_reason)
         if include_usage:
             yield sse({**base, "choices": [], "usage": self.openai_usage()})
         yield b"data: [DONE]\n\n"
 
     def completion(self) -> dict[str, Any]:
-        """A legacy text_completion object."""
+        """A legacy ``text_completion`` object."""
         return {
-            "id": f"cmpl-{secrets.token_hex(8)}",
+            "id": f"cmpl-{self.uid}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": self.model,
             "choices": [
-                {
-                    "index": 0,
-                    "text": self.text,
-                    "finish_reason": "length" if self.capped else "stop",
-                    "logprobs": None,
-                }
+                {"index": 0, "text": self.text, "finish_reason": self.finish_reason, "logprobs": None}
             ],
             "usage": self.openai_usage(),
         }
 
     def completion_chunks(self, include_usage: bool) -> Iterator[bytes]:
-        """SSE chunks of a streamed legacy completion."""
-        base = {
-            "id": f"cmpl-{secrets.token_hex(8)}",
-            "object": "text_completion",
-            "created": int(time.time()),
-        }
+        """SSE chunks of a streamed legacy completion, ``[DONE]`` included."""
+        base = {"id": f"cmpl-{self.uid}", "object": "text_completion", "created": int(time.time())}
         base["model"] = self.model
-        for piece in self.pieces():
-            yield sse(
-                {**base, "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]}
-            )
-        last = {
-            "index": 0,
-            "text": "",
-            "finish_reason": "length" if self.capped else "stop",
-            "logprobs": None,
-        }
-        yield sse({**base, "choices": [last]})
+        extra = {"usage": None} if include_usage else {}
+        for piece in self.pieces:
+            choice = {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}
+            yield sse({**base, "choices": [choice], **extra})
+        last = {"index": 0, "text": "", "finish_reason": self.finish_reason, "logprobs": None}
+        yield sse({**base, "choices": [last], **extra})
         if include_usage:
             yield sse({**base, "choices": [], "usage": self.openai_usage()})
         yield b"data: [DONE]\n\n"
 
-    def _response_object(self, status: str, with_output: bool) -> dict[str, Any]:
-        message = {
+    def _message_item(self, status: str) -> dict[str, Any]:
+        content = [{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}]
+        return {
             "type": "message",
-            "id": "msg_fake",
-            "status": "completed",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}],
-        }
-        obj: dict[str, Any] = {
-            "id": "resp_fake",
-            "object": "response",
-            "created_at": float(int(time.time())),
-            "model": self.model,
+            "id": f"msg_{self.uid}",
             "status": status,
-            "output": [message] if with_output else [],
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-            "error": None,
-            "incomplete_details": None,
-            "instructions": None,
-            "metadata": {},
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "usage": None,
+            "role": "assistant",
+            "content": content if status == "completed" else [],
         }
-        if with_output:
-            obj["usage"] = {
-                "input_tokens": self.prompt_tokens,
+
+    def response(self, body: Mapping[str, Any], *, done: bool = True) -> dict[str, Any]:
+        """A Responses API ``response`` object: complete, or as first announced when streaming."""
+        usage = None
+        if done:
+            usage = {
+                "input_tokens": self.input_tokens,
                 "input_tokens_details": {
                     "cached_tokens": self.cached,
                     "cache_write_tokens": self.cache_write,
                 },
                 "output_tokens": self.output_tokens,
                 "output_tokens_details": {"reasoning_tokens": self.reasoning},
-                "total_tokens": self.prompt_tokens + self.output_tokens,
+                "total_tokens": self.input_tokens + self.output_tokens,
             }
-        return obj
+        return {
+            "id": f"resp_{self.uid}",
+            "object": "response",
+            "created_at": float(int(time.time())),
+            "model": self.model,
+            "status": "completed" if done else "in_progress",
+            "output": [self._message_item("completed")] if done else [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "metadata": {},
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "usage": usage,
+        }
 
-    def response(self) -> dict[str, Any]:
-        """A Responses API response object."""
-        return self._response_object("completed", with_output=True)
-
-    def response_events(self) -> Iterator[bytes]:
-        """SSE events of a streamed Responses API call."""
-        seq = iter(range(1_000_000))
+    def response_events(self, body: Mapping[str, Any]) -> Iterator[bytes]:
+        """SSE events of a streamed Responses API call, with sequence numbers."""
+        seq = iter(range(1 << 30))
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        ids = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+        ids = {"item_id": f"msg_{self.uid}", "output_index": 0, "content_index": 0}
 
         def event(kind: str, **fields: Any) -> bytes:
             return sse({"type": kind, "sequence_number": next(seq), **fields}, event=kind)
 
-        yield event("response.created", response=self._response_object("in_progress", with_output=False))
-        yield event("response.in_progress", response=self._response_object("in_progress", with_output=False))
-        item = {
-            "type": "message",
-            "id": "msg_fake",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
-        yield event("response.output_item.added", output_index=0, item=item)
+        yield event("response.created", response=self.response(body, done=False))
+        yield event("response.in_progress", response=self.response(body, done=False))
+        yield event("response.output_item.added", output_index=0, item=self._message_item("in_progress"))
         yield event("response.content_part.added", part=part, **ids)
-        for piece in self.pieces():
+        for piece in self.pieces:
             yield event("response.output_text.delta", delta=piece, logprobs=[], **ids)
         yield event("response.output_text.done", text=self.text, logprobs=[], **ids)
         yield event("response.content_part.done", part={**part, "text": self.text}, **ids)
-        final = self.response()
-        yield event("response.output_item.done", output_index=0, item=final["output"][0])
-        yield event("response.completed", response=final)
+        yield event("response.output_item.done", output_index=0, item=self._message_item("completed"))
+        yield event("response.completed", response=self.response(body))
 
     # -- Anthropic -------------------------------------------------------------
 
     def anthropic_usage(self, *, output: int | None = None) -> dict[str, Any]:
-        """Messages usage block: input_tokens is the uncached part."""
-        return {
-            "input_tokens": self.prompt_tokens - self.cached - self.cache_write,
+        """Messages usage block: ``input_tokens`` is the uncached part."""
+        usage: dict[str, Any] = {
+            "input_tokens": self.input_tokens - self.cached - self.cache_write,
             "output_tokens": self.output_tokens if output is None else output,
             "cache_creation_input_tokens": self.cache_write,
             "cache_read_input_tokens": self.cached,
+            "cache_creation": {"ephemeral_5m_input_tokens": self.cache_write, "ephemeral_1h_input_tokens": 0},
+            "service_tier": "standard",
         }
-
-    def _stop_reason(self) -> str:
-        return "max_tokens" if self.capped else "end_turn"
+        if self.reasoning and output is None:
+            usage["output_tokens_details"] = {"thinking_tokens": self.reasoning}
+        return usage
 
     def message(self) -> dict[str, Any]:
-        """An Anthropic Message."""
+        """An Anthropic ``message``."""
         return {
-            "id": f"msg_{secrets.token_hex(8)}",
+            "id": f"msg_{self.uid}",
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [{"type": "text", "text": self.text}],
-            "stop_reason": self._stop_reason(),
+            "content": [{"type": "text", "text": self.text, "citations": None}],
+            "stop_reason": self.stop_reason,
             "stop_sequence": None,
             "usage": self.anthropic_usage(),
         }
 
     def message_events(self) -> Iterator[bytes]:
-        """SSE events of a streamed Message."""
+        """SSE events of a streamed message, each with its ``event:`` line."""
         start = {
             **self.message(),
             "content": [],
@@ -350,10 +514,12 @@ class Generation:
             "usage": self.anthropic_usage(output=1),
         }
         yield sse({"type": "message_start", "message": start}, event="message_start")
-        block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        yield sse(block, event="content_block_start")
+        block = {"type": "text", "text": "", "citations": None}
+        yield sse(
+            {"type": "content_block_start", "index": 0, "content_block": block}, event="content_block_start"
+        )
         yield sse({"type": "ping"}, event="ping")
-        for piece in self.pieces():
+        for piece in self.pieces:
             delta = {
                 "type": "content_block_delta",
                 "index": 0,
@@ -361,40 +527,43 @@ class Generation:
             }
             yield sse(delta, event="content_block_delta")
         yield sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
-        delta = {
-            "type": "message_delta",
-            "delta": {"stop_reason": self._stop_reason(), "stop_sequence": None},
-            "usage": {"output_tokens": self.output_tokens},
-        }
-        yield sse(delta, event="message_delta")
+        usage: dict[str, Any] = {"output_tokens": self.output_tokens}
+        if self.reasoning:
+            usage["output_tokens_details"] = {"thinking_tokens": self.reasoning}
+        end = {"stop_reason": self.stop_reason, "stop_sequence": None}
+        yield sse({"type": "message_delta", "delta": end, "usage": usage}, event="message_delta")
         yield sse({"type": "message_stop"}, event="message_stop")
 
 
-def embeddings(body: dict[str, Any]) -> dict[str, Any]:
+# -- endpoints without a generated reply ---------------------------------------
+
+
+def _embeddings(body: Mapping[str, Any]) -> dict[str, Any]:
     """An embeddings list.
 
-    The SDK asks for base64 by default, but under strict response
-    validation it only accepts float lists (it decodes base64 after
-    validating); it passes lists through, so lists it is.
+    Always floats: the SDK asks for base64 by default and decodes it only
+    after validation, which under strict validation rejects the string; it
+    passes float lists through unchanged.
     """
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
-    vector = [0.1, -0.2, 0.3, 0.05]
-    encoded: Any = vector
-    if body.get("encoding_format") == "base64" and body.get("model") == "fake-base64":
-        encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    dims = body.get("dimensions")
+    dims = dims if isinstance(dims, int) and 0 < dims <= 4096 else 8
+    data = []
+    for i, item in enumerate(items):
+        digest = hashlib.sha256(json.dumps(item).encode()).digest()
+        vector = [round(digest[j % len(digest)] / 127.5 - 1.0, 4) for j in range(dims)]
+        data.append({"object": "embedding", "index": i, "embedding": vector})
     tokens = prompt_tokens({"input": items})
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": encoded} for i in range(len(items))],
+        "data": data,
         "model": str(body.get("model")),
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 
-def openai_batch(batch_id: str, body: dict[str, Any] | None) -> dict[str, Any]:
-    """A minimal Batch object."""
-    body = body or {}
+def _openai_batch(batch_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": batch_id,
         "object": "batch",
@@ -403,19 +572,31 @@ def openai_batch(batch_id: str, body: dict[str, Any] | None) -> dict[str, Any]:
         "completion_window": body.get("completion_window", "24h"),
         "status": "validating",
         "created_at": int(time.time()),
+        "metadata": body.get("metadata"),
     }
 
 
-def anthropic_batch(batch_id: str) -> dict[str, Any]:
-    """A minimal MessageBatch object."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def rfc3339(at: float) -> str:
+    """A Unix time as Anthropic's RFC 3339 timestamps (UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _anthropic_batch(batch_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    requests = body.get("requests")
+    now = time.time()
     return {
         "id": batch_id,
         "type": "message_batch",
         "processing_status": "in_progress",
-        "request_counts": {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
-        "created_at": now,
-        "expires_at": now,
+        "request_counts": {
+            "processing": len(requests) if isinstance(requests, list) else 1,
+            "succeeded": 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        },
+        "created_at": rfc3339(now),
+        "expires_at": rfc3339(now + 86400),
         "ended_at": None,
         "cancel_initiated_at": None,
         "results_url": None,
@@ -423,51 +604,196 @@ def anthropic_batch(batch_id: str) -> dict[str, Any]:
     }
 
 
-def models_list() -> dict[str, Any]:
-    """GET /v1/models."""
+def _models(anthropic: bool) -> dict[str, Any]:
+    if anthropic:
+        claudes = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-haiku-4-5")
+        data = [
+            {
+                "id": n,
+                "type": "model",
+                "display_name": n,
+                "created_at": "2025-10-01T00:00:00Z",
+                "lifecycle": "active",
+            }
+            for n in claudes
+        ]
+        return {"data": data, "has_more": False, "first_id": claudes[0], "last_id": claudes[-1]}
     names = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
     return {
         "object": "list",
-        "data": [{"id": n, "object": "model", "created": 1700000000, "owned_by": "fake"} for n in names],
+        "data": [{"id": n, "object": "model", "created": 1700000000, "owned_by": "system"} for n in names],
     }
 
 
-def openai_error(status: int, message: str, code: str | None) -> dict[str, Any]:
-    """OpenAI's error body."""
-    kinds = {
-        400: "invalid_request_error",
-        401: "invalid_request_error",
-        429: "requests",
-        404: "invalid_request_error",
+def json_body(where: Route, body: Mapping[str, Any], gen: Generation) -> Any:
+    """The JSON reply of an endpoint (``where.endpoint`` must not be ``"not_found"``)."""
+    match where.endpoint:
+        case "chat":
+            return gen.chat_completion()
+        case "responses":
+            return gen.response(body)
+        case "completions":
+            return gen.completion()
+        case "messages":
+            return gen.message()
+        case "embeddings":
+            return _embeddings(body)
+        case "models":
+            return _models(where.anthropic)
+        case "count_tokens":
+            return {"input_tokens": prompt_tokens(body)}
+        case "batch_create":
+            return _openai_batch(f"batch_{gen.uid}", body)
+        case "batch":
+            return _openai_batch(where.item_id or "", {})
+        case "message_batch_create":
+            return _anthropic_batch(f"msgbatch_{gen.uid}", body)
+        case "message_batch":
+            return _anthropic_batch(where.item_id or "", {})
+    raise ValueError(f"no JSON reply for {where.endpoint!r}")
+
+
+def stream_events(where: Route, body: Mapping[str, Any], gen: Generation) -> Iterator[bytes] | None:
+    """The SSE events of a streaming endpoint, or None if it does not stream."""
+    include_usage = _dig(body, "stream_options", "include_usage") is True
+    match where.endpoint:
+        case "chat":
+            return gen.chat_chunks(include_usage)
+        case "completions":
+            return gen.completion_chunks(include_usage)
+        case "responses":
+            return gen.response_events(body)
+        case "messages":
+            return gen.message_events()
+    return None
+
+
+# -- errors --------------------------------------------------------------------
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error"}
+_OPENAI_TYPES |= {404: "invalid_request_error", 409: "invalid_request_error", 422: "invalid_request_error"}
+_OPENAI_MESSAGES = {
+    400: "Invalid request.",
+    401: "Incorrect API key provided.",
+    404: "The model or endpoint does not exist.",
+    429: "Rate limit reached for requests.",
+    503: "The engine is currently overloaded, please try again later.",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_MESSAGES = {
+    429: "Number of requests has exceeded your rate limit.",
+    500: "Internal server error",
+    529: "Overloaded",
+}
+
+
+def error_body(
+    where: Route, status: int, message: str | None, code: str | None, headers: Mapping[str, str]
+) -> dict[str, Any]:
+    """The error body in the format of the provider ``where`` belongs to."""
+    if where.anthropic:
+        return anthropic_error(status, message, code, headers.get("request-id", ""))
+    return openai_error(status, message, code)
+
+
+def openai_error(status: int, message: str | None, code: str | None) -> dict[str, Any]:
+    """OpenAI's error body.
+
+    A 429 is ``rate_limit_exceeded`` unless ``code`` says otherwise (e.g.
+    ``insufficient_quota``, whose type is its code as well).
+    """
+    if status == 429:
+        code = code or "rate_limit_exceeded"
+        kind = "insufficient_quota" if code == "insufficient_quota" else "requests"
+    else:
+        kind = _OPENAI_TYPES.get(status, "server_error")
+    text = message or _OPENAI_MESSAGES.get(status) or "The server had an error while processing your request."
+    return {"error": {"message": text, "type": kind, "param": None, "code": code}}
+
+
+def anthropic_error(status: int, message: str | None, code: str | None, request_id: str) -> dict[str, Any]:
+    """Anthropic's error body; ``code``, if given, is the error type."""
+    kind = code or _ANTHROPIC_TYPES.get(status, "api_error")
+    text = message or _ANTHROPIC_MESSAGES.get(status) or f"Error {status}"
+    return {"type": "error", "error": {"type": kind, "message": text}, "request_id": request_id}
+
+
+# -- headers -------------------------------------------------------------------
+
+_REQUESTS_LIMIT = 10_000
+_TOKENS_LIMIT = 2_000_000
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``120ms``, ``2s``, ``1m30s``."""
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def response_headers(
+    where: Route,
+    content_type: str,
+    *,
+    requests_used: int,
+    tokens_used: int,
+    token_limit: int | None,
+    processing_ms: int,
+) -> dict[str, str]:
+    """Each provider's usual response headers, rate limits included.
+
+    Args:
+        where: The route (selects the provider).
+        content_type: The Content-Type.
+        requests_used: Requests in the last minute.
+        tokens_used: Tokens admitted in the last minute.
+        token_limit: Tokens per minute (default 2,000,000).
+        processing_ms: Time spent on the request so far.
+
+    Returns:
+        The headers, names lower-cased.
+    """
+    token_limit = token_limit or _TOKENS_LIMIT
+    # The limits refill like a token bucket: linearly over a minute.
+    requests_reset = 60 * min(requests_used, _REQUESTS_LIMIT) / _REQUESTS_LIMIT
+    tokens_reset = 60 * min(tokens_used, token_limit) / token_limit
+    requests_left = str(max(0, _REQUESTS_LIMIT - requests_used))
+    tokens_left = str(max(0, token_limit - tokens_used))
+    headers = {"content-type": content_type, "date": email.utils.formatdate(usegmt=True)}
+    request_id = f"req_{secrets.token_hex(12)}"
+    if where.anthropic:
+        now = time.time()
+        return headers | {
+            "request-id": request_id,
+            "anthropic-organization-id": "00000000-0000-4000-8000-00000000fa4e",
+            "anthropic-ratelimit-requests-limit": str(_REQUESTS_LIMIT),
+            "anthropic-ratelimit-requests-remaining": requests_left,
+            "anthropic-ratelimit-requests-reset": rfc3339(now + requests_reset),
+            "anthropic-ratelimit-tokens-limit": str(token_limit),
+            "anthropic-ratelimit-tokens-remaining": tokens_left,
+            "anthropic-ratelimit-tokens-reset": rfc3339(now + tokens_reset),
+        }
+    return headers | {
+        "x-request-id": request_id,
+        "openai-organization": "user-fake",
+        "openai-processing-ms": str(processing_ms),
+        "openai-version": "2020-10-01",
+        "x-ratelimit-limit-requests": str(_REQUESTS_LIMIT),
+        "x-ratelimit-remaining-requests": requests_left,
+        "x-ratelimit-reset-requests": _duration(requests_reset),
+        "x-ratelimit-limit-tokens": str(token_limit),
+        "x-ratelimit-remaining-tokens": tokens_left,
+        "x-ratelimit-reset-tokens": _duration(tokens_reset),
     }
-    return {
-        "error": {"message": message, "type": kinds.get(status, "server_error"), "param": None, "code": code}
-    }
-
-
-def anthropic_error(status: int, message: str, code: str | None, request_id: str) -> dict[str, Any]:
-    """Anthropic's error body."""
-    kinds = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        529: "overloaded_error",
-    }
-    kind = code or kinds.get(status, "api_error")
-    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
-
-
-def _sample_for_schema(schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
-    if "anyOf" in schema:
-        return _sample_for_schema(schema["anyOf"][0])
-    if kind == "object" or "properties" in schema:
-        return {name: _sample_for_schema(sub) for name, sub in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return [_sample_for_schema(schema.get("items") or {})]
-    if "enum" in schema:
-        return schema["enum"][0]
-    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(str(kind), "fake")
