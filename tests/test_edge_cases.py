@@ -153,3 +153,34 @@ def test_failing_inline_sink_does_not_break_the_call(raw_openai: openai.OpenAI) 
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     [stats] = [s for s in llmpulse.sink_stats() if s.name == "broken-inline"]
     assert stats.dropped == stats.emitted == 2
+
+
+def test_a_bug_while_reading_the_body_never_breaks_the_call(
+    oai: openai.OpenAI, sink: CapturingSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If parsing the response inside llmpulse raises, the caller still gets its completion."""
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(type(oai._llmpulse_hook.provider), "parse_body", boom)
+    errors = llmpulse._pipeline.get_pipeline()._internal_errors
+    completion = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert completion.choices
+    assert sink.calls == []
+    assert llmpulse._pipeline.get_pipeline()._internal_errors == errors + 1
+
+
+def test_a_bug_in_the_retry_decision_hands_the_response_over(
+    oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the retry decision raises, the SDK gets the error response and raises its own exception."""
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(llmpulse._call, "sdk_retry_delay", boom)
+    fake.enqueue(Fault.status(500))
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [e.attempts for e in sink.calls] == [1]

@@ -162,7 +162,10 @@ class Call:
         headers = self._headers = dict(raw_headers.multi_items())
         delay = None
         if status >= 400:
-            delay = self._retry_delay(status, headers, None)
+            try:
+                delay = self._retry_delay(status, headers, None)
+            except Exception:  # noqa: BLE001 - a bug of ours: hand the response over as it is
+                self._hook.pipeline.internal_error("retry_decision")
         self._attempt_event(status, None, headers, delay)
         return delay
 
@@ -170,7 +173,11 @@ class Call:
         """Record a transport failure; return the sleep before a retry, or None to raise it."""
         self._status = None
         self._headers = None
-        delay = self._retry_delay(None, None, exc)
+        delay = None
+        try:
+            delay = self._retry_delay(None, None, exc)
+        except Exception:  # noqa: BLE001 - a bug of ours: let the SDK raise as it would
+            self._hook.pipeline.internal_error("retry_decision")
         self._attempt_event(None, type(exc).__name__, None, delay)
         return delay
 
@@ -347,6 +354,13 @@ class Call:
     def _finish_body(self, how: str, exc: BaseException | None) -> None:
         if self._finish_lock.locked():
             return
+        try:
+            self._classify_body(how, exc)
+        except Exception:  # noqa: BLE001 - runs inside the caller's read: never raise there
+            if self._finish_lock.acquire(blocking=False):
+                self._hook.pipeline.internal_error("finish_body")
+
+    def _classify_body(self, how: str, exc: BaseException | None) -> None:
         data = b"".join(self._chunks + self._tail) if self._tail else b"".join(self._chunks)
         provider = self._hook.provider
         status = self._status or 0
