@@ -184,3 +184,15 @@ def test_a_bug_in_the_retry_decision_hands_the_response_over(
     with pytest.raises(openai.InternalServerError):
         oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert [e.attempts for e in sink.calls] == [1]
+
+
+def test_network_timings_can_be_turned_off(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
+    """LLMPULSE_NETWORK_TIMINGS=0 leaves the trace hook out and the network field empty."""
+    llmpulse.configure(sinks=("none",), network_timings=False)
+    try:
+        client = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        llmpulse.configure(sinks=("none",))
+    assert sink.calls[0].network is None
+    assert sink.calls[0].outcome == "ok"

@@ -56,6 +56,7 @@ class Settings:
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
         tiktoken_download: Allow tiktoken to download encodings in the background.
+        network_timings: Time connect/TLS/headers/body of each attempt (httpcore's trace hook).
 
     """
 
@@ -77,6 +78,7 @@ class Settings:
     capture_content: bool = False
     include_stream_usage: bool = True
     tiktoken_download: bool = False
+    network_timings: bool = True
 
     def __post_init__(self) -> None:
         names = tuple(s for s in self.sinks if isinstance(s, str))
@@ -197,6 +199,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "capture_content": _parse_bool,
     "include_stream_usage": _parse_bool,
     "tiktoken_download": _parse_bool,
+    "network_timings": _parse_bool,
 }
 
 _lock = threading.Lock()

@@ -84,6 +84,7 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
             api_key_id=_fingerprint(getattr(client, "api_key", None)),
             server_address=str(client.base_url.host),  # type: ignore[attr-defined]
             inject_stream_usage=settings.include_stream_usage,
+            network_timings=settings.network_timings,
         )
         wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
