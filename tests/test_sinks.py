@@ -116,6 +116,80 @@ def test_failing_sink_is_counted_not_raised(raw_openai: openai.OpenAI) -> None:
     assert len(capture.calls) == 1
 
 
+class BrokenStream(io.StringIO):
+    """An output stream that fails every write, like a closed pipe."""
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError("stdout closed")
+
+
+def test_log_sink_whose_stream_fails_counts_every_line(raw_openai: openai.OpenAI) -> None:
+    """Lines written in one batch are all counted as dropped when the write fails."""
+    registry = CollectorRegistry()
+    client = llmpulse.wrap(raw_openai, sinks=[StructlogSink(BrokenStream())], registry=registry)
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert llmpulse.flush()
+    [stats] = [s for s in llmpulse.sink_stats() if s.name == "log"][-1:]
+    assert (stats.emitted, stats.exported, stats.dropped, stats.pending) == (3, 0, 3, 0)
+
+
+def test_a_line_that_cannot_be_rendered_is_dropped_not_raised(raw_openai: openai.OpenAI) -> None:
+    """Rendering runs on the caller's path, so its failure must be caught there."""
+
+    class Unrenderable(JsonlSink):
+        name = "unrenderable"
+
+        def render_line(self, event: object) -> str:
+            raise ValueError("cannot render")
+
+    sink = Unrenderable(os.devnull)
+    client = _wrap(raw_openai, sink)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert llmpulse.flush()
+    [stats] = [s for s in llmpulse.sink_stats() if s.name == "unrenderable"][-1:]
+    assert (stats.emitted, stats.exported, stats.dropped) == (1, 0, 1)
+
+
+def test_console_format_is_rendered_for_humans(raw_openai: openai.OpenAI) -> None:
+    """format="console" writes one readable key=value line per call, with the app's contextvars."""
+    out = io.StringIO()
+    client = _wrap(raw_openai, StructlogSink(out, format="console"))
+    structlog.contextvars.bind_contextvars(request_path="/api/chat")
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert llmpulse.flush()
+    [line] = out.getvalue().splitlines()
+    assert "llm.call" in line
+    assert "model=gpt-4o-mini" in line
+    assert "request_path=/api/chat" in line
+
+
+def test_log_sink_rejects_an_unknown_format() -> None:
+    """A typo in the format names the accepted values."""
+    with pytest.raises(ValueError, match=r"json, console.*'jsno'"):
+        StructlogSink(format="jsno")
+
+
+def test_user_logger_gets_every_field(raw_openai: openai.OpenAI) -> None:
+    """With logger=, the user's own structlog logger (its processors, its output) gets each event."""
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    class Recorder:
+        def info(self, name: str, **fields: object) -> None:
+            seen.append((name, fields))
+
+    client = _wrap(raw_openai, StructlogSink(logger=Recorder()))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert llmpulse.flush()
+    [(name, fields)] = seen
+    assert name == "llm.call"
+    assert fields["model"] == "gpt-4o-mini"
+    assert fields["outcome"] == "ok"
+
+
 def test_full_buffer_drops_and_counts(raw_openai: openai.OpenAI) -> None:
     """With the queue full, new events are dropped and counted; the invariant holds throughout."""
     pipeline = llmpulse._pipeline.get_pipeline()

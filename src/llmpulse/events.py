@@ -11,6 +11,8 @@ threads and serialise them with `to_dict()`. Every field is documented in
 from __future__ import annotations
 
 import dataclasses
+import operator
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -220,7 +222,25 @@ Event = CallEvent | AttemptEvent | InteractionSummary
 """Anything a sink may receive."""
 
 
+def _plain_nested(value: Any) -> Any:
+    return None if value is None else dict(zip(_names(type(value)), _getter(type(value))(value), strict=True))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _as_list(value: tuple[Any, ...]) -> list[Any]:
+    return list(value)
+
+
+def _copy_dict(value: dict[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_GETTERS: dict[type, Any] = {}
+_CONVERTERS: dict[type, tuple[tuple[str, Any], ...]] = {}
 
 
 def _names(cls: type) -> tuple[str, ...]:
@@ -231,20 +251,38 @@ def _names(cls: type) -> tuple[str, ...]:
     return names
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+def _getter(cls: type) -> Any:
+    getter = _GETTERS.get(cls)
+    if getter is None:
+        names = _names(cls)
+        # attrgetter of one name returns the value, not a 1-tuple; events have many fields.
+        getter = _GETTERS[cls] = operator.attrgetter(*names)
+    return getter
+
+
+def _converters(cls: type) -> tuple[tuple[str, Any], ...]:
+    # The fields that are not plain JSON values already, and how to make them
+    # so, from the annotations; every other field is copied as it is.
+    converters = _CONVERTERS.get(cls)
+    if converters is None:
+        found: list[tuple[str, Any]] = []
+        for name, hint in typing.get_type_hints(cls).items():
+            args = set(typing.get_args(hint)) | {typing.get_origin(hint) or hint}
+            if datetime in args:
+                found.append((name, _iso))
+            elif args & {NetworkTimings, RateLimitInfo}:
+                found.append((name, _plain_nested))
+            elif tuple in args:
+                found.append((name, _as_list))
+            elif dict in args:
+                found.append((name, _copy_dict))
+        converters = _CONVERTERS[cls] = tuple(found)
+    return converters
 
 
 def _to_dict(event: Any) -> dict[str, Any]:
-    out = {name: getattr(event, name) for name in _names(type(event))}
-    for name, value in out.items():
-        if type(value) in _PLAIN:
-            continue
-        if isinstance(value, datetime):
-            out[name] = value.isoformat()
-        elif isinstance(value, NetworkTimings | RateLimitInfo):
-            out[name] = {k: getattr(value, k) for k in _names(type(value))}
-        elif isinstance(value, tuple):
-            out[name] = list(value)
-        elif isinstance(value, dict):
-            out[name] = dict(value)
+    cls = type(event)
+    out = dict(zip(_names(cls), _getter(cls)(event), strict=True))
+    for name, convert in _converters(cls):
+        out[name] = convert(out[name])
     return out

@@ -16,10 +16,13 @@ class JsonlSink:
     """Append events as JSON lines to ``path``; the file is opened on first write.
 
     Each line is ``{"type": "llm.call" | "llm.interaction", ...fields}``.
+    Lines are rendered on the caller's path and written in batches by
+    llmpulse's delivery thread.
     """
 
     name = "jsonl"
     event_types = (CallEvent, InteractionSummary)
+    renders_lines = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -28,12 +31,19 @@ class JsonlSink:
 
     def emit(self, event: Event) -> None:
         """Append one line."""
+        self.write_lines([self.render_line(event)])
+
+    def render_line(self, event: Event) -> str:
+        """Return the line for ``event``, newline included."""
         kind = "llm.call" if isinstance(event, CallEvent) else "llm.interaction"
-        line = json.dumps({"type": kind, **event.to_dict()}, separators=(",", ":"), default=str)
+        return json.dumps({"type": kind, **event.to_dict()}, separators=(",", ":"), default=str) + "\n"
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append rendered lines in one go."""
         with self._lock:
             if self._file is None:
                 self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-            self._file.write(line + "\n")
+            self._file.write("".join(lines))
 
     def flush(self) -> None:
         """Push buffered lines to the OS."""
