@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import openai
 import pytest
 
@@ -92,3 +94,20 @@ def test_sink_objects_can_be_configured_in_code() -> None:
     with pytest.raises(ConfigError, match="neither a sink name"):
         llmpulse.configure(sinks=[object()])
     llmpulse.configure(sinks=("none",))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"LLMPULSE_NETWORK_TIMINGS": "yes"},
+            "LLMPULSE_NETWORK_TIMINGS=yes is not valid: accepted values are sampled, all, off",
+        ),
+        ({"LLMPULSE_NETWORK_SAMPLE_RATE": "often"}, "LLMPULSE_NETWORK_SAMPLE_RATE='often' is not a number"),
+        ({"LLMPULSE_NETWORK_SAMPLE_RATE": "0"}, "LLMPULSE_NETWORK_SAMPLE_RATE=0.0 is not valid"),
+    ],
+)
+def test_bad_network_timing_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    """Network timing settings fail at start with the variable and what is accepted."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(env)

@@ -187,8 +187,8 @@ def test_a_bug_in_the_retry_decision_hands_the_response_over(
 
 
 def test_network_timings_can_be_turned_off(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
-    """LLMPULSE_NETWORK_TIMINGS=0 leaves the trace hook out and the network field empty."""
-    llmpulse.configure(sinks=("none",), network_timings=False)
+    """LLMPULSE_NETWORK_TIMINGS=off leaves the trace hook out and the network field empty."""
+    llmpulse.configure(sinks=("none",), network_timings="off")
     try:
         client = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -196,3 +196,38 @@ def test_network_timings_can_be_turned_off(raw_openai: openai.OpenAI, sink: Capt
         llmpulse.configure(sinks=("none",))
     assert sink.calls[0].network is None
     assert sink.calls[0].outcome == "ok"
+
+
+def test_network_timings_are_sampled_by_default(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
+    """By default the first call and then one call in 1/rate is timed; the others carry no network."""
+    llmpulse.configure(sinks=("none",), network_sample_rate=0.25)
+    try:
+        client = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+        for _ in range(8):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        llmpulse.configure(sinks=("none",))
+    timed = [e.network is not None for e in sink.calls]
+    assert timed == [True, False, False, False, True, False, False, False]
+    assert sink.calls[0].network is not None
+    assert sink.calls[0].network.connection_reused is False  # the first call opened the connection
+
+
+def test_a_retried_call_is_timed_even_when_not_sampled(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """Retries get network timings: something already went wrong with the first attempt."""
+    llmpulse.configure(sinks=("none",), network_sample_rate=0.01)
+    try:
+        client = llmpulse.wrap(
+            raw_openai.with_options(max_retries=1), sinks=[sink], registry=CollectorRegistry()
+        )
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # the sampled first call
+        fake.enqueue(Fault.status(503, retry_after=0))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        llmpulse.configure(sinks=("none",))
+    retried = sink.calls[1]
+    assert retried.attempts == 2
+    assert retried.network is not None
+    assert retried.network.time_to_headers_s is not None

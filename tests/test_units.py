@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 import time
 
 import httpx2
 import pytest
 
 from llmpulse._redact import redact
+from llmpulse._sampling import Sampler
 from llmpulse.policies import parse_retry_after, sdk_retry_delay
 from llmpulse.providers import operation_from_path
 from llmpulse.providers._base import iter_sse_data, json_value_after
@@ -124,3 +126,22 @@ def test_redact_masks_secrets(secret: str) -> None:
     assert "REDACTED" in out
     for fragment in ("abcdef1234567890", "abcdefghijkl", "abcdef123456", "hunter22", "abcdefgh12345678"):
         assert fragment not in out
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.5, 0.1, 0.01, 0.003])
+def test_sampler_picks_the_first_call_then_a_steady_fraction(rate: float) -> None:
+    """The sampler picks call 0, then exactly one in every 1/rate, with no drift over many calls."""
+    sampler = Sampler(rate)
+    picks = [sampler.pick() for _ in range(10_000)]
+    assert picks[0]
+    assert sum(picks) == round(10_000 * rate)
+    if rate >= 0.01:
+        gaps = {b - a for a, b in itertools.pairwise(i for i, p in enumerate(picks) if p)}
+        assert gaps == {round(1 / rate)}
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, 1.5])
+def test_sampler_rejects_a_rate_outside_0_1(rate: float) -> None:
+    """A rate outside (0, 1] is a mistake, named in the error."""
+    with pytest.raises(ValueError, match="sample rate must be in"):
+        Sampler(rate)

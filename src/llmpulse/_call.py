@@ -76,6 +76,7 @@ class Call:
         "_stream_format",
         "_t0",
         "_tail",
+        "_timed",
         "_trace",
         "attempts",
         "call_id",
@@ -111,6 +112,10 @@ class Call:
         self._headers: Mapping[str, str] | None = None
         self._trace: list[tuple[str, float]] = []
         self._prev_trace: Any = None
+        # Decided once per call: httpcore's ~10 trace callbacks cost more than
+        # the rest of an attempt's bookkeeping (see docs/performance.md).
+        sampler = hook.network_sampler
+        self._timed = sampler is not None and sampler.pick()
         self._attempt_started = 0.0
         self._body_done = False
         self._chunks: list[bytes] = []
@@ -133,7 +138,8 @@ class Call:
         if self.attempts == 1:
             self._prev_trace = extensions.get("trace")
         extensions = dict(extensions)
-        if self._hook.network_timings:
+        # A retry is timed whenever timings are on: something already went wrong.
+        if self._timed or (self.attempts > 1 and self._hook.network_sampler is not None):
             extensions["trace"] = self._async_trace if is_async else self._sync_trace
         if self._deadline is not None and self.attempts > 1:
             remaining = max(self._deadline - self._attempt_started, 0.001)

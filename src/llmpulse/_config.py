@@ -25,6 +25,7 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 _SINK_NAMES = ("log", "jsonl", "none")
 _LOG_FORMATS = ("json", "console")
 _LOG_STREAMS = ("stdout", "stderr")
+_NETWORK_TIMINGS = ("sampled", "all", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,10 @@ class Settings:
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
         tiktoken_download: Allow tiktoken to download encodings in the background.
-        network_timings: Time connect/TLS/headers/body of each attempt (httpcore's trace hook).
+        network_timings: Time connect/TLS/request/headers/body of attempts with
+            httpcore's trace hook (the event's ``network``): "sampled" (default:
+            ``network_sample_rate`` of calls plus every retry), "all" or "off".
+        network_sample_rate: Fraction of calls timed when ``network_timings`` is "sampled".
 
     """
 
@@ -78,7 +82,8 @@ class Settings:
     capture_content: bool = False
     include_stream_usage: bool = True
     tiktoken_download: bool = False
-    network_timings: bool = True
+    network_timings: str = "sampled"
+    network_sample_rate: float = 0.01
 
     def __post_init__(self) -> None:
         names = tuple(s for s in self.sinks if isinstance(s, str))
@@ -88,6 +93,12 @@ class Settings:
                 raise ConfigError(f"sinks: {sink!r} is neither a sink name nor an object with emit(event)")
         _check_choice("log_format", self.log_format, _LOG_FORMATS)
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
+        _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
+        if not 0.0 < self.network_sample_rate <= 1.0:
+            raise ConfigError(
+                f"{_var('network_sample_rate')}={self.network_sample_rate!r} is not valid: "
+                "use a fraction greater than 0 and at most 1 (0.01 = one call in 100)"
+            )
         for name in ("max_tenants", "max_routes", "max_models", "buffer_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_var(name)} must be a positive integer, got {getattr(self, name)}")
@@ -165,6 +176,13 @@ def _parse_int(name: str, raw: str) -> int:
         raise ConfigError(f"{_var(name)}={raw!r} is not an integer") from None
 
 
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{_var(name)}={raw!r} is not a number") from None
+
+
 def _parse_optional_int(name: str, raw: str) -> int | None:
     return None if raw == "" else _parse_int(name, raw)
 
@@ -199,7 +217,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "capture_content": _parse_bool,
     "include_stream_usage": _parse_bool,
     "tiktoken_download": _parse_bool,
-    "network_timings": _parse_bool,
+    "network_timings": _parse_str,
+    "network_sample_rate": _parse_float,
 }
 
 _lock = threading.Lock()

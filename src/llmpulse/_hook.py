@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._call import _COLLECTED, Call, finish_collected
 from ._context import Context, active_context, new_id
 from ._runtime import price_table, token_counter
+from ._sampling import Sampler
 from ._tokens import estimate_request_tokens
 from .providers import Provider
 
@@ -40,7 +41,8 @@ class Hook:
         api_key_id: Fingerprint of the client's API key.
         server_address: Host of the client's base URL.
         inject_stream_usage: Ask OpenAI chat streams for usage.
-        network_timings: Time connect/TLS/headers/body with httpcore's trace hook.
+        network_sampler: Picks the calls whose network phases are timed
+            (httpcore's trace hook); None: none are.
         sleep: Blocking sleep (injected by tests).
         asleep: Async sleep (injected by tests).
         random: ``random.random``-like jitter source.
@@ -56,7 +58,7 @@ class Hook:
     api_key_id: str | None = None
     server_address: str = ""
     inject_stream_usage: bool = True
-    network_timings: bool = True
+    network_sampler: Sampler | None = None
     sleep: Callable[[float], None] = time.sleep
     asleep: Callable[[float], Awaitable[None]] | None = None
     random: Callable[[], float] = random.random

@@ -19,10 +19,11 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
-from ._config import get_settings
+from ._config import Settings, get_settings
 from ._hook import Hook
 from ._pipeline import get_pipeline, make_metrics
 from ._runtime import price_table
+from ._sampling import Sampler
 from ._transport import transport_classes
 from .exceptions import UnsupportedClientError
 from .providers import AnthropicProvider, OpenAIProvider, Provider
@@ -84,13 +85,19 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
             api_key_id=_fingerprint(getattr(client, "api_key", None)),
             server_address=str(client.base_url.host),  # type: ignore[attr-defined]
             inject_stream_usage=settings.include_stream_usage,
-            network_timings=settings.network_timings,
+            network_sampler=_network_sampler(settings),
         )
         wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
         return cast("ClientT", _give_up(client, exc, pipeline))
     object.__setattr__(wrapped, _ORIGINAL_ATTR, client)
     return cast("ClientT", wrapped)
+
+
+def _network_sampler(settings: Settings) -> Sampler | None:
+    if settings.network_timings == "off":
+        return None
+    return Sampler(1.0 if settings.network_timings == "all" else settings.network_sample_rate)
 
 
 _warmed = threading.Event()
