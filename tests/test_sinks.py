@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import threading
+from datetime import UTC, datetime
 
 import openai
 import pytest
@@ -14,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 import llmpulse
 from conftest import MESSAGES, OPENAI_KEY
-from llmpulse import CallEvent, JsonlSink, StructlogSink
-from llmpulse.testing import CapturingSink, FakeProvider, Fault
+from llmpulse import CallEvent, JsonlSink, NetworkTimings, StructlogSink
+from llmpulse.testing import CapturingSink, FakeProvider, Fault, make_call_event
 
 
 class BlockingSink:
@@ -260,3 +262,36 @@ def test_events_after_fork_are_delivered_in_the_child(
     assert os.waitstatus_to_exitcode(status) == 0
     with open(path, encoding="utf-8") as fh:
         assert len(fh.readlines()) == 2
+
+
+def test_log_line_has_exactly_the_event_fields_then_the_app_context() -> None:
+    """The JSON line is to_dict() plus event/level/timestamp and the app's contextvars (fields win)."""
+    event = dataclasses.replace(
+        make_call_event(outcome="error", error_type="RateLimitError", http_status=429),
+        backoff_s=(0.5, 1.0),
+        network=NetworkTimings(connect_s=0.01, connection_reused=False),
+        tags={"team": "search"},
+    )
+    out = io.StringIO()
+    structlog.contextvars.bind_contextvars(request_path="/api/chat", model="not-the-event-model")
+    try:
+        StructlogSink(out).emit(event)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    line = json.loads(out.getvalue())
+    timestamp = datetime.fromisoformat(line.pop("timestamp"))
+    assert abs((datetime.now(UTC) - timestamp).total_seconds()) < 60
+    assert line == {**event.to_dict(), "event": "llm.call", "request_path": "/api/chat", "level": "warning"}
+
+
+def test_jsonl_line_is_type_then_the_event_fields(tmp_path: os.PathLike[str]) -> None:
+    """Each JSONL line is {"type": ..., **to_dict()}, for calls and interaction summaries."""
+    path = os.path.join(tmp_path, "events.jsonl")
+    sink = JsonlSink(path)
+    event = make_call_event(tags={"a": "b"})
+    sink.emit(event)
+    sink.close()
+    with open(path, encoding="utf-8") as f:
+        [line] = f.read().splitlines()
+    assert line.startswith('{"type":"llm.call",')
+    assert json.loads(line) == {"type": "llm.call", **event.to_dict()}

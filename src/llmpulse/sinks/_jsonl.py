@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import IO
 
 from ..events import CallEvent, Event, InteractionSummary
+from ._json import json_line
 
 __all__ = ["JsonlSink"]
+
+_CALL = {"type": "llm.call"}
+_INTERACTION = {"type": "llm.interaction"}
 
 
 class JsonlSink:
@@ -35,8 +38,7 @@ class JsonlSink:
 
     def render_line(self, event: Event) -> str:
         """Return the line for ``event``, newline included."""
-        kind = "llm.call" if isinstance(event, CallEvent) else "llm.interaction"
-        return json.dumps({"type": kind, **event.to_dict()}, separators=(",", ":"), default=str) + "\n"
+        return json_line(event, head=_CALL if isinstance(event, CallEvent) else _INTERACTION)
 
     def write_lines(self, lines: list[str]) -> None:
         """Append rendered lines in one go."""

@@ -6,16 +6,15 @@ variables (``structlog.contextvars.bind_contextvars``) still appear on
 every line.
 
 Lines are rendered on the caller's path, where the app's contextvars are
-current and the CPU caches are warm, and written in batches by the
-delivery thread, so the caller never waits on the output stream. Rendering
-a JSON line directly costs about a third of structlog's processor chain,
-with the same output: the event's fields, then the app's contextvars, then
-``level`` and ``timestamp``.
+current, and written in batches by the delivery thread, so the caller
+never waits on the output stream. A JSON line is rendered directly (orjson,
+a few µs) rather than through structlog's processor chain (~30 µs), with
+the same output: the event's fields, ``event``, the app's contextvars,
+then ``level`` and ``timestamp``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, TextIO, cast
 
 from ..events import AttemptEvent, CallEvent, Event, InteractionSummary
+from ._json import field_names, json_line
 
 __all__ = ["StructlogSink"]
 
@@ -95,15 +95,18 @@ class StructlogSink:
     def render_line(self, event: Event) -> str:
         """Return the line for ``event``, newline included."""
         name, level = _name_and_level(event)
-        fields = event.to_dict()
         if self._console is not None:
-            return f"{getattr(self._console, level)(name, **fields)}\n"
-        fields["event"] = name
-        for var, value in _structlog_contextvars():
-            fields.setdefault(var, value)
-        fields["level"] = level
-        fields["timestamp"] = _utc_now_iso()
-        return json.dumps(fields, default=repr) + "\n"
+            return f"{getattr(self._console, level)(name, **event.to_dict())}\n"
+        tail: dict[str, Any] = {"event": name}
+        contextvars = _structlog_contextvars()
+        if contextvars:
+            fields = field_names(type(event))
+            for var, value in contextvars:
+                if var not in fields:  # the event's own fields win, as with structlog's setdefault
+                    tail.setdefault(var, value)
+        tail["level"] = level
+        tail["timestamp"] = _utc_now_iso()
+        return json_line(event, tail=tail)
 
     def write_lines(self, lines: list[str]) -> None:
         """Write rendered lines in one go."""
@@ -133,6 +136,17 @@ def _structlog_contextvars() -> list[tuple[str, Any]]:
     ]
 
 
+_second: tuple[int, str] = (0, "")  # the last whole second seen, formatted (swapped atomically)
+
+
 def _utc_now_iso() -> str:
-    # structlog's TimeStamper(fmt="iso", utc=True) format, e.g. 2026-11-29T10:00:00.123456Z
-    return datetime.fromtimestamp(time.time(), UTC).isoformat().replace("+00:00", "Z")
+    # structlog's TimeStamper(fmt="iso", utc=True) format, e.g. 2026-11-29T10:00:00.123456Z.
+    # Formatting a datetime costs several µs per line; the seconds part changes once a second.
+    global _second  # noqa: PLW0603 - a one-entry cache
+    now = time.time()
+    second, prefix = _second
+    if second != int(now):
+        second = int(now)
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1e6):06d}Z"
