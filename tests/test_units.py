@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import json
 import time
 
 import httpx2
@@ -12,7 +13,7 @@ import pytest
 from llmpulse._redact import redact
 from llmpulse._sampling import Sampler
 from llmpulse.policies import parse_retry_after, sdk_retry_delay
-from llmpulse.providers import operation_from_path
+from llmpulse.providers import OpenAIProvider, operation_from_path
 from llmpulse.providers._base import iter_sse_data, json_value_after
 
 
@@ -145,3 +146,32 @@ def test_sampler_rejects_a_rate_outside_0_1(rate: float) -> None:
     """A rate outside (0, 1] is a mistake, named in the error."""
     with pytest.raises(ValueError, match="sample rate must be in"):
         Sampler(rate)
+
+
+@pytest.mark.parametrize(
+    ("request_body", "expected_options"),
+    [
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "stream": True},
+            {"include_usage": True},
+        ),
+        ({"model": "m", "stream": True, "stream_options": None}, {"include_usage": True}),
+        ({"model": "m", "stream": True, "stream_options": {"x": 1}}, {"x": 1, "include_usage": True}),
+    ],
+)
+def test_stream_usage_is_requested_without_changing_anything_else(
+    request_body: dict[str, object], expected_options: dict[str, object]
+) -> None:
+    """The rewritten chat stream body asks for usage and keeps every other field as it was."""
+    body = json.dumps(request_body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    info = OpenAIProvider("openai").describe("POST", "/v1/chat/completions", body, inject_usage=True)
+    assert info.new_body is not None
+    assert info.strip_usage_chunk
+    assert json.loads(info.new_body) == {**request_body, "stream_options": expected_options}
+
+
+def test_a_body_orjson_rejects_is_still_read() -> None:
+    """json.dumps can write lone surrogates as escapes; orjson refuses them, the stdlib does not."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\ud800"}]}).encode()
+    info = OpenAIProvider("openai").describe("POST", "/v1/chat/completions", body, inject_usage=True)
+    assert info.model == "gpt-4o-mini"

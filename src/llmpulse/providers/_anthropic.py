@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from ._base import (
     header_int,
     iter_sse_data,
     json_value_after,
+    loads,
     operation_from_path,
 )
 
@@ -56,7 +56,7 @@ class AnthropicProvider:
         if not body or body[:1] != b"{":
             return info
         try:
-            data = json.loads(body)
+            data = loads(body)
         except ValueError:
             return info
         model = data.get("model")
@@ -79,7 +79,7 @@ class AnthropicProvider:
     def parse_error(self, status: int, body: bytes) -> ResponseInfo:
         """Name the exception the SDK raises (error-code subclasses included)."""
         try:
-            data = json.loads(body)
+            data = loads(body)
         except ValueError:
             data = None
         error = data.get("error") if isinstance(data, dict) else None
@@ -128,7 +128,7 @@ class AnthropicProvider:
             if event != b"content_block_delta":
                 continue
             try:
-                delta = json.loads(payload).get("delta") or {}
+                delta = loads(payload).get("delta") or {}
             except ValueError:
                 continue
             parts.append(str(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""))

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from ..events import RateLimitInfo
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "ResponseInfo",
     "StreamFormat",
     "json_value_after",
+    "loads",
     "operation_from_path",
 ]
 
@@ -188,6 +191,22 @@ def json_value_after(data: bytes, key: bytes, *, last: bool = True, window: int 
 
 
 _DECODER = json.JSONDecoder()
+
+
+def loads(data: bytes) -> Any:
+    """Parse a JSON document: orjson (2-3x faster on large prompts), else the stdlib.
+
+    The stdlib accepts what orjson rejects (lone surrogate escapes, which
+    json.dumps can produce): such a body is still read.
+
+    Raises:
+        ValueError: ``data`` is not JSON.
+
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def as_int(value: Any) -> int | None:

@@ -15,6 +15,7 @@ from ._base import (
     header_int,
     iter_sse_data,
     json_value_after,
+    loads,
     operation_from_path,
 )
 
@@ -44,6 +45,17 @@ _RESPONSES_STREAM = StreamFormat(
 )
 
 
+def _with_stream_usage(body: bytes, data: dict[str, Any]) -> bytes:
+    # Usually the key is absent: append it to the object as bytes instead of
+    # re-encoding the whole prompt (~100 µs for 50 kB with the stdlib).
+    end = body.rstrip()
+    if "stream_options" not in data and data and end.endswith(b"}"):
+        return end[:-1] + b',"stream_options":{"include_usage":true}}'
+    options = data.get("stream_options")
+    data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 class OpenAIProvider:
     """Adapter for the OpenAI REST API; ``name`` is "openai" or "azure"."""
 
@@ -59,7 +71,7 @@ class OpenAIProvider:
         if not body or body[:1] != b"{":
             return info
         try:
-            data = json.loads(body)
+            data = loads(body)
         except ValueError:
             return info
         model = data.get("model")
@@ -72,8 +84,7 @@ class OpenAIProvider:
         if info.streamed and operation in ("chat", "text_completion") and inject_usage:
             options = data.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
-                data["stream_options"] = {**(options or {}), "include_usage": True}
-                info.new_body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+                info.new_body = _with_stream_usage(body, data)
                 info.strip_usage_chunk = True
         return info
 
@@ -82,7 +93,7 @@ class OpenAIProvider:
         if len(body) <= _SMALL_BODY:
             # One C-speed parse beats three targeted scans on typical bodies.
             try:
-                data = json.loads(body)
+                data = loads(body)
             except ValueError:
                 data = None
             if isinstance(data, dict):
@@ -111,7 +122,7 @@ class OpenAIProvider:
         error_type = _ERRORS.get(status) or ("InternalServerError" if status >= 500 else "APIStatusError")
         message = None
         try:
-            error = json.loads(body).get("error")
+            error = loads(body).get("error")
         except (ValueError, AttributeError):
             error = None
         if isinstance(error, dict):
@@ -148,7 +159,7 @@ class OpenAIProvider:
             if pos >= 0:
                 for _, payload in iter_sse_data(data[pos:]):
                     try:
-                        response = json.loads(payload).get("response") or {}
+                        response = loads(payload).get("response") or {}
                     except ValueError:
                         continue
                     out.response_model = _str(response.get("model"))
@@ -165,7 +176,7 @@ class OpenAIProvider:
             if payload == b"[DONE]":
                 continue
             try:
-                obj = json.loads(payload)
+                obj = loads(payload)
             except ValueError:
                 continue
             if event == b"response.output_text.delta" or obj.get("type") == "response.output_text.delta":
