@@ -27,6 +27,7 @@ from llmpulse._metrics_server import (
     start_metrics_server,
 )
 from llmpulse.events import AttemptEvent, CallEvent, InteractionSummary, RateLimitInfo
+from llmpulse.sinks import _prometheus as prometheus_module
 from llmpulse.sinks._prometheus import DURATION_BUCKETS, PrometheusSink
 from llmpulse.testing import make_call_event
 
@@ -426,6 +427,51 @@ class TestExemplars:
         assert 'le="1.28"' in line
         assert '} 1.0 # {correlation_id="abc123"} 0.7 ' in line
         assert "correlation_id" not in generate_latest(registry).decode()
+
+    def test_at_most_one_exemplar_per_bucket_per_second(
+        self, registry: CollectorRegistry, sink: PrometheusSink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Within a second a bucket keeps its exemplar; other buckets get theirs; after it, a new one wins."""
+        clock = [1000.0]
+        monkeypatch.setattr(prometheus_module, "_monotonic", lambda: clock[0])
+
+        def exemplars() -> dict[str, str]:
+            text = generate_openmetrics(registry).decode()
+            lines = [line for line in text.splitlines() if "# {" in line]
+            return {
+                line.split('le="')[1].split('"')[0]: line.split('correlation_id="')[1].split('"')[0]
+                for line in lines
+            }
+
+        sink.emit(make_call(correlation_id="first", latency_s=0.7))
+        sink.emit(make_call(correlation_id="second", latency_s=0.9))  # same bucket, same second
+        sink.emit(make_call(correlation_id="slow", latency_s=30.0))  # another bucket
+        assert exemplars() == {"1.28": "first", "40.96": "slow"}
+        clock[0] += 1.0
+        sink.emit(make_call(correlation_id="later", latency_s=0.8))
+        assert exemplars() == {"1.28": "later", "40.96": "slow"}
+        count = "gen_ai_client_operation_duration_seconds_count"
+        assert registry.get_sample_value(count, {**COMMON, "error_type": ""}) == 4
+
+    def test_inflight_gauge_is_read_at_scrape_time_from_threads(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """Concurrent starts and finishes from many threads leave the gauge exactly balanced."""
+
+        def work() -> None:
+            for _ in range(2000):
+                sink.call_started("openai")
+                sink.call_finished("openai")
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        sink.call_started("openai")
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (
+            registry.get_sample_value("llmpulse_inflight_requests", {"gen_ai_provider_name": "openai"}) == 1
+        )
 
     def test_overlong_correlation_id_is_observed_once_without_exemplar(
         self, registry: CollectorRegistry, sink: PrometheusSink

@@ -8,13 +8,23 @@ combination: ``metric.labels(...)`` costs ~5 µs, a cached child ~1-2 µs per
 update. Tenant, route and model labels keep the first N distinct values they
 see (plus an allowlist for tenants); later values become "other", with no
 re-ranking and no eviction, so series never churn.
+
+Two updates are made cheaper than prometheus_client's defaults because they
+ran on every call: the in-flight gauge reads a locked counter at scrape time
+(except in multiprocess mode, where each process writes its own value), and
+a duration exemplar is attached at most once a second per bucket: exemplar
+validation cost as much as the rest of the call's metrics, and Prometheus
+keeps only the latest exemplar of a bucket per scrape anyway.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any, Final
@@ -42,6 +52,9 @@ _EXEMPLAR_KEY = "correlation_id"
 # characters, but only after it has counted the observation.
 _EXEMPLAR_MAX_VALUE = 128 - len(_EXEMPLAR_KEY)
 _OTHER = "other"
+_EXEMPLAR_EVERY_S = 1.0
+_DURATION_BOUNDS = (*DURATION_BUCKETS, math.inf)
+_monotonic = time.monotonic  # the exemplar clock (tests replace it)
 
 
 class _Metrics:
@@ -108,6 +121,7 @@ class _Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.inflight_counts = _Inflight(self.inflight)
         self.ratelimit = Gauge(
             "llmpulse_ratelimit_remaining",
             "Requests or tokens left in the provider's rate-limit window, from its last response.",
@@ -133,6 +147,36 @@ class _Metrics:
             ("reason",),
             registry=r,
         )
+
+
+class _Inflight:
+    """Calls in progress per provider, shared by the sinks of one registry.
+
+    A plain counter under a lock, read by the gauge when scraped; in
+    multiprocess mode the gauge child itself is moved (each process writes
+    its own value file and "livesum" adds the live ones).
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._children: dict[str, Gauge] = {}
+        self._on_scrape = not _multiprocess()
+
+    def add(self, provider: str, n: int) -> None:
+        if not self._on_scrape:
+            child = self._children.get(provider)
+            if child is None:
+                child = self._children[provider] = self._gauge.labels(provider)
+            child.inc(n)
+            return
+        with self._lock:
+            count = self._counts.get(provider)
+            if count is None:
+                count = 0
+                self._gauge.labels(provider).set_function(lambda: self._counts[provider])
+            self._counts[provider] = count + n
 
 
 # Metric objects hold no reference to their registry, so a dropped registry
@@ -201,6 +245,7 @@ class _Series:
         "cached_input",
         "cost",
         "duration",
+        "exemplar_due",
         "labels",
         "reasoning",
         "requests",
@@ -215,6 +260,8 @@ class _Series:
     def __init__(self, m: _Metrics, labels: tuple[str, str, str, str, str]) -> None:
         self.labels = labels
         self.duration: dict[str | None, Histogram] = {}
+        # Per duration bucket: when the next exemplar may be attached.
+        self.exemplar_due: dict[str | None, list[float]] = {}
         self.requests: dict[tuple[str, int | None, str | None], Counter] = {}
         self.usage_in = m.token_usage.labels(*labels, "input")
         self.usage_out = m.token_usage.labels(*labels, "output")
@@ -277,7 +324,6 @@ class PrometheusSink:
         self._series: dict[tuple[str, str, str, str, str], _Series] = {}
         self._attempts: dict[tuple[str, str, str, int | None], Counter] = {}
         self._ratelimit: dict[str, tuple[Gauge, Gauge]] = {}
-        self._inflight: dict[str, Gauge] = {}
         self._other: dict[tuple[str, ...], Any] = {}
         # Exemplars are silently dropped in multiprocess mode; skip the work.
         self._exemplars = not _multiprocess()
@@ -315,11 +361,20 @@ class PrometheusSink:
             duration = s.duration.get(error_type)
             if duration is None:
                 duration = s.duration[error_type] = self._m.duration.labels(*key, error_type or "")
+                s.exemplar_due[error_type] = [0.0] * len(_DURATION_BOUNDS)
+            latency = e.latency_s
             cid = e.correlation_id
             if self._exemplars and cid and len(cid) <= _EXEMPLAR_MAX_VALUE:
-                duration.observe(e.latency_s, {_EXEMPLAR_KEY: cid})
+                due = s.exemplar_due[error_type]
+                bucket = bisect.bisect_left(_DURATION_BOUNDS, latency)  # the first bound >= latency
+                now = _monotonic()
+                if now >= due[bucket]:
+                    due[bucket] = now + _EXEMPLAR_EVERY_S
+                    duration.observe(latency, {_EXEMPLAR_KEY: cid})
+                else:
+                    duration.observe(latency)
             else:
-                duration.observe(e.latency_s)
+                duration.observe(latency)
 
         if e.streamed and e.ttft_s is not None:
             ttfc = s.ttfc
@@ -417,7 +472,7 @@ class PrometheusSink:
 
         """
         try:
-            self._inflight_child(provider).inc()
+            self._m.inflight_counts.add(provider, 1)
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")
 
@@ -429,15 +484,9 @@ class PrometheusSink:
 
         """
         try:
-            self._inflight_child(provider).dec()
+            self._m.inflight_counts.add(provider, -1)
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")
-
-    def _inflight_child(self, provider: str) -> Gauge:
-        child = self._inflight.get(provider)
-        if child is None:
-            child = self._inflight[provider] = self._m.inflight.labels(provider)
-        return child
 
     def record_dropped(self, sink: str, reason: str, n: int = 1) -> None:
         """Count events a sink did not get (``llmpulse_events_dropped_total``).
