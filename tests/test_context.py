@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -139,3 +140,13 @@ def test_interaction_emits_one_summary(oai: openai.OpenAI, sink: CapturingSink) 
     assert (summary.name, summary.calls, summary.errors, summary.tenant) == ("answer", 2, 0, "acme")
     assert summary.input_tokens == sum(c.input_tokens or 0 for c in calls)
     assert summary.cost_usd == pytest.approx(sum(c.cost_usd or 0 for c in calls))
+
+
+def test_a_call_outside_any_context_is_its_own_correlation(oai: openai.OpenAI, sink: CapturingSink) -> None:
+    """Without a context each call gets a fresh 16-char base62 correlation id: its own call id."""
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    first, second = sink.calls
+    assert first.correlation_id == first.call_id
+    assert first.correlation_id != second.correlation_id
+    assert re.fullmatch(r"[0-9A-Za-z]{16}", first.correlation_id)

@@ -80,9 +80,10 @@ class Hook:
             finish_collected()
 
         # Outside any context there is nothing to merge: share one empty
-        # context and give the call its own correlation id.
+        # context; the call's own id is a fresh correlation id as well.
         ctx = active_context() or _NO_CONTEXT
-        correlation_id = ctx.correlation_id or new_id()
+        call_id = new_id()
+        correlation_id = ctx.correlation_id or call_id
         try:
             body: bytes | None = request.content
         except Exception:  # noqa: BLE001 - a streamed upload has no readable content
@@ -104,7 +105,7 @@ class Hook:
             info,
             ctx,
             correlation_id=correlation_id,
-            call_id=new_id(),
+            call_id=call_id,
             prompt_estimate=estimate_request_tokens(body) if body else None,
             deadline=deadline,
         )
