@@ -22,6 +22,7 @@ from ._context import Context, InteractionTotals, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .policies import parse_retry_after, sdk_retry_delay
+from .providers import UsageChunkFilter
 
 if TYPE_CHECKING:
     from ._hook import Hook
@@ -67,7 +68,6 @@ class Call:
         "_info",
         "_interaction",
         "_nbytes",
-        "_pending",
         "_prev_trace",
         "_prompt_estimate",
         "_retained",
@@ -78,6 +78,7 @@ class Call:
         "_tail",
         "_timed",
         "_trace",
+        "_usage_filter",
         "attempts",
         "call_id",
     )
@@ -126,7 +127,7 @@ class Call:
         self._stream_format: StreamFormat | None = None
         self._content_at: float | None = None
         self._carry = b""
-        self._pending: bytes | None = None
+        self._usage_filter: UsageChunkFilter | None = None
 
     # -- attempts -------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class Call:
         if self._sse:
             self._stream_format = self._hook.provider.stream_format(self._info)
             if self._info.strip_usage_chunk:
-                self._pending = b""
+                self._usage_filter = UsageChunkFilter()
 
     def feed(self, chunk: bytes) -> bytes:
         """Watch one chunk on its way to the caller; return what to pass on.
@@ -266,8 +267,8 @@ class Call:
             self._keep_tail(chunk)
         if self._content_at is None and self._sse:
             self._scan_for_content(chunk)
-        if self._pending is not None:
-            return self._strip_usage_chunk(chunk)
+        if self._usage_filter is not None:
+            return self._usage_filter.feed(chunk)
         return chunk
 
     def consume(self, content: bytes) -> bytes:
@@ -278,8 +279,8 @@ class Call:
 
     def drain(self) -> bytes:
         """Return bytes held back by usage-chunk stripping when the body ends."""
-        pending, self._pending = self._pending, None
-        return pending or b""
+        usage_filter, self._usage_filter = self._usage_filter, None
+        return b"" if usage_filter is None else usage_filter.drain()
 
     def _keep_tail(self, chunk: bytes) -> None:
         self._tail.append(chunk)
@@ -301,21 +302,6 @@ class Call:
                 self._content_at = time.perf_counter()
                 return
         self._carry = data[-_MARKER_CARRY:]
-
-    def _strip_usage_chunk(self, chunk: bytes) -> bytes:
-        # Only when we added include_usage ourselves: hide the extra
-        # usage-only event so the caller's stream is what they asked for.
-        # Cut on event boundaries, so a split event is never passed half on.
-        data = (self._pending or b"") + chunk
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self._pending = data
-            return b""
-        complete, self._pending = data[: cut + 2], data[cut + 2 :]
-        if b'"choices":[]' not in complete:
-            return complete
-        events = complete.split(b"\n\n")[:-1]
-        return b"".join(e + b"\n\n" for e in events if b'"choices":[]' not in e)
 
     # -- finishing --------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from ._anthropic import AnthropicProvider
 from ._base import Provider, RequestInfo, ResponseInfo, StreamFormat, operation_from_path
-from ._openai import OpenAIProvider
+from ._openai import OpenAIProvider, UsageChunkFilter
 
 __all__ = [
     "AnthropicProvider",
@@ -11,5 +11,6 @@ __all__ = [
     "RequestInfo",
     "ResponseInfo",
     "StreamFormat",
+    "UsageChunkFilter",
     "operation_from_path",
 ]

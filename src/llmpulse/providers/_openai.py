@@ -19,7 +19,7 @@ from ._base import (
     operation_from_path,
 )
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "UsageChunkFilter"]
 
 _SMALL_BODY = 16 * 1024
 
@@ -43,6 +43,50 @@ _RESPONSES_STREAM = StreamFormat(
     terminal_markers=(b"response.completed", b"response.incomplete", b"response.failed"),
     error_marker=b"event: error",
 )
+
+
+class UsageChunkFilter:
+    """Removes the usage-only event from a chat stream whose caller did not ask for it.
+
+    llmpulse adds ``stream_options.include_usage`` to learn the usage; the
+    extra event (``"choices":[]``) is hidden so the caller's stream is
+    byte for byte what they asked for. Output is cut on event boundaries, so
+    an event split across reads is never passed on half.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Return what of ``chunk`` (and of earlier held-back bytes) can go on now."""
+        pending = self._pending
+        if not pending and chunk.endswith(b"\n\n"):
+            # The common case, and the one that must be cheap (it runs per
+            # read): nothing held back, the read ends on an event boundary.
+            if _USAGE_ONLY not in chunk:
+                return chunk
+            data = chunk
+        else:
+            data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = data
+            return b""
+        complete, self._pending = data[: cut + 2], data[cut + 2 :]
+        if _USAGE_ONLY not in complete:
+            return complete
+        events = complete.split(b"\n\n")[:-1]
+        return b"".join(e + b"\n\n" for e in events if _USAGE_ONLY not in e)
+
+    def drain(self) -> bytes:
+        """Return the bytes still held back when the stream ends."""
+        pending, self._pending = self._pending, b""
+        return pending
+
+
+_USAGE_ONLY = b'"choices":[]'
 
 
 def _with_stream_usage(body: bytes, data: dict[str, Any]) -> bytes:
