@@ -698,6 +698,25 @@ class TestMultiprocess:
         with start_metrics_server(0) as server, urllib.request.urlopen(server.url, timeout=10) as resp:
             assert AGGREGATE + "40.0" in resp.read().decode()
 
+    def test_the_old_lowercase_variable_is_honoured(
+        self, workers: Workers, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """prometheus_client still reads prometheus_multiproc_dir; so does the app llmpulse serves."""
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        monkeypatch.setenv("prometheus_multiproc_dir", str(workers.path))
+        assert AGGREGATE + "30.0" in _wsgi_get(metrics_wsgi_app())[2]
+
+    def test_an_empty_variable_is_warned_about(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An empty PROMETHEUS_MULTIPROC_DIR is a misconfiguration worth one warning, not a crash."""
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+        monkeypatch.setattr(_metrics_server, "_warned_empty", [])
+        with caplog.at_level(logging.WARNING, logger="llmpulse"):
+            assert _metrics_server._multiprocess_dir() is None
+            assert _metrics_server._multiprocess_dir() is None
+        assert len([r for r in caplog.records if "set but empty" in r.message]) == 1
+
     async def test_asgi_app_serves_the_aggregate(
         self, workers: Workers, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -39,7 +39,24 @@ WSGIApp: TypeAlias = Callable[[dict[str, Any], Callable[..., Any]], Iterable[byt
 
 
 def _multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    # prometheus_client also honours the old lowercase name, and switches to
+    # multiprocess mode when the variable merely exists: follow it, and say
+    # so when an empty value makes every worker write into the working directory.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        value = os.environ.get(name)
+        if value:
+            return value
+        if value is not None and not _warned_empty:
+            _warned_empty.append(name)
+            _log.warning(
+                "%s is set but empty: prometheus_client writes metric files into the working "
+                "directory and /metrics shows this process only; set it to a directory",
+                name,
+            )
+    return None
+
+
+_warned_empty: list[str] = []
 
 
 def _multiprocess_registry(path: str) -> CollectorRegistry:
