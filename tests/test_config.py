@@ -111,3 +111,26 @@ def test_bad_network_timing_settings_name_the_variable(env: dict[str, str], mess
     """Network timing settings fail at start with the variable and what is accepted."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("value", "captured"),
+    [
+        ("NO_CONTENT", False),
+        ("SPAN_ONLY", True),
+        ("event_only", True),
+        ("SPAN_AND_EVENT", True),
+        ("false", False),
+    ],
+)
+def test_otel_capture_variable_accepts_its_enum_values(value: str, captured: bool) -> None:
+    """The OTel variable's newer enum values work too: anything but NO_CONTENT captures."""
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value}
+    assert Settings.from_env(env).capture_content is captured
+
+
+def test_otel_capture_variable_rejects_other_values() -> None:
+    """A value that is neither boolean nor one of the enum names is named in the error."""
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "sometimes"}
+    with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT='sometimes'"):
+        Settings.from_env(env)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._content import output_content
 from ._context import Context, InteractionTotals, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
@@ -56,6 +57,7 @@ class Call:
         "_attempt_started",
         "_backoff",
         "_body_done",
+        "_capture",
         "_carry",
         "_chunks",
         "_content_at",
@@ -66,6 +68,7 @@ class Call:
         "_headers",
         "_hook",
         "_info",
+        "_input_content",
         "_interaction",
         "_nbytes",
         "_prev_trace",
@@ -93,9 +96,13 @@ class Call:
         call_id: str,
         prompt_estimate: int | None,
         deadline: float | None,
+        input_content: str | None = None,
+        capture: bool = False,
     ) -> None:
         self._hook = hook
         self._info = info
+        self._input_content = input_content
+        self._capture = capture
         self._ctx = ctx
         self._correlation_id = correlation_id
         self.call_id = call_id
@@ -435,6 +442,10 @@ class Call:
             if input_tokens is None:
                 input_tokens = self._prompt_estimate
             estimated = True
+        output = None
+        if self._capture and outcome != "error" and data:
+            text = hook.provider.stream_text(data) if self._sse else hook.provider.output_text(info, data)
+            output = output_content(info, text, partial=bool(self._tail))
         cost = None
         if input_tokens is not None and output_tokens is not None:
             cost = hook.price(
@@ -492,6 +503,8 @@ class Call:
             server_address=hook.server_address,
             error_message=_redacted(error_message) if outcome != "ok" else None,
             path=info.path,
+            input_content=self._input_content,
+            output_content=output,
         )
 
     def _network(self) -> NetworkTimings | None:

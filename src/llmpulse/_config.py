@@ -122,13 +122,9 @@ class Settings:
             if raw is not None:
                 values[f.name] = _PARSERS[f.name](f.name, raw.strip())
         if "capture_content" not in values:
-            otel = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+            otel = env.get(_OTEL_CAPTURE)
             if otel is not None:
-                values["capture_content"] = _parse_bool(
-                    "capture_content",
-                    otel.strip(),
-                    var="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
-                )
+                values["capture_content"] = _parse_otel_capture(otel.strip())
         return cls(**values)
 
     def replace(self, **overrides: Any) -> Settings:
@@ -166,6 +162,25 @@ def _parse_bool(name: str, raw: str, *, var: str | None = None) -> bool:
         return False
     raise ConfigError(
         f"{var or _var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
+    )
+
+
+_OTEL_CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+# The variable's newer values (with OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental)
+# say where content goes; for llmpulse any of them but NO_CONTENT means "capture".
+_OTEL_CAPTURE_MODES = {"no_content": False, "span_only": True, "event_only": True, "span_and_event": True}
+
+
+def _parse_otel_capture(raw: str) -> bool:
+    mode = _OTEL_CAPTURE_MODES.get(raw.lower())
+    if mode is not None:
+        return mode
+    low = raw.lower()
+    if low in _TRUE or low in _FALSE:
+        return low in _TRUE
+    raise ConfigError(
+        f"{_OTEL_CAPTURE}={raw!r} is not valid: use true/false or one of "
+        "NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT"
     )
 
 

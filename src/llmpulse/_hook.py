@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._call import _COLLECTED, Call, finish_collected
+from ._content import input_content
 from ._context import Context, active_context, new_id
 from ._runtime import price_table, token_counter
 from ._sampling import Sampler
@@ -41,6 +42,7 @@ class Hook:
         api_key_id: Fingerprint of the client's API key.
         server_address: Host of the client's base URL.
         inject_stream_usage: Ask OpenAI chat streams for usage.
+        capture_content: Capture prompt and completion text (opt-in).
         network_sampler: Picks the calls whose network phases are timed
             (httpcore's trace hook); None: none are.
         sleep: Blocking sleep (injected by tests).
@@ -59,6 +61,7 @@ class Hook:
     server_address: str = ""
     inject_stream_usage: bool = True
     network_sampler: Sampler | None = None
+    capture_content: bool = False
     sleep: Callable[[float], None] = time.sleep
     asleep: Callable[[float], Awaitable[None]] | None = None
     random: Callable[[], float] = random.random
@@ -96,6 +99,7 @@ class Hook:
             request.stream = self.http.ByteStream(body)
             request._content = body
             request.headers["Content-Length"] = str(len(body))
+        capture = self.capture_content and not ctx.private
         deadline = None
         timeout = request.extensions.get("timeout")
         if isinstance(timeout, dict):
@@ -108,6 +112,8 @@ class Hook:
             call_id=call_id,
             prompt_estimate=estimate_request_tokens(body) if body else None,
             deadline=deadline,
+            input_content=input_content(body) if capture else None,
+            capture=capture,
         )
         self.pipeline.call_started(self.provider.name, self.metrics)
         return call

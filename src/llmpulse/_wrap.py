@@ -86,6 +86,7 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
             server_address=str(client.base_url.host),  # type: ignore[attr-defined]
             inject_stream_usage=settings.include_stream_usage,
             network_sampler=_network_sampler(settings),
+            capture_content=settings.capture_content,
         )
         wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app

@@ -127,6 +127,8 @@ class CallEvent:
     server_address: str = ""
     error_message: str | None = None
     path: str = ""
+    input_content: str | None = None
+    output_content: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from ..events import RateLimitInfo
 from ._base import (
     RequestInfo,
@@ -120,6 +122,22 @@ class AnthropicProvider:
                 out.error_type = _sdk_error_name(529 if err.get("type") == "overloaded_error" else 500, None)
                 out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
         return out
+
+    def output_text(self, info: RequestInfo, body: bytes) -> str:
+        """Text blocks of a Message, and tool inputs as JSON."""
+        try:
+            data = loads(body)
+        except ValueError:
+            return ""
+        parts: list[str] = []
+        for block in (data.get("content") if isinstance(data, dict) else None) or ():
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                parts.append(str(block.get("text") or ""))
+            elif block.get("type") == "tool_use":
+                parts.append(orjson.dumps(block.get("input")).decode())
+        return "".join(parts)
 
     def stream_text(self, data: bytes) -> str:
         """Concatenate ``text_delta`` / ``input_json_delta`` fragments."""

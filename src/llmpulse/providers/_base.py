@@ -103,6 +103,9 @@ class Provider(Protocol):
     def stream_text(self, data: bytes) -> str:
         """Return the generated text in stream bytes (to estimate tokens when usage is missing)."""
 
+    def output_text(self, info: RequestInfo, body: bytes) -> str:
+        """Return the generated text of a JSON (non-streamed) response, for opt-in content capture."""
+
     def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """Read the remaining quota from response headers."""
 

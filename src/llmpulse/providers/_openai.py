@@ -233,6 +233,35 @@ class OpenAIProvider:
                     parts.append(str((call.get("function") or {}).get("arguments") or ""))
         return "".join(parts)
 
+    def output_text(self, info: RequestInfo, body: bytes) -> str:
+        """Text, refusals and tool-call arguments of chat, completions and Responses bodies."""
+        try:
+            data = loads(body)
+        except ValueError:
+            return ""
+        if not isinstance(data, dict):
+            return ""
+        parts: list[str] = []
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message")
+            if isinstance(message, dict):
+                parts.extend(str(message[key]) for key in ("content", "refusal") if message.get(key))
+                for call in message.get("tool_calls") or ():
+                    parts.append(str((call.get("function") or {}).get("arguments") or ""))
+            elif choice.get("text"):
+                parts.append(str(choice["text"]))  # legacy completions
+        for item in data.get("output") or ():  # Responses
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "function_call":
+                parts.append(str(item.get("arguments") or ""))
+            for content in item.get("content") or ():
+                if isinstance(content, dict) and content.get("text"):
+                    parts.append(str(content["text"]))
+        return "".join(parts)
+
     def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """Read ``x-ratelimit-*`` headers."""
         remaining_requests = header_int(headers, "x-ratelimit-remaining-requests")
