@@ -445,7 +445,7 @@ class Call:
         output = None
         if self._capture and outcome != "error" and data:
             text = hook.provider.stream_text(data) if self._sse else hook.provider.output_text(info, data)
-            output = output_content(info, text, partial=bool(self._tail))
+            output = output_content(text, partial=bool(self._tail))
         cost = None
         if input_tokens is not None and output_tokens is not None:
             cost = hook.price(

@@ -154,14 +154,14 @@ def _check_choice(name: str, value: Any, accepted: tuple[str, ...], *, many: boo
         )
 
 
-def _parse_bool(name: str, raw: str, *, var: str | None = None) -> bool:
+def _parse_bool(name: str, raw: str) -> bool:
     low = raw.lower()
     if low in _TRUE:
         return True
     if low in _FALSE:
         return False
     raise ConfigError(
-        f"{var or _var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
+        f"{_var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
     )
 
 

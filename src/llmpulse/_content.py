@@ -13,7 +13,6 @@ from typing import Final
 
 import orjson
 
-from .providers import RequestInfo
 from .providers._base import loads
 
 __all__ = ["MAX_CONTENT_CHARS", "input_content", "output_content", "truncate"]
@@ -41,7 +40,7 @@ def input_content(body: bytes | None) -> str | None:
     return truncate(orjson.dumps(picked, option=orjson.OPT_NON_STR_KEYS).decode())
 
 
-def output_content(info: RequestInfo, text: str, *, partial: bool) -> str | None:
+def output_content(text: str, *, partial: bool) -> str | None:
     """Return the generated ``text`` as captured (None when there was none)."""
     if not text:
         return None
