@@ -151,6 +151,25 @@ def test_anthropic_message_counts_cache_in_input(
     assert ANTHROPIC_KEY not in repr(event)
 
 
+def test_anthropic_one_hour_cache_writes_are_priced_higher(
+    ant: anthropic.Anthropic, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """The same cache writes cost more when written for an hour: Anthropic's 2x vs 1.25x input rate."""
+    fake.plan = fake.plan.__class__(cache_write_input_tokens=4_000)
+    ant.messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=MESSAGES)
+    fake.plan = fake.plan.__class__(cache_write_input_tokens=4_000, cache_write_1h_input_tokens=4_000)
+    ant.messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=MESSAGES)
+    five_minutes, one_hour = sink.calls
+    assert (five_minutes.input_tokens, five_minutes.output_tokens) == (
+        one_hour.input_tokens,
+        one_hour.output_tokens,
+    )
+    assert five_minutes.cost_usd is not None
+    assert one_hour.cost_usd is not None
+    # claude-sonnet-4-6: 3.75 vs 6 $/MTok for the 4,000 written tokens.
+    assert one_hour.cost_usd - five_minutes.cost_usd == pytest.approx(4_000 * (6 - 3.75) / 1e6)
+
+
 def test_anthropic_overloaded_is_overloaded_error(
     ant: anthropic.Anthropic, sink: CapturingSink, fake: FakeProvider
 ) -> None:

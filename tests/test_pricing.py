@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import genai_prices
 import pytest
 from genai_prices import Usage
 from genai_prices.data_snapshot import DataSnapshot, get_snapshot
@@ -81,6 +82,18 @@ SONNET = "claude-sonnet-4-5-20250929"
             },
             0.0345,
         ),
+        (
+            "anthropic",
+            SONNET,
+            {
+                "input_tokens": 24_500,
+                "cache_write_tokens": 4_000,
+                "cache_write_1h_tokens": 4_000,
+                "cached_input_tokens": 20_000,
+                "output_tokens": 800,
+            },
+            0.0435,
+        ),
         ("anthropic", SONNET, {"input_tokens": 300_000, "output_tokens": 0}, 1.80),
         ("anthropic", SONNET, {"input_tokens": 300_000, "output_tokens": 1_000}, 1.8225),
         ("anthropic", SONNET, {"input_tokens": 200_000, "output_tokens": 0}, 0.60),
@@ -91,6 +104,7 @@ SONNET = "claude-sonnet-4-5-20250929"
         "o3-reasoning-unsaid",
         "dated-id",
         "sonnet-cache-write-and-read",
+        "sonnet-1h-cache-write",
         "sonnet-300k-tier",
         "sonnet-300k-tier-with-output",
         "sonnet-200k-still-base",
@@ -128,11 +142,12 @@ def test_cached_rates_expire_at_a_dated_price_change(lookups: list[tuple[str | N
     assert lookups == [("openai", "o3"), ("openai", "o3")]
 
 
-USAGES = [
-    (0, 0, 0, 0, 0),
-    (10_000, 2_000, 6_000, 0, 1_500),
-    (24_500, 800, 20_000, 4_000, 0),
-    (300_000, 5_000, 100_000, 50_000, 1_000),
+USAGES = [  # input, output, cache read, cache write (of which 1h), reasoning
+    (0, 0, 0, 0, 0, 0),
+    (10_000, 2_000, 6_000, 0, 0, 1_500),
+    (24_500, 800, 20_000, 4_000, 0, 0),
+    (24_500, 800, 20_000, 4_000, 1_500, 0),
+    (300_000, 5_000, 100_000, 50_000, 20_000, 1_000),
 ]
 
 
@@ -144,19 +159,26 @@ def test_float_rates_match_genai_prices_for_every_bundled_model():
             price = _pricing._price_of(provider, info, lambda: NOW, NOW)
             if isinstance(price, _pricing._Exact):
                 exact.append(info)
-            for inp, out, cached, written, reasoning in USAGES:
+            for inp, out, cached, written, written_1h, reasoning in USAGES:
                 usage = Usage(
                     input_tokens=inp,
                     output_tokens=out,
                     cache_read_tokens=cached,
                     cache_write_tokens=written,
+                    cache_write_1h_tokens=written_1h or None,
                     output_reasoning_tokens=reasoning,
                 )
                 expected = float(info.calc_price(usage, provider, genai_request_timestamp=NOW).total_price)
-                got = price.cost(inp, out, cached, written, reasoning)
+                got = price.cost(inp, out, cached, written, reasoning, written_1h)
                 if got != pytest.approx(expected, rel=1e-9, abs=1e-15):
                     mismatches.append(
-                        (provider.id, info.id, (inp, out, cached, written, reasoning), got, expected)
+                        (
+                            provider.id,
+                            info.id,
+                            (inp, out, cached, written, written_1h, reasoning),
+                            got,
+                            expected,
+                        )
                     )
     assert mismatches == []
     # Only prices that change with the time of day need genai-prices on every call.
@@ -402,3 +424,50 @@ def test_bad_override_in_code_is_rejected():
     """Overrides given in code are validated like the file, naming the entry."""
     with pytest.raises(ValueError, match=r'price override: entry \["\*"\]\["m"\]: output_mtok is required'):
         PriceTable({"*": {"m": {"input_mtok": 1}}})
+
+
+def test_1h_cache_writes_above_the_tier_use_the_tier_rate(table: PriceTable):
+    """Above 200k input tokens the 1h write rate doubles too (12 $/MTok), as genai-prices computes it."""
+    usage = {
+        "input_tokens": 300_000,
+        "cache_write_tokens": 100_000,
+        "cache_write_1h_tokens": 60_000,
+        "output_tokens": 0,
+    }
+    expected = genai_prices.calc_price(
+        Usage(
+            input_tokens=300_000, cache_write_tokens=100_000, cache_write_1h_tokens=60_000, output_tokens=0
+        ),
+        SONNET,
+        provider_id="anthropic",
+        genai_request_timestamp=NOW,
+    ).total_price
+    assert table.cost("anthropic", SONNET, **usage) == pytest.approx(float(expected), rel=1e-12)
+    assert float(expected) == pytest.approx((200_000 * 6 + 40_000 * 7.5 + 60_000 * 12) / 1e6)
+
+
+def test_1h_cache_writes_cannot_exceed_the_cache_writes(table: PriceTable):
+    """The 1h part of the cache writes is a part: more than the whole is a clear error."""
+    with pytest.raises(ValueError, match="cache write 10, of which 1h 20"):
+        table.cost(
+            "anthropic",
+            SONNET,
+            input_tokens=100,
+            cache_write_tokens=10,
+            cache_write_1h_tokens=20,
+            output_tokens=0,
+        )
+
+
+def test_override_prices_one_hour_cache_writes():
+    """cache_write_1h_mtok prices the one-hour part of the writes; without it they cost the write rate."""
+    spec = {"input_mtok": 1.0, "output_mtok": 2.0, "cache_write_mtok": 1.25}
+    table = PriceTable({"anthropic": {"with-1h": {**spec, "cache_write_1h_mtok": 2.0}, "without": spec}})
+    usage = {
+        "input_tokens": 3 * M,
+        "cache_write_tokens": 2 * M,
+        "cache_write_1h_tokens": M,
+        "output_tokens": 0,
+    }
+    assert table.cost("anthropic", "with-1h", **usage) == pytest.approx(1.0 + 1.25 + 2.0)
+    assert table.cost("anthropic", "without", **usage) == pytest.approx(1.0 + 1.25 + 1.25)

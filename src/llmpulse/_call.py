@@ -456,6 +456,7 @@ class Call:
                 cached_input_tokens=cached or 0,
                 cache_write_tokens=cache_write or 0,
                 reasoning_tokens=reasoning or 0,
+                cache_write_1h_tokens=(parsed.cache_write_1h_tokens or 0) if parsed is not None else 0,
             )
         elif self._status is not None and self._status >= 400:
             cost = 0.0  # rejected by the provider before generating: not billed

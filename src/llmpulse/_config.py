@@ -160,9 +160,7 @@ def _parse_bool(name: str, raw: str) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise ConfigError(
-        f"{_var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
-    )
+    raise ConfigError(f"{_var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off")
 
 
 _OTEL_CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

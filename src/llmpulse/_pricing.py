@@ -35,9 +35,10 @@ _PRICE_KEYS = (
     "cache_read_mtok",
     "cache_write_mtok",
     "output_reasoning_mtok",
+    "cache_write_1h_mtok",
     "requests_kcount",
 )
-OVERRIDE_FIELDS = _PRICE_KEYS[:5]
+OVERRIDE_FIELDS = _PRICE_KEYS[:6]
 """Fields of a price override, in USD per million tokens; the first two are required."""
 
 _MAX_ENTRIES = 4096  # a caller inventing model names must not grow memory forever
@@ -60,11 +61,13 @@ class PriceSource(Protocol):
         cached_input_tokens: int = 0,
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
     ) -> float | None:
         """USD cost of one call, or None when the price is unknown (never 0 for unknown).
 
         ``input_tokens`` counts all input, cached and cache-write tokens included
-        (the OpenTelemetry rule); ``reasoning_tokens`` is a part of ``output_tokens``.
+        (the OpenTelemetry rule); ``reasoning_tokens`` is a part of ``output_tokens``;
+        ``cache_write_1h_tokens`` the part of ``cache_write_tokens`` cached for an hour.
         """
 
 
@@ -82,17 +85,19 @@ class _Rates:
     cache_write: float
     output: float
     reasoning: float
+    cache_write_1h: float = 0.0
     per_call: float = 0.0
     tiers: tuple[tuple[int, _Rates], ...] = ()
     until: datetime | None = None
 
-    def cost(self, inp: int, out: int, cached: int, written: int, reasoning: int) -> float:
+    def cost(self, inp: int, out: int, cached: int, written: int, reasoning: int, written_1h: int) -> float:
         r = self
         for start, tier in self.tiers:
             if inp > start:
                 r = tier
         uncached, plain_out = inp - cached - written, out - reasoning
-        mtok = uncached * r.input + cached * r.cache_read + written * r.cache_write
+        mtok = uncached * r.input + cached * r.cache_read
+        mtok += (written - written_1h) * r.cache_write + written_1h * r.cache_write_1h
         return (mtok + plain_out * r.output + reasoning * r.reasoning) / 1_000_000 + r.per_call
 
 
@@ -105,7 +110,7 @@ class _Exact:
     clock: Callable[[], datetime]
     until: None = None
 
-    def cost(self, inp: int, out: int, cached: int, written: int, reasoning: int) -> float:
+    def cost(self, inp: int, out: int, cached: int, written: int, reasoning: int, written_1h: int) -> float:
         from genai_prices import Usage  # noqa: PLC0415 - already imported by the lookup
 
         usage = Usage(
@@ -113,6 +118,7 @@ class _Exact:
             output_tokens=out,
             cache_read_tokens=cached,
             cache_write_tokens=written,
+            cache_write_1h_tokens=written_1h or None,
             output_reasoning_tokens=reasoning,
         )
         return float(
@@ -170,6 +176,7 @@ class PriceTable:
         cached_input_tokens: int = 0,
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
         fallback_model: str | None = None,
     ) -> float | None:
         """USD cost of one call, or None when the price is unknown.
@@ -183,6 +190,8 @@ class PriceTable:
             cached_input_tokens: Part of the input read from the prompt cache.
             cache_write_tokens: Part of the input written to the prompt cache.
             reasoning_tokens: Part of the output spent on reasoning.
+            cache_write_1h_tokens: Part of the cache writes kept for an hour
+                (Anthropic bills them higher than the default 5 minutes).
             fallback_model: Tried when ``model`` has no price: the response
                 names a dated id the data may lack, the request an alias it knows.
 
@@ -191,12 +200,15 @@ class PriceTable:
 
         """
         parts = cached_input_tokens + cache_write_tokens
-        if min(cached_input_tokens, cache_write_tokens, reasoning_tokens) < 0 or (
-            parts > input_tokens or reasoning_tokens > output_tokens
+        if min(cached_input_tokens, cache_write_tokens, reasoning_tokens, cache_write_1h_tokens) < 0 or (
+            parts > input_tokens
+            or reasoning_tokens > output_tokens
+            or cache_write_1h_tokens > cache_write_tokens
         ):
             raise ValueError(
                 f"inconsistent usage: input {input_tokens} (cached {cached_input_tokens}, cache write "
-                f"{cache_write_tokens}), output {output_tokens} (reasoning {reasoning_tokens})"
+                f"{cache_write_tokens}, of which 1h {cache_write_1h_tokens}), output {output_tokens} "
+                f"(reasoning {reasoning_tokens})"
             )
         price = self._price(provider, model)
         if price is _UNPRICED and fallback_model and fallback_model != model:
@@ -205,7 +217,12 @@ class PriceTable:
             self._report_unpriced(provider, fallback_model or model)
             return None
         return price.cost(
-            input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            cache_write_1h_tokens,
         )
 
     def warm_up(self) -> None:
@@ -308,12 +325,14 @@ def _rates(p: Mapping[str, float | None]) -> _Rates:
         value = p.get(key)
         return parent if value is None else value
 
+    cache_write = own("cache_write_mtok", input_)
     return _Rates(
         input=input_,
         cache_read=own("cache_read_mtok", input_),
-        cache_write=own("cache_write_mtok", input_),
+        cache_write=cache_write,
         output=output,
         reasoning=own("output_reasoning_mtok", output),
+        cache_write_1h=own("cache_write_1h_mtok", cache_write),
         per_call=(p.get("requests_kcount") or 0.0) / 1000,
     )
 

@@ -181,6 +181,9 @@ def _read_usage(out: ResponseInfo, usage: Any) -> None:
         out.input_tokens = uncached + cache_read + cache_write
         out.cached_input_tokens = cache_read
         out.cache_write_tokens = cache_write
+        split = usage.get("cache_creation")
+        if isinstance(split, dict):
+            out.cache_write_1h_tokens = as_int(split.get("ephemeral_1h_input_tokens"))
     out.output_tokens = as_int(usage.get("output_tokens"))
 
 

@@ -55,6 +55,8 @@ class ResponseInfo:
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
+    # Of the cache writes, those kept for an hour (Anthropic bills them higher).
+    cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
     response_model: str | None = None
     finish_reason: str | None = None

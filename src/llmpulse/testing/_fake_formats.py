@@ -223,6 +223,7 @@ class Generation:
         capped: Whether the request's max-tokens limit cut the reply.
         cached: Input tokens read from the cache.
         cache_write: Input tokens written to the cache.
+        cache_write_1h: Of those, the ones written for an hour (Anthropic).
         reasoning: Reasoning tokens, counted in the output on top of the visible ones.
         uid: Random suffix shared by every id of this reply.
     """
@@ -234,6 +235,7 @@ class Generation:
     capped: bool = False
     cached: int = 0
     cache_write: int = 0
+    cache_write_1h: int = 0
     reasoning: int = 0
     uid: str = ""
 
@@ -246,6 +248,7 @@ class Generation:
         output_tokens: int | None = None,
         cached: int = 0,
         cache_write: int = 0,
+        cache_write_1h: int = 0,
         reasoning: int = 0,
         huge_bytes: int = 0,
     ) -> Generation:
@@ -257,6 +260,7 @@ class Generation:
             output_tokens: Words to generate (default `DEFAULT_OUTPUT_TOKENS`), capped by the request.
             cached: Cache-read input tokens to report.
             cache_write: Cache-write input tokens to report.
+            cache_write_1h: Of those, the ones written for an hour.
             reasoning: Reasoning tokens to report.
             huge_bytes: If set, the reply text is exactly this many bytes long.
 
@@ -296,6 +300,7 @@ class Generation:
             capped=capped,
             cached=cached,
             cache_write=cache_write,
+            cache_write_1h=min(cache_write_1h, cache_write),
             reasoning=reasoning,
             uid=secrets.token_hex(12),
         )
@@ -485,7 +490,10 @@ class Generation:
             "output_tokens": self.output_tokens if output is None else output,
             "cache_creation_input_tokens": self.cache_write,
             "cache_read_input_tokens": self.cached,
-            "cache_creation": {"ephemeral_5m_input_tokens": self.cache_write, "ephemeral_1h_input_tokens": 0},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write - self.cache_write_1h,
+                "ephemeral_1h_input_tokens": self.cache_write_1h,
+            },
             "service_tier": "standard",
         }
         if self.reasoning and output is None:

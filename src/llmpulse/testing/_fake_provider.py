@@ -175,6 +175,8 @@ class FaultPlan:
         output_tokens: Words (= tokens) per reply (default 20), capped by the request's max tokens.
         cached_input_tokens: Cache-read input tokens reported per call.
         cache_write_input_tokens: Cache-write input tokens reported per call.
+        cache_write_1h_input_tokens: Of those, the ones written for an hour (Anthropic's
+            ``cache_creation.ephemeral_1h_input_tokens``; the rest are 5-minute writes).
         reasoning_tokens: Reasoning tokens reported per call, on top of the reply's.
 
     Raises:
@@ -192,6 +194,7 @@ class FaultPlan:
     output_tokens: int | None = None
     cached_input_tokens: int = 0
     cache_write_input_tokens: int = 0
+    cache_write_1h_input_tokens: int = 0
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
@@ -667,6 +670,7 @@ class FakeProvider:
             output_tokens=plan.output_tokens,
             cached=plan.cached_input_tokens,
             cache_write=plan.cache_write_input_tokens,
+            cache_write_1h=plan.cache_write_1h_input_tokens,
             reasoning=plan.reasoning_tokens,
             huge_bytes=fault.n_bytes if fault is not None and kind == "huge" else 0,
         )
