@@ -6,6 +6,7 @@ are on: structlog JSON (to /dev/null) and Prometheus.
 
     .venv/bin/python benchmarks/overhead.py            # calls, streams, import time
     .venv/bin/python benchmarks/overhead.py --memory   # + 1M synthetic events through the sinks
+    .venv/bin/python benchmarks/overhead.py --real-calls 50000   # + RSS over 50k real HTTP calls
 """
 
 from __future__ import annotations
@@ -176,11 +177,16 @@ def run_async(base: str, rounds: int, n: int) -> list[tuple[str, dict[str, float
 def import_time() -> float:
     """Median wall time of `import llmpulse` in a fresh interpreter, minus interpreter start."""
 
+    # As in production: bytecode cached (some sandboxes set PYTHONDONTWRITEBYTECODE,
+    # which would time the compilation of every module instead).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
     def run(code: str) -> float:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
         return time.perf_counter() - t0
 
+    run("import llmpulse")  # writes the bytecode caches
     base = statistics.median(run("pass") for _ in range(5))
     return statistics.median(run("import llmpulse") for _ in range(5)) - base
 
@@ -225,17 +231,58 @@ def memory(events: int, tenants: int) -> tuple[float, float, float]:
     return rss_at_10, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, elapsed / events * 1e6
 
 
+def real_calls(port: int, calls: int, tenants: int = 1_000) -> list[tuple[int, float]]:
+    """RSS (MiB) along ``calls`` real HTTP calls through wrapped clients: streams and not, many tenants."""
+    import anthropic
+    import openai
+
+    import llmpulse
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)])
+    base = f"http://127.0.0.1:{port}"
+    oai = llmpulse.wrap(openai.OpenAI(api_key="sk-bench", base_url=base + "/v1", max_retries=0))
+    ant = llmpulse.wrap(anthropic.Anthropic(api_key="sk-ant-bench", base_url=base, max_retries=0))
+    marks = []
+    for i in range(calls):
+        with llmpulse.context(tenant=f"tenant-{i % tenants}", route=f"/route/{i % 7}"):
+            kind = i % 4
+            if kind == 0:
+                oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=16)
+            elif kind == 1:
+                for _ in oai.chat.completions.create(
+                    model="gpt-4o-mini", messages=MESSAGES, max_tokens=16, stream=True
+                ):
+                    pass
+            elif kind == 2:
+                ant.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
+            else:
+                with ant.messages.stream(
+                    model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES
+                ) as stream:
+                    for _ in stream.text_stream:
+                        pass
+        if (i + 1) % (calls // 10) == 0:
+            llmpulse.flush(30)
+            marks.append((i + 1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    return marks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--real-calls", type=int, default=0, help="also measure RSS over this many HTTP calls"
+    )
     args = parser.parse_args()
     port = free_port()
     proc = start_fake(port)
     try:
         results = run_calls(port, args.rounds, args.n)
+        marks = real_calls(port, args.real_calls) if args.real_calls else []
     finally:
         proc.terminate()
         proc.wait()
@@ -262,6 +309,8 @@ def main() -> None:
             f"{r['raw_wall_us']:>12.0f}{r['wall_overhead_us']:>12.1f}{per_chunk:>12}{r['sink_thread_us']:>12.1f}"
         )
     print(f"import llmpulse: {import_time() * 1000:.0f} ms")
+    if marks:
+        print("max RSS over real calls: " + ", ".join(f"{n:,}: {rss:.0f} MiB" for n, rss in marks))
     if args.memory:
         at10, end, per_event = memory(args.events, 10_000)
         print(
