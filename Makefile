@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LEGACY       ?= .venv-legacy
 LEGACY_STAMP := $(LEGACY)/.installed
 # The smoke subset run on the previous SDK majors (httpx stack).
-LEGACY_TESTS := tests/test_calls.py tests/test_streaming.py tests/test_context.py
+LEGACY_TESTS := tests/test_calls.py tests/test_streaming.py tests/test_context.py tests/test_policies.py
 
 .PHONY: venv demo test lint typecheck pytest test-legacy bench clean
 

@@ -40,6 +40,9 @@ def _fake() -> Iterator[FakeProvider]:
 def _reset_fake(fake: FakeProvider) -> None:
     fake.plan = FaultPlan()
     fake.clear()
+    # Each test starts with fresh policy state (breakers, retry budgets): the
+    # fake provider is one endpoint for the whole session.
+    llmpulse._wrap._defaults.clear()
 
 
 @pytest.fixture(name="sink")

@@ -179,7 +179,7 @@ def test_a_bug_in_the_retry_decision_hands_the_response_over(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(llmpulse._call, "sdk_retry_delay", boom)
+    monkeypatch.setattr(llmpulse._call, "decide_retry", boom)
     fake.enqueue(Fault.status(500))
     with pytest.raises(openai.InternalServerError):
         oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)

@@ -7,12 +7,11 @@ import itertools
 import json
 import time
 
-import httpx2
 import pytest
 
 from llmpulse._redact import redact
 from llmpulse._sampling import Sampler
-from llmpulse.policies import parse_retry_after, sdk_retry_delay
+from llmpulse.policies import parse_retry_after
 from llmpulse.providers import OpenAIProvider, UsageChunkFilter, operation_from_path
 from llmpulse.providers._base import iter_sse_data, json_value_after
 
@@ -51,55 +50,6 @@ def test_iter_sse_data_splits_events() -> None:
     """SSE blocks become (event, data) pairs, CRLF included."""
     data = b"event: a\r\ndata: 1\r\n\r\ndata: [DONE]\n\n: comment\n\n"
     assert iter_sse_data(data) == [(b"a", b"1"), (b"", b"[DONE]")]
-
-
-def _delay(**kwargs: object) -> float | None:
-    base: dict[str, object] = {
-        "retries_taken": 0,
-        "max_retries": 2,
-        "status": None,
-        "headers": None,
-        "exc": None,
-        "random": lambda: 0.0,
-    }
-    base.update(kwargs)
-    return sdk_retry_delay(**base)  # type: ignore[arg-type]
-
-
-def test_sdk_retry_rule_statuses() -> None:
-    """408/409/429/5xx retry, other 4xx do not, x-should-retry overrides both ways."""
-    for status in (408, 409, 429, 500, 503, 529):
-        assert _delay(status=status, headers={}) == 0.5
-    for status in (400, 401, 403, 404, 422):
-        assert _delay(status=status, headers={}) is None
-    assert _delay(status=400, headers={"x-should-retry": "true"}) == 0.5
-    assert _delay(status=500, headers={"x-should-retry": "false"}) is None
-    assert _delay(status=500, headers={}, retries_taken=2) is None
-
-
-def test_sdk_backoff_and_retry_after() -> None:
-    """Backoff doubles to 8 s with up to 25 % jitter; Retry-After wins up to 120 s."""
-    assert [_delay(status=500, headers={}, retries_taken=n, max_retries=9) for n in range(6)] == [
-        0.5,
-        1.0,
-        2.0,
-        4.0,
-        8.0,
-        8.0,
-    ]
-    assert _delay(status=500, headers={}, random=lambda: 1.0) == 0.375
-    assert _delay(status=429, headers={"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert _delay(status=429, headers={"retry-after": "0.25"}) == 0.25
-    assert _delay(status=429, headers={"retry-after": "0"}) == 0.5
-    assert _delay(status=429, headers={"retry-after": "600"}) is None
-
-
-def test_transport_errors_retry_others_do_not() -> None:
-    """Connection errors and timeouts retry; a foreign exception does not."""
-    request = httpx2.Request("POST", "http://x")
-    assert _delay(exc=httpx2.ConnectError("no", request=request)) == 0.5
-    assert _delay(exc=httpx2.ReadTimeout("slow", request=request)) == 0.5
-    assert _delay(exc=ValueError("bug")) is None
 
 
 def test_retry_after_http_date() -> None:

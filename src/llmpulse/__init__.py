@@ -27,28 +27,50 @@ from .events import (
     NetworkTimings,
     RateLimitInfo,
 )
-from .exceptions import ConfigError, LLMPulseError, UnsupportedClientError
+from .exceptions import (
+    BudgetExceededError,
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceededError,
+    LLMPulseError,
+    MalformedResponseError,
+    OverloadedError,
+    PolicyError,
+    RateLimitedError,
+    UnsupportedClientError,
+)
+from .policies import BreakerConfig, Policies, Timeouts
 from .sinks import JsonlSink, Sink, StructlogSink
 from .sinks._dispatch import SinkStats
 
 __all__ = [
     "AttemptEvent",
+    "BreakerConfig",
+    "BudgetExceededError",
     "CallEvent",
+    "CircuitOpenError",
     "ConfigError",
     "Context",
+    "DeadlineExceededError",
     "Event",
     "GroupStats",
     "InteractionSummary",
     "JsonlSink",
     "LLMPulseError",
+    "MalformedResponseError",
     "MetricsServer",
     "NetworkTimings",
+    "OverloadedError",
+    "Policies",
+    "PolicyError",
     "RateLimitInfo",
+    "RateLimitedError",
     "Settings",
     "Sink",
     "SinkStats",
     "StatsSnapshot",
     "StructlogSink",
+    "Timeouts",
     "UnsupportedClientError",
     "aflush",
     "configure",

@@ -16,17 +16,19 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from ._content import output_content
 from ._context import Context, InteractionTotals, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
-from .policies import parse_retry_after, sdk_retry_delay
+from .exceptions import CircuitOpenError, DeadlineExceededError, PolicyError, sdk_error
+from .policies import RetryDecision, classify_exception, decide_retry, parse_retry_after
 from .providers import UsageChunkFilter
 
 if TYPE_CHECKING:
     from ._hook import Hook
+    from .policies import CircuitBreaker, Permit
     from .providers import RequestInfo, ResponseInfo, StreamFormat
 
 __all__ = ["Call"]
@@ -55,11 +57,14 @@ class Call:
     __slots__ = (
         "_app_ctx",
         "_attempt_started",
+        "_attempt_timeout",
         "_backoff",
         "_body_done",
+        "_breaker",
         "_capture",
         "_carry",
         "_chunks",
+        "_clock",
         "_content_at",
         "_correlation_id",
         "_ctx",
@@ -70,12 +75,18 @@ class Call:
         "_info",
         "_input_content",
         "_interaction",
+        "_max_retries",
         "_nbytes",
+        "_permit",
+        "_policies",
         "_prev_trace",
         "_prompt_estimate",
+        "_rejected_reason",
         "_retained",
+        "_sdk_timeout",
         "_sse",
         "_status",
+        "_stop_reason",
         "_stream_format",
         "_t0",
         "_tail",
@@ -95,7 +106,7 @@ class Call:
         correlation_id: str,
         call_id: str,
         prompt_estimate: int | None,
-        deadline: float | None,
+        sdk_timeout: Any = None,
         input_content: str | None = None,
         capture: bool = False,
     ) -> None:
@@ -108,7 +119,23 @@ class Call:
         self.call_id = call_id
         self._prompt_estimate = prompt_estimate
         self._t0 = time.perf_counter()
-        self._deadline = None if deadline is None else self._t0 + deadline
+        policies = hook.policies
+        self._policies = policies
+        self._sdk_timeout = sdk_timeout
+        self._max_retries = hook.max_retries if policies.max_retries is None else policies.max_retries
+        # The policies' clock (fake in tests) drives every time-based decision;
+        # perf_counter only measures what the event reports.
+        self._clock = policies.clock
+        total = policies.timeouts.total_for(streamed=info.streamed, max_tokens=info.max_tokens)
+        sdk_read = sdk_timeout.get("read") if isinstance(sdk_timeout, dict) else None
+        if sdk_read is not None:
+            total = min(total, sdk_read)  # a per-call timeout= caps the whole call
+        self._deadline = self._clock.monotonic() + total
+        self._breaker: CircuitBreaker | None = None
+        self._permit: Permit | None = None
+        self._attempt_timeout: dict[str, Any] | None = None
+        self._stop_reason: str | None = None
+        self._rejected_reason: str | None = None
         # Sinks run in the caller's contextvars (structlog's bound variables,
         # the current span), even though they run on another thread.
         self._app_ctx = contextvars.copy_context()
@@ -138,25 +165,111 @@ class Call:
 
     # -- attempts -------------------------------------------------------------
 
-    def begin_attempt(self, extensions: dict[str, Any], *, is_async: bool) -> dict[str, Any]:
-        """Count an attempt; return the request extensions to send it with."""
+    def begin_attempt(self, request: Any, extensions: dict[str, Any], *, is_async: bool) -> dict[str, Any]:
+        """Admit and count an attempt; return the request extensions to send it with.
+
+        Raises:
+            CircuitOpenError: The endpoint's breaker refuses the attempt (the
+                call ends: "rejected" if nothing was sent yet).
+            DeadlineExceededError: The call's deadline passed while waiting.
+
+        """
+        first = self.attempts == 0
+        if first:
+            self._find_breaker()
+        refusal = self._acquire_permit()
+        if refusal is not None:
+            self._refuse(request, refusal)
+        if first:
+            self._earn_retry_budget()  # only calls actually sent earn retries
         self.attempts += 1
         self._trace = []
         self._attempt_started = time.perf_counter()
-        if self.attempts == 1:
+        if first:
             self._prev_trace = extensions.get("trace")
         extensions = dict(extensions)
         # A retry is timed whenever timings are on: something already went wrong.
         if self._timed or (self.attempts > 1 and self._hook.network_sampler is not None):
             extensions["trace"] = self._async_trace if is_async else self._sync_trace
-        if self._deadline is not None and self.attempts > 1:
-            remaining = max(self._deadline - self._attempt_started, 0.001)
-            timeout = extensions.get("timeout")
-            if isinstance(timeout, dict):
-                extensions["timeout"] = {
-                    k: remaining if v is None else min(v, remaining) for k, v in timeout.items()
-                }
+        info = self._info
+        self._attempt_timeout = extensions["timeout"] = self._policies.timeouts.attempt_extension(
+            self._sdk_timeout,
+            streamed=info.streamed,
+            max_tokens=info.max_tokens,
+            remaining_s=self._remaining(),
+        )
         return extensions
+
+    def _find_breaker(self) -> None:
+        hook = self._hook
+        try:
+            self._breaker = self._policies.circuit(hook.endpoint, self._info.model, hook.circuit_changed)
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            hook.pipeline.internal_error("policies")
+
+    def _earn_retry_budget(self) -> None:
+        try:
+            self._policies.budget(self._hook.endpoint).on_request()
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            self._hook.pipeline.internal_error("policies")
+
+    def _acquire_permit(self) -> type[PolicyError] | None:
+        if self._remaining() <= 0:
+            return DeadlineExceededError
+        breaker = self._breaker
+        if breaker is None:
+            return None
+        try:
+            permit = breaker.acquire()
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            self._hook.pipeline.internal_error("policies")
+            return None
+        if permit is None:
+            return CircuitOpenError
+        self._permit = permit
+        return None
+
+    def _refuse(self, request: Any, cls: type[PolicyError]) -> NoReturn:
+        hook, info = self._hook, self._info
+        if cls is CircuitOpenError and self._breaker is not None:
+            wait = self._breaker.retry_after_s()
+            what = f"{hook.provider.name} {info.model or info.operation} at {hook.endpoint[1]}"
+            message = (
+                f"circuit open for {what}: failing fast for {wait:.1f} s more"
+                if wait > 0
+                else f"circuit half-open for {what}: its probe calls are in flight"
+            )
+        else:
+            wait = None
+            message = (
+                f"deadline exceeded after {self.attempts} attempt(s) and "
+                f"{sum(self._backoff):.2f} s of backoff"
+            )
+        exc = sdk_error(
+            cls,
+            hook.connection_error,
+            request,
+            message,
+            provider=hook.provider.name,
+            model=info.model,
+            retry_after_s=wait,
+        )
+        self._rejected_reason = cls.reason
+        outcome: Outcome = "rejected" if self.attempts == 0 else "error"
+        self._finish(outcome, None, error_type=cls.__name__, error_message=message)
+        raise exc
+
+    def _remaining(self) -> float:
+        return self._deadline - self._clock.monotonic()
+
+    def _release(self, outcome: Literal["success", "failure", "ignored"]) -> None:
+        permit, self._permit = self._permit, None
+        if permit is None or self._breaker is None:
+            return
+        try:
+            self._breaker.release(permit, outcome, self._clock.monotonic() - permit.started)
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            self._hook.pipeline.internal_error("policies")
 
     def _sync_trace(self, name: str, info: Mapping[str, Any]) -> None:
         self._trace.append((name, time.perf_counter()))
@@ -168,18 +281,33 @@ class Call:
         if self._prev_trace is not None:
             await self._prev_trace(name, info)
 
-    def attempt_answered(self, status: int, raw_headers: Any) -> float | None:
+    @staticmethod
+    def wants_error_body(status: int) -> bool:
+        """Whether the retry decision needs the body of a response with this status."""
+        return status == 429  # only its error code tells a spent quota from a rate limit
+
+    def attempt_answered(self, status: int, raw_headers: Any, body: bytes | None = None) -> float | None:
         """Record response headers; return the sleep before a retry, or None to keep this response."""
         self._status = status
         # One pass into a plain dict: an httpx Headers lookup scans every
         # header, and an event reads half a dozen of them.
         headers = self._headers = dict(raw_headers.multi_items())
+        # Only provider-side failures count against the breaker; a 4xx is the caller's.
+        self._release("failure" if status >= 500 else "success" if status < 400 else "ignored")
         delay = None
         if status >= 400:
-            try:
-                delay = self._retry_delay(status, headers, None)
-            except Exception:  # noqa: BLE001 - a bug of ours: hand the response over as it is
-                self._hook.pipeline.internal_error("retry_decision")
+            quota = False
+            if body is not None:
+                try:
+                    quota = self._hook.provider.quota_exhausted(status, body)
+                except Exception:  # noqa: BLE001 - a bug of ours: decide without it
+                    self._hook.pipeline.internal_error("retry_decision")
+            delay = self._retry_delay(status, headers, None, quota)
+        elif self._info.streamed and self._attempt_timeout is not None:
+            # Headers are in: from here on every read waits at most the idle gap.
+            idle = self._policies.timeouts.body_read_s(self._sdk_timeout, streamed=True)
+            if idle is not None:
+                self._attempt_timeout["read"] = idle
         self._attempt_event(status, None, headers, delay)
         return delay
 
@@ -187,31 +315,51 @@ class Call:
         """Record a transport failure; return the sleep before a retry, or None to raise it."""
         self._status = None
         self._headers = None
-        delay = None
-        try:
-            delay = self._retry_delay(None, None, exc)
-        except Exception:  # noqa: BLE001 - a bug of ours: let the SDK raise as it would
-            self._hook.pipeline.internal_error("retry_decision")
+        failure = classify_exception(exc)
+        self._release("failure" if failure in ("timeout", "connect") else "ignored")
+        delay = self._retry_delay(None, None, failure, False)
         self._attempt_event(None, type(exc).__name__, None, delay)
         return delay
 
     def _retry_delay(
-        self, status: int | None, headers: Mapping[str, str] | None, exc: Exception | None
+        self, status: int | None, headers: Mapping[str, str] | None, failure: str | None, quota: bool
     ) -> float | None:
-        delay = sdk_retry_delay(
+        try:
+            decision = self._decide(status, headers, failure, quota)
+        except Exception:  # noqa: BLE001 - a bug of ours: hand over what we have, as it is
+            self._hook.pipeline.internal_error("retry_decision")
+            return None
+        hook = self._hook
+        hook.pipeline.count_retry(hook.metrics, hook.provider.name, self._info.model, decision)
+        if decision.delay_s is None:
+            self._stop_reason = decision.reason
+            return None
+        self._backoff.append(decision.delay_s)
+        return decision.delay_s
+
+    def _decide(
+        self, status: int | None, headers: Mapping[str, str] | None, failure: str | None, quota: bool
+    ) -> RetryDecision:
+        policies = self._policies
+        decision = decide_retry(
             retries_taken=self.attempts - 1,
-            max_retries=self._hook.max_retries,
+            max_retries=self._max_retries,
             status=status,
             headers=headers,
-            exc=exc,
-            random=self._hook.random,
+            failure=failure,
+            quota_exhausted=quota,
+            remaining_s=self._remaining(),
+            backoff_base_s=policies.backoff_base_s,
+            backoff_max_s=policies.backoff_max_s,
+            random=policies.random,
         )
-        if delay is None:
-            return None
-        if self._deadline is not None and time.perf_counter() + delay >= self._deadline:
-            return None  # sleeping would outlive the caller's timeout: fail now
-        self._backoff.append(delay)
-        return delay
+        if decision.delay_s is None:
+            return decision
+        if self._breaker is not None and self._breaker.state == "open":
+            return RetryDecision(None, "circuit_open")  # this very failure may have opened it
+        if not policies.budget(self._hook.endpoint).try_spend():
+            return RetryDecision(None, "budget")
+        return decision
 
     def _attempt_event(
         self,
@@ -341,6 +489,8 @@ class Call:
 
     def abort(self, exc: BaseException) -> None:
         """An exception escaped before a response was handed over."""
+        # Cancelled mid-attempt: give the breaker its permit back, counting nothing.
+        self._release("ignored")
         if self._finish_lock.locked():
             return
         if isinstance(exc, Exception):
@@ -504,6 +654,8 @@ class Call:
             server_address=hook.server_address,
             error_message=_redacted(error_message) if outcome != "ok" else None,
             path=info.path,
+            retry_stop_reason=self._stop_reason if outcome != "ok" else None,
+            rejected_reason=self._rejected_reason,
             input_content=self._input_content,
             output_content=output,
         )

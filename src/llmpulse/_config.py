@@ -26,6 +26,19 @@ _SINK_NAMES = ("log", "jsonl", "none")
 _LOG_FORMATS = ("json", "console")
 _LOG_STREAMS = ("stdout", "stderr")
 _NETWORK_TIMINGS = ("sampled", "all", "off")
+# Settings that must be > 0 when set.
+_POSITIVE = (
+    "backoff_base_s",
+    "backoff_max_s",
+    "connect_timeout_s",
+    "read_timeout_s",
+    "stream_first_byte_timeout_s",
+    "stream_idle_timeout_s",
+    "total_timeout_s",
+    "breaker_failures",
+    "breaker_open_s",
+    "breaker_half_open_probes",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +74,22 @@ class Settings:
             httpcore's trace hook (the event's ``network``): "sampled" (default:
             ``network_sample_rate`` of calls plus every retry), "all" or "off".
         network_sample_rate: Fraction of calls timed when ``network_timings`` is "sampled".
+        max_retries: Retries after the first attempt; None: each client's own
+            ``max_retries`` (the SDKs default to 2).
+        retry_budget_ratio: Retries earned per request, per endpoint.
+        retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
+        backoff_base_s: Ceiling of the first backoff (full jitter below it).
+        backoff_max_s: Largest backoff ceiling.
+        connect_timeout_s: Opening a connection.
+        read_timeout_s: A non-streamed call's wait for its answer, before the per-token part.
+        read_timeout_per_token_s: Added per requested output token.
+        stream_first_byte_timeout_s: A stream's wait for its response headers.
+        stream_idle_timeout_s: A stream's wait for each chunk.
+        total_timeout_s: The whole call, retries included; None: derived.
+        breaker: Use circuit breakers (one per endpoint and model).
+        breaker_failures: Consecutive provider failures that open a breaker.
+        breaker_open_s: How long an open breaker fails calls fast.
+        breaker_half_open_probes: Probe calls a half-open breaker lets through before deciding.
 
     """
 
@@ -84,6 +113,21 @@ class Settings:
     tiktoken_download: bool = False
     network_timings: str = "sampled"
     network_sample_rate: float = 0.01
+    max_retries: int | None = None
+    retry_budget_ratio: float = 0.1
+    retry_budget_reserve: int = 10
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 8.0
+    read_timeout_per_token_s: float = 0.02
+    stream_first_byte_timeout_s: float = 10.0
+    stream_idle_timeout_s: float = 30.0
+    total_timeout_s: float | None = None
+    breaker: bool = True
+    breaker_failures: int = 10
+    breaker_open_s: float = 60.0
+    breaker_half_open_probes: int = 1
 
     def __post_init__(self) -> None:
         names = tuple(s for s in self.sinks if isinstance(s, str))
@@ -94,6 +138,23 @@ class Settings:
         _check_choice("log_format", self.log_format, _LOG_FORMATS)
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
         _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{_var(name)}={value!r} is not valid: use a number greater than 0")
+        for name in ("max_retries", "retry_budget_reserve"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{_var(name)}={value!r} is not valid: use an integer >= 0")
+        if self.retry_budget_ratio < 0:
+            raise ConfigError(
+                f"{_var('retry_budget_ratio')}={self.retry_budget_ratio!r} is not valid: use >= 0"
+            )
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ConfigError(
+                f"{_var('backoff_base_s')}={self.backoff_base_s!r} is larger than "
+                f"{_var('backoff_max_s')}={self.backoff_max_s!r}"
+            )
         if not 0.0 < self.network_sample_rate <= 1.0:
             raise ConfigError(
                 f"{_var('network_sample_rate')}={self.network_sample_rate!r} is not valid: "
@@ -196,6 +257,10 @@ def _parse_float(name: str, raw: str) -> float:
         raise ConfigError(f"{_var(name)}={raw!r} is not a number") from None
 
 
+def _parse_optional_float(name: str, raw: str) -> float | None:
+    return None if raw == "" else _parse_float(name, raw)
+
+
 def _parse_optional_int(name: str, raw: str) -> int | None:
     return None if raw == "" else _parse_int(name, raw)
 
@@ -232,6 +297,21 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "tiktoken_download": _parse_bool,
     "network_timings": _parse_str,
     "network_sample_rate": _parse_float,
+    "max_retries": _parse_optional_int,
+    "retry_budget_ratio": _parse_float,
+    "retry_budget_reserve": _parse_int,
+    "backoff_base_s": _parse_float,
+    "backoff_max_s": _parse_float,
+    "connect_timeout_s": _parse_float,
+    "read_timeout_s": _parse_float,
+    "read_timeout_per_token_s": _parse_float,
+    "stream_first_byte_timeout_s": _parse_float,
+    "stream_idle_timeout_s": _parse_float,
+    "total_timeout_s": _parse_optional_float,
+    "breaker": _parse_bool,
+    "breaker_failures": _parse_int,
+    "breaker_open_s": _parse_float,
+    "breaker_half_open_probes": _parse_int,
 }
 
 _lock = threading.Lock()

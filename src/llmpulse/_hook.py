@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import random
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +13,7 @@ from ._context import Context, active_context, new_id
 from ._runtime import price_table, token_counter
 from ._sampling import Sampler
 from ._tokens import estimate_request_tokens
+from .policies import BreakerState, Policies
 from .providers import Provider
 
 if TYPE_CHECKING:
@@ -45,9 +43,10 @@ class Hook:
         capture_content: Capture prompt and completion text (opt-in).
         network_sampler: Picks the calls whose network phases are timed
             (httpcore's trace hook); None: none are.
-        sleep: Blocking sleep (injected by tests).
-        asleep: Async sleep (injected by tests).
-        random: ``random.random``-like jitter source.
+        policies: Retry, timeout and circuit-breaker settings and their state.
+        endpoint: ``(provider, host, api_key_id)``: what policy state is keyed by.
+        connection_error: The SDK's ``APIConnectionError``: llmpulse's own
+            exceptions also subclass it when raised through this client.
 
     """
 
@@ -62,13 +61,19 @@ class Hook:
     inject_stream_usage: bool = True
     network_sampler: Sampler | None = None
     capture_content: bool = False
-    sleep: Callable[[float], None] = time.sleep
-    asleep: Callable[[float], Awaitable[None]] | None = None
-    random: Callable[[], float] = random.random
+    policies: Policies = field(default_factory=Policies)
+    endpoint: tuple[str, str, str] = ("", "", "")
+    connection_error: type[BaseException] = Exception
 
     def with_max_retries(self, max_retries: int) -> Hook:
         """Return a copy retrying ``max_retries`` times (for ``with_options(max_retries=N)``)."""
         return dataclasses.replace(self, max_retries=max_retries)
+
+    def circuit_changed(
+        self, provider: str, host: str, key_id: str, model: str, old: BreakerState, new: BreakerState
+    ) -> None:
+        """Record a breaker transition of this client's endpoint in the metrics."""
+        self.pipeline.circuit_changed(self.metrics, provider, host, model, old, new)
 
     def start_call(self, request: Any) -> Call | None:
         """Begin observing ``request`` as one logical call; None lets it pass unobserved."""
@@ -100,10 +105,6 @@ class Hook:
             request._content = body
             request.headers["Content-Length"] = str(len(body))
         capture = self.capture_content and not ctx.private
-        deadline = None
-        timeout = request.extensions.get("timeout")
-        if isinstance(timeout, dict):
-            deadline = timeout.get("read")
         call = Call(
             self,
             info,
@@ -111,7 +112,7 @@ class Hook:
             correlation_id=correlation_id,
             call_id=call_id,
             prompt_estimate=estimate_request_tokens(body) if body else None,
-            deadline=deadline,
+            sdk_timeout=request.extensions.get("timeout"),
             input_content=input_content(body) if capture else None,
             capture=capture,
         )

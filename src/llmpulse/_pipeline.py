@@ -24,6 +24,7 @@ from .sinks._dispatch import Dispatcher, Route, SinkStats
 if TYPE_CHECKING:
     from ._context import Context, InteractionTotals
     from ._stats import RollingStats, StatsSnapshot
+    from .policies import RetryDecision
     from .sinks._prometheus import PrometheusSink
 
 __all__ = [
@@ -77,6 +78,28 @@ class Pipeline:
         target = metrics or self.metrics
         if target is not None:
             target.count_attempt(provider, model, operation, status)
+
+    def count_retry(
+        self, metrics: PrometheusSink | None, provider: str, model: str | None, decision: RetryDecision
+    ) -> None:
+        """Count a retry made, or a failed attempt not retried, with its reason."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.count_retry(provider, model, decision.reason, made=decision.delay_s is not None)
+
+    def circuit_changed(
+        self,
+        metrics: PrometheusSink | None,
+        provider: str,
+        host: str,
+        model: str,
+        old: str,
+        new: str,
+    ) -> None:
+        """Record a circuit breaker transition."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.record_circuit(provider, host, model, old, new)
 
     def wants_attempts(self, routes: tuple[Route, ...] | None) -> bool:
         """Whether any output sink takes `AttemptEvent` s (else none is built)."""

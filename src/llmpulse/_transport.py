@@ -105,9 +105,10 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             if call is None:
                 return self.inner.handle_request(request)
             base_extensions = request.extensions
+            clock = self.hook.policies.clock
             try:
                 while True:
-                    request.extensions = call.begin_attempt(base_extensions, is_async=False)
+                    request.extensions = call.begin_attempt(request, base_extensions, is_async=False)
                     _mark_retry(request, call)
                     try:
                         response = self.inner.handle_request(request)
@@ -116,7 +117,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                         if delay is None:
                             raise
                     else:
-                        delay = call.attempt_answered(response.status_code, response.headers)
+                        status = response.status_code
+                        body = response.read() if call.wants_error_body(status) else None
+                        delay = call.attempt_answered(status, response.headers, body)
                         if delay is None:
                             call.observe_body()
                             if _already_read(response):
@@ -125,7 +128,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                                 response.stream = ObservedStream(response.stream, call)
                             return response
                         response.close()
-                    self.hook.sleep(delay)
+                    clock.sleep(delay)
             except BaseException as exc:
                 call.abort(exc)
                 raise
@@ -145,9 +148,10 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             if call is None:
                 return await self.inner.handle_async_request(request)
             base_extensions = request.extensions
+            clock = self.hook.policies.clock
             try:
                 while True:
-                    request.extensions = call.begin_attempt(base_extensions, is_async=True)
+                    request.extensions = call.begin_attempt(request, base_extensions, is_async=True)
                     _mark_retry(request, call)
                     try:
                         response = await self.inner.handle_async_request(request)
@@ -156,7 +160,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                         if delay is None:
                             raise
                     else:
-                        delay = call.attempt_answered(response.status_code, response.headers)
+                        status = response.status_code
+                        body = await response.aread() if call.wants_error_body(status) else None
+                        delay = call.attempt_answered(status, response.headers, body)
                         if delay is None:
                             call.observe_body()
                             if _already_read(response):
@@ -165,7 +171,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                                 response.stream = AsyncObservedStream(response.stream, call)
                             return response
                         await response.aclose()
-                    await _asleep(self.hook, delay)
+                    await clock.asleep(delay)
             except BaseException as exc:
                 call.abort(exc)
                 raise
@@ -192,12 +198,3 @@ def _mark_retry(request: Any, call: Call) -> None:
     # The SDK numbers its attempts in this header; ours replace its loop.
     if call.attempts > 1:
         request.headers["x-stainless-retry-count"] = str(call.attempts - 1)
-
-
-async def _asleep(hook: Hook, seconds: float) -> None:
-    if hook.asleep is not None:
-        await hook.asleep(seconds)
-        return
-    import anyio  # noqa: PLC0415 - the SDKs' own dependency; works under asyncio and trio
-
-    await anyio.sleep(seconds)

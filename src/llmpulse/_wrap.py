@@ -26,6 +26,7 @@ from ._runtime import price_table
 from ._sampling import Sampler
 from ._transport import transport_classes
 from .exceptions import UnsupportedClientError
+from .policies import BreakerConfig, Policies, Timeouts
 from .providers import AnthropicProvider, OpenAIProvider, Provider
 
 __all__ = ["unwrap", "wrap"]
@@ -43,7 +44,13 @@ _warned: set[type] = set()
 ClientT = TypeVar("ClientT")
 
 
-def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any = None) -> ClientT:
+def wrap(
+    client: ClientT,
+    *,
+    sinks: Iterable[Any] | None = None,
+    registry: Any = None,
+    policies: Policies | None = None,
+) -> ClientT:
     """Return an instrumented copy of an openai or anthropic client.
 
     The copy has the same class and settings; the argument is left untouched
@@ -56,6 +63,9 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
             configured defaults (metrics and `llmpulse.stats` still see every call).
         registry: A prometheus_client ``CollectorRegistry`` for this client's
             metrics (default: the global registry).
+        policies: Retry, timeout and circuit-breaker settings for this client
+            (default: the process's, from the ``LLMPULSE_*`` settings). Clients
+            wrapped with the same object share per-endpoint state.
 
     Returns:
         The instrumented client; if the SDK's internals are not what llmpulse
@@ -75,6 +85,8 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
     pipeline = get_pipeline()
     _warm_up_prices()
     try:
+        api_key_id = _fingerprint(getattr(client, "api_key", None))
+        host = str(client.base_url.host)  # type: ignore[attr-defined]
         hook = Hook(
             provider=provider,
             http=_http_module(client._client),  # type: ignore[attr-defined]
@@ -82,17 +94,61 @@ def wrap(client: ClientT, *, sinks: Iterable[Any] | None = None, registry: Any =
             max_retries=int(client.max_retries),  # type: ignore[attr-defined]
             routes=None if sinks is None else pipeline.routes_for(sinks),
             metrics=None if registry is None else make_metrics(registry, settings),
-            api_key_id=_fingerprint(getattr(client, "api_key", None)),
-            server_address=str(client.base_url.host),  # type: ignore[attr-defined]
+            api_key_id=api_key_id,
+            server_address=host,
             inject_stream_usage=settings.include_stream_usage,
             network_sampler=_network_sampler(settings),
             capture_content=settings.capture_content,
+            policies=policies if policies is not None else default_policies(settings),
+            endpoint=(provider.name, host, api_key_id or ""),
+            connection_error=_connection_error(client),
         )
         wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
         return cast("ClientT", _give_up(client, exc, pipeline))
     object.__setattr__(wrapped, _ORIGINAL_ATTR, client)
     return cast("ClientT", wrapped)
+
+
+_defaults: list[tuple[Settings, Policies]] = []
+
+
+def default_policies(settings: Settings) -> Policies:
+    """The process's `Policies`, built from ``settings`` (rebuilt, with fresh state, by `configure`)."""
+    if _defaults and _defaults[0][0] is settings:
+        return _defaults[0][1]
+    breaker = None
+    if settings.breaker:
+        breaker = BreakerConfig(
+            failure_threshold=settings.breaker_failures,
+            open_s=settings.breaker_open_s,
+            half_open_probes=settings.breaker_half_open_probes,
+        )
+    policies = Policies(
+        max_retries=settings.max_retries,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+        retry_budget_ratio=settings.retry_budget_ratio,
+        retry_budget_reserve=settings.retry_budget_reserve,
+        timeouts=Timeouts(
+            connect_s=settings.connect_timeout_s,
+            read_s=settings.read_timeout_s,
+            read_per_token_s=settings.read_timeout_per_token_s,
+            stream_first_byte_s=settings.stream_first_byte_timeout_s,
+            stream_idle_s=settings.stream_idle_timeout_s,
+            total_s=settings.total_timeout_s,
+        ),
+        breaker=breaker,
+    )
+    _defaults[:] = [(settings, policies)]
+    return policies
+
+
+def _connection_error(client: Any) -> type[BaseException]:
+    # llmpulse's own errors must also be this SDK's APIConnectionError (see exceptions.py).
+    sdk = sys.modules[type(client).__module__.split(".")[0]]
+    error: type[BaseException] = sdk.APIConnectionError
+    return error
 
 
 def _network_sampler(settings: Settings) -> Sampler | None:

@@ -129,6 +129,8 @@ class CallEvent:
     path: str = ""
     input_content: str | None = None
     output_content: str | None = None
+    retry_stop_reason: str | None = None
+    rejected_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

@@ -1,9 +1,28 @@
 """② Decisions taken in the call path, before and between attempts.
 
-For now this is the SDK's own retry rule, so wrapping a client changes
-nothing about when it retries; the resilience policies build on it.
+Each policy is a pure decision object with an injected clock, shared by the
+sync and async attempt loops; `Policies` bundles their settings and keeps
+their state per endpoint.
 """
 
-from ._retry import parse_retry_after, sdk_retry_delay
+from ._breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit
+from ._budget import RetryBudget
+from ._deadline import Timeouts
+from ._policies import Clock, Policies, SystemClock
+from ._retry import RetryDecision, classify_exception, decide_retry, parse_retry_after
 
-__all__ = ["parse_retry_after", "sdk_retry_delay"]
+__all__ = [
+    "BreakerConfig",
+    "BreakerState",
+    "CircuitBreaker",
+    "Clock",
+    "Permit",
+    "Policies",
+    "RetryBudget",
+    "RetryDecision",
+    "SystemClock",
+    "Timeouts",
+    "classify_exception",
+    "decide_retry",
+    "parse_retry_after",
+]

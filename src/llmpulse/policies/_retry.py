@@ -1,8 +1,27 @@
-"""The retry rule of the openai/anthropic SDKs, as one pure function.
+"""Whether to retry an attempt, and after how long: one pure function.
 
-llmpulse switches the SDK's retries off to see every attempt; to change
-nothing for the user it then retries exactly as the SDK would have
-(``_should_retry`` / ``_calculate_retry_timeout`` in both SDKs).
+The rules, in order (each refusal has a stable ``reason`` for telemetry):
+
+1. ``max_retries`` spent -> no.
+2. The server said so: ``x-should-retry: false`` -> no; ``true`` -> yes,
+   except for the never-retried statuses below.
+3. Statuses: 408, 409, 429, 5xx (529 included) are retried; 400, 401, 403,
+   404, 422 never are, whatever the server says; other 4xx are not.
+   A 429 whose error code says the quota is spent (OpenAI
+   ``insufficient_quota``) is not retried: waiting does not refill it.
+4. Failed sends: timeouts and connection errors before any response byte
+   are retried; a full local connection pool is not (the provider is fine,
+   we are saturated) nor is anything else.
+5. The delay: ``Retry-After`` (``retry-after-ms``, then ``retry-after`` in
+   seconds or as an HTTP date) when the server sent one, else exponential
+   backoff with full jitter, ``random() * min(max_s, base_s * 2**retries)``
+   (AWS "full jitter": spreads a thundering herd best).
+6. Never sleep past the call's deadline: if the delay would end after it,
+   fail now instead of waiting to fail.
+
+Whether the retry budget still allows a retry is asked after this (it is
+state, this is not); stream output that reached the caller is never retried
+because the attempt loop has handed the response over by then.
 """
 
 from __future__ import annotations
@@ -11,17 +30,29 @@ import email.utils
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-__all__ = ["parse_retry_after", "sdk_retry_delay"]
+__all__ = ["RetryDecision", "classify_exception", "decide_retry", "parse_retry_after"]
 
-INITIAL_RETRY_DELAY = 0.5
-MAX_RETRY_DELAY = 8.0
-# openai refuses a Retry-After above two minutes; following it would hold
-# the caller for longer than any request timeout they would expect.
-MAX_RETRY_AFTER = 120.0
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
-# Names of the exception classes both HTTP stacks raise for a failed send.
-_TRANSPORT_ERRORS = frozenset({"TransportError", "TimeoutException", "RequestError"})
+_NEVER_RETRIED = frozenset({400, 401, 403, 404, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """The verdict on one failed attempt.
+
+    Attributes:
+        delay_s: Seconds to sleep before the next attempt; None: do not retry.
+        reason: Why: the failure class when retrying ("5xx", "429", "408",
+            "409", "timeout", "connect", "server_asked"), else why not
+            ("max_retries", "not_retryable", "server_refused", "quota_exhausted",
+            "deadline", "local_pool").
+
+    """
+
+    delay_s: float | None
+    reason: str
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -50,48 +81,78 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def _is_transport_error(exc: BaseException) -> bool:
-    return any(
-        cls.__name__ in _TRANSPORT_ERRORS and cls.__module__.split(".")[0] in ("httpx", "httpx2")
-        for cls in type(exc).__mro__
-    )
+def classify_exception(exc: BaseException) -> str:
+    """Name the kind of a failed send: "timeout", "connect", "local_pool" or "other".
+
+    Judged by the class names of the HTTP stack (``httpx`` or ``httpx2``),
+    so one rule serves both SDK generations.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.split(".")[0] in ("httpx", "httpx2")}
+    if "PoolTimeout" in names:
+        return "local_pool"
+    if "TimeoutException" in names:
+        return "timeout"
+    if "TransportError" in names:
+        return "connect"
+    return "other"
 
 
-def sdk_retry_delay(
+def _status_reason(status: int) -> str:
+    return "5xx" if status >= 500 else str(status)
+
+
+def decide_retry(
     *,
     retries_taken: int,
     max_retries: int,
     status: int | None,
     headers: Mapping[str, str] | None,
-    exc: BaseException | None,
+    failure: str | None,
+    quota_exhausted: bool,
+    remaining_s: float | None,
+    backoff_base_s: float,
+    backoff_max_s: float,
     random: Callable[[], float],
-) -> float | None:
-    """Return how long to sleep before the next attempt, or None for no retry.
+) -> RetryDecision:
+    """Decide on one failed attempt (an error status, or a send that failed).
 
     Args:
         retries_taken: Retries already made (0 after the first attempt).
-        max_retries: The client's ``max_retries``.
+        max_retries: Retries allowed after the first attempt.
         status: The response status, None when the send failed.
         headers: The response headers, if any.
-        exc: The exception of a failed send, if any.
+        failure: For a failed send, `classify_exception`'s verdict.
+        quota_exhausted: The body of a 429 says the quota is spent.
+        remaining_s: Seconds left before the call's deadline (None: no deadline).
+        backoff_base_s: The first backoff's ceiling.
+        backoff_max_s: The largest backoff ceiling.
         random: A ``random.random``-like source (injected for tests).
 
     """
-    if retries_taken >= max_retries:
-        return None
-    retry_after = None
-    if headers is not None:
-        retry_after = parse_retry_after(headers)
-        if retry_after is not None and math.isfinite(retry_after) and retry_after > MAX_RETRY_AFTER:
-            return None
-        should = headers.get("x-should-retry")
+    if status is not None:
+        reason = _status_reason(status)
+        should = headers.get("x-should-retry") if headers is not None else None
+        if status in _NEVER_RETRIED:
+            return RetryDecision(None, "not_retryable")
         if should == "false":
-            return None
-        if should != "true" and not (status in _RETRYABLE_STATUSES or (status or 0) >= 500):
-            return None
-    elif exc is None or not _is_transport_error(exc):
-        return None
-    if retry_after is not None and math.isfinite(retry_after) and 0 < retry_after <= MAX_RETRY_AFTER:
-        return retry_after
-    backoff = min(INITIAL_RETRY_DELAY * 2.0 ** min(retries_taken, 1000), MAX_RETRY_DELAY)
-    return max(backoff * (1 - 0.25 * random()), 0.0)
+            return RetryDecision(None, "server_refused")
+        if quota_exhausted:
+            return RetryDecision(None, "quota_exhausted")
+        if should == "true":
+            reason = "server_asked" if not (status in _RETRYABLE_STATUSES or status >= 500) else reason
+        elif not (status in _RETRYABLE_STATUSES or status >= 500):
+            return RetryDecision(None, "not_retryable")
+    elif failure in ("timeout", "connect"):
+        reason = failure
+    else:
+        return RetryDecision(None, "local_pool" if failure == "local_pool" else "not_retryable")
+    if retries_taken >= max_retries:
+        return RetryDecision(None, "max_retries")
+    retry_after = parse_retry_after(headers) if headers is not None else None
+    if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+        delay = retry_after
+    else:
+        delay = random() * min(backoff_max_s, backoff_base_s * 2.0 ** min(retries_taken, 64))
+    if remaining_s is not None and delay >= remaining_s:
+        return RetryDecision(None, "deadline")
+    return RetryDecision(delay, reason)

@@ -123,6 +123,10 @@ class AnthropicProvider:
                 out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
         return out
 
+    def quota_exhausted(self, status: int, body: bytes) -> bool:
+        """Anthropic reports billing problems as 400s, which are never retried anyway."""
+        return False
+
     def output_text(self, info: RequestInfo, body: bytes) -> str:
         """Text blocks of a Message, and tool inputs as JSON."""
         try:

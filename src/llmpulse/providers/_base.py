@@ -108,6 +108,9 @@ class Provider(Protocol):
     def output_text(self, info: RequestInfo, body: bytes) -> str:
         """Return the generated text of a JSON (non-streamed) response, for opt-in content capture."""
 
+    def quota_exhausted(self, status: int, body: bytes) -> bool:
+        """Whether an error body says the account's quota is spent (retrying cannot help)."""
+
     def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """Read the remaining quota from response headers."""
 

@@ -233,6 +233,10 @@ class OpenAIProvider:
                     parts.append(str((call.get("function") or {}).get("arguments") or ""))
         return "".join(parts)
 
+    def quota_exhausted(self, status: int, body: bytes) -> bool:
+        """A 429 with code ``insufficient_quota``: billing, not rate."""
+        return status == 429 and json_value_after(body, b"code", last=False) == "insufficient_quota"
+
     def output_text(self, info: RequestInfo, body: bytes) -> str:
         """Text, refusals and tool-call arguments of chat, completions and Responses bodies."""
         try:

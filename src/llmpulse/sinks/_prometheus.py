@@ -55,6 +55,7 @@ _OTHER = "other"
 _EXEMPLAR_EVERY_S = 1.0
 _DURATION_BOUNDS = (*DURATION_BUCKETS, math.inf)
 _monotonic = time.monotonic  # the exemplar clock (tests replace it)
+_CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class _Metrics:
@@ -128,6 +129,31 @@ class _Metrics:
             ("gen_ai_provider_name", "kind"),
             registry=r,
             multiprocess_mode="mostrecent",
+        )
+        self.retries = Counter(
+            "llmpulse_retries_total",
+            "Retries made, by the failure that caused them (5xx, 429, timeout, connect, ...).",
+            (*_SHORT[:2], "reason"),
+            registry=r,
+        )
+        self.retries_refused = Counter(
+            "llmpulse_retries_refused_total",
+            "Failed attempts not retried, by why (budget, deadline, circuit_open, max_retries, ...).",
+            (*_SHORT[:2], "reason"),
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "llmpulse_circuit_state",
+            "Circuit breaker state per endpoint and model: 0 closed, 1 half-open, 2 open.",
+            ("gen_ai_provider_name", "server_address", "gen_ai_request_model"),
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.circuit_transitions = Counter(
+            "llmpulse_circuit_transitions_total",
+            "Circuit breaker transitions.",
+            ("gen_ai_provider_name", "server_address", "gen_ai_request_model", "from_state", "to_state"),
+            registry=r,
         )
         self.dropped = Counter(
             "llmpulse_events_dropped_total",
@@ -487,6 +513,38 @@ class PrometheusSink:
             self._m.inflight_counts.add(provider, -1)
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")
+
+    def count_retry(self, provider: str, model: str | None, reason: str, *, made: bool) -> None:
+        """Count a retry made (``llmpulse_retries_total``) or refused (``llmpulse_retries_refused_total``).
+
+        Args:
+            provider: The ``gen_ai_provider_name``.
+            model: The requested model.
+            reason: The failure retried, or why it was not.
+            made: Whether the retry is made.
+
+        """
+        label = self._models.known.get(model)
+        if label is None:
+            label = self._models.resolve(model)
+        metric = self._m.retries if made else self._m.retries_refused
+        self._bump(metric, ("retry" if made else "refused", provider, label, reason), 1)
+
+    def record_circuit(self, provider: str, host: str, model: str, old: str, new: str) -> None:
+        """Record a breaker transition and its new state (``llmpulse_circuit_*``).
+
+        Args:
+            provider: The ``gen_ai_provider_name``.
+            host: The endpoint's host.
+            model: The breaker's model.
+            old: The state left.
+            new: The state entered.
+
+        """
+        label = self._models.resolve(model)
+        with contextlib.suppress(Exception):  # metrics must never break a call
+            self._m.circuit_state.labels(provider, host, label).set(_CIRCUIT_STATES.get(new, -1))
+        self._bump(self._m.circuit_transitions, ("circuit", provider, host, label, old, new), 1)
 
     def record_dropped(self, sink: str, reason: str, n: int = 1) -> None:
         """Count events a sink did not get (``llmpulse_events_dropped_total``).

@@ -11,11 +11,13 @@ with FakeProvider() as fake:
 """
 
 from ._capture import CapturingSink
+from ._clock import FakeClock
 from ._events import make_call_event
 from ._fake_provider import FakeProvider, FakeStats, Fault, FaultPlan, RecordedRequest
 
 __all__ = [
     "CapturingSink",
+    "FakeClock",
     "FakeProvider",
     "FakeStats",
     "Fault",

@@ -1,0 +1,195 @@
+"""`Policies`: the resilience settings of a wrapped client, and the state they keep per endpoint.
+
+State is keyed by endpoint, ``(provider, host, api_key_id)``, for the retry
+budget, plus the model for circuit breakers: Azure, a proxy and a second
+key never share a breaker with the public endpoint. Clients wrapped with
+the same `Policies` object share that state, as calls to one endpoint from
+one process should; the process default `Policies` comes from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
+from ._budget import RetryBudget
+from ._deadline import Timeouts
+
+__all__ = ["Clock", "Policies", "SystemClock"]
+
+_log = logging.getLogger("llmpulse")
+
+# Breakers are per model; a caller inventing model names must not grow memory forever.
+_MAX_BREAKERS = 4096
+_OVERFLOW_MODEL = "other"
+
+Endpoint = tuple[str, str, str]
+"""``(provider, host, api_key_id)``."""
+
+
+class Clock(Protocol):
+    """Time as the policies see it; tests pass a fake one (``llmpulse.testing.FakeClock``)."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread."""
+
+    async def asleep(self, seconds: float) -> None:
+        """Suspend the calling task."""
+
+
+class SystemClock:
+    """The real clock: ``time.monotonic``, ``time.sleep`` and ``anyio.sleep``."""
+
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+
+    async def asleep(self, seconds: float) -> None:
+        """Suspend the calling task for ``seconds`` (asyncio or trio, like the SDKs)."""
+        import anyio  # noqa: PLC0415 - the SDKs' own dependency, loaded with them
+
+        await anyio.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+TransitionListener = Callable[[str, str, str, str, BreakerState, BreakerState], None]
+"""Called with (provider, host, api_key_id, model, old state, new state)."""
+
+
+@dataclass(frozen=True)
+class Policies:
+    """How calls through a wrapped client are retried, timed out and cut off.
+
+    Pass one to ``llmpulse.wrap(client, policies=...)``; without one, the
+    process default built from the ``LLMPULSE_*`` settings applies. Clients
+    wrapped with the same object share per-endpoint state (retry budgets,
+    circuit breakers).
+
+    Attributes:
+        max_retries: Retries after the first attempt; None: the client's own
+            ``max_retries`` (the SDKs default to 2).
+        backoff_base_s: Ceiling of the first backoff (full jitter below it).
+        backoff_max_s: Largest backoff ceiling.
+        retry_budget_ratio: Retries earned per request, per endpoint.
+        retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
+        timeouts: Per-attempt and per-call time limits.
+        breaker: Circuit breaker settings, one breaker per endpoint and model;
+            None: no breaker.
+        clock: Time source (tests inject a fake one).
+        random: Jitter source.
+
+    """
+
+    max_retries: int | None = None
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    retry_budget_ratio: float = 0.1
+    retry_budget_reserve: int = 10
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
+    clock: Clock = SYSTEM_CLOCK
+    random: Callable[[], float] = random.random
+    _state: _State = field(default_factory=lambda: _State(), init=False, repr=False, compare=False)  # noqa: PLW0108 - _State is defined below
+
+    def __post_init__(self) -> None:
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ValueError(f"Policies.max_retries must be >= 0 or None, got {self.max_retries!r}")
+        if not 0 < self.backoff_base_s <= self.backoff_max_s:
+            raise ValueError(
+                f"Policies needs 0 < backoff_base_s <= backoff_max_s, got {self.backoff_base_s!r}"
+                f" and {self.backoff_max_s!r}"
+            )
+        RetryBudget(self.retry_budget_ratio, self.retry_budget_reserve)  # validates both
+
+    def budget(self, endpoint: Endpoint) -> RetryBudget:
+        """The retry budget of ``endpoint``."""
+        return self._state.budget(endpoint, self)
+
+    def circuit(
+        self, endpoint: Endpoint, model: str | None, on_transition: TransitionListener
+    ) -> CircuitBreaker | None:
+        """The breaker of ``endpoint`` and ``model`` (None without a breaker config).
+
+        ``on_transition`` is kept by the breaker when it is first made.
+        """
+        if self.breaker is None:
+            return None
+        return self._state.circuit(endpoint, model or "", self, on_transition)
+
+
+class _State:
+    """Per-endpoint budgets and per-(endpoint, model) breakers, made on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._budgets: dict[Endpoint, RetryBudget] = {}
+        self._breakers: dict[tuple[str, str, str, str], CircuitBreaker] = {}
+
+    def budget(self, endpoint: Endpoint, policies: Policies) -> RetryBudget:
+        found = self._budgets.get(endpoint)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._budgets.get(endpoint)
+            if found is None:
+                found = self._budgets[endpoint] = RetryBudget(
+                    policies.retry_budget_ratio, policies.retry_budget_reserve
+                )
+            return found
+
+    def circuit(
+        self, endpoint: Endpoint, model: str, policies: Policies, on_transition: TransitionListener
+    ) -> CircuitBreaker:
+        key = (*endpoint, model)
+        found = self._breakers.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._breakers.get(key)
+            if found is not None:
+                return found
+            if len(self._breakers) >= _MAX_BREAKERS:
+                key = (*endpoint, _OVERFLOW_MODEL)
+                found = self._breakers.get(key)
+                if found is not None:
+                    return found
+            assert policies.breaker is not None
+            provider, host, key_id, name = key
+
+            def transition(old: BreakerState, new: BreakerState) -> None:
+                _log_transition(provider, host, name, old, new, policies.breaker)
+                on_transition(provider, host, key_id, name, old, new)
+
+            found = self._breakers[key] = CircuitBreaker(
+                policies.breaker, clock=policies.clock.monotonic, on_transition=transition
+            )
+            return found
+
+
+def _log_transition(
+    provider: str, host: str, model: str, old: BreakerState, new: BreakerState, config: BreakerConfig | None
+) -> None:
+    # On-call people want to read this in the logs without a dashboard.
+    if new == "open":
+        wait = config.open_s if config is not None else 0.0
+        _log.warning(
+            "llmpulse circuit OPEN for %s %s at %s (was %s): calls fail fast for %.0f s",
+            provider,
+            model or "(no model)",
+            host,
+            old,
+            wait,
+        )
+    else:
+        _log.info(
+            "llmpulse circuit %s -> %s for %s %s at %s", old, new, provider, model or "(no model)", host
+        )

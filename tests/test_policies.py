@@ -1,0 +1,327 @@
+"""Resilience policies in the call path, through the real SDKs against the fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import anthropic
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from conftest import ANTHROPIC_KEY, MESSAGES, OPENAI_KEY, http_errors
+from llmpulse import BreakerConfig, Policies, Timeouts
+from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, Fault, FaultPlan
+
+
+def _openai(
+    raw: openai.OpenAI, policies: Policies, sink: CapturingSink, registry: CollectorRegistry | None = None
+) -> openai.OpenAI:
+    return llmpulse.wrap(raw, sinks=[sink], registry=registry or CollectorRegistry(), policies=policies)
+
+
+def _fail(client: openai.OpenAI) -> BaseException:
+    with pytest.raises(Exception) as info:  # noqa: PT011 - each test checks the exact class
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    return info.value
+
+
+def test_breaker_opens_then_fails_fast_without_sending(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """After N consecutive 5xx attempts, calls fail at once with CircuitOpenError, also an openai.APIError."""
+    clock = FakeClock()
+    policies = Policies(breaker=BreakerConfig(failure_threshold=3, open_s=30.0), clock=clock)
+    client = _openai(raw_openai, policies, sink)
+    fake.plan = FaultPlan(error_rate={500: 1.0})
+    assert isinstance(_fail(client), openai.InternalServerError)  # 3 attempts: the third opens it
+    sent = len(fake.requests)
+    assert sent == 3
+
+    error = _fail(client)
+    assert isinstance(error, llmpulse.CircuitOpenError)
+    assert isinstance(error, openai.APIConnectionError)
+    assert isinstance(error, llmpulse.LLMPulseError)
+    assert error.retry_after_s == pytest.approx(30.0)  # opened by the last attempt; no time passed since
+    assert "circuit open for openai gpt-4o-mini" in str(error)
+    assert len(fake.requests) == sent  # nothing sent
+    rejected = sink.calls[-1]
+    assert (rejected.outcome, rejected.attempts, rejected.http_status) == ("rejected", 0, None)
+    assert rejected.rejected_reason == "circuit_open"
+    assert rejected.error_type == "CircuitOpenError"
+
+
+def test_half_open_probe_closes_the_breaker_on_success(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """After open_s the next call is a probe; its success closes the breaker for everyone."""
+    clock = FakeClock()
+    policies = Policies(max_retries=0, breaker=BreakerConfig(failure_threshold=2, open_s=10.0), clock=clock)
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(503), Fault.status(503))
+    _fail(client)
+    _fail(client)
+    assert isinstance(_fail(client), llmpulse.CircuitOpenError)
+    clock.advance(10.0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # the probe
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [e.outcome for e in sink.calls] == ["error", "error", "rejected", "ok", "ok"]
+
+
+def test_4xx_and_429_never_open_the_breaker(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """Only provider-side failures count: a run of 400s and 429s leaves the circuit closed."""
+    policies = Policies(max_retries=0, breaker=BreakerConfig(failure_threshold=2), clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(*[Fault.status(400)] * 3, *[Fault.status(429)] * 3)
+    for _ in range(6):
+        _fail(client)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert sink.calls[-1].outcome == "ok"
+
+
+def test_breakers_are_per_model(fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI) -> None:
+    """One model's open breaker does not stop calls to another model on the same endpoint."""
+    policies = Policies(max_retries=0, breaker=BreakerConfig(failure_threshold=1), clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(500))
+    _fail(client)
+    assert isinstance(_fail(client), llmpulse.CircuitOpenError)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert sink.calls[-1].outcome == "ok"
+
+
+def test_anthropic_gets_its_own_connection_error_and_does_not_rewrap_it(
+    fake: FakeProvider, sink: CapturingSink
+) -> None:
+    """Through an Anthropic client the error is an anthropic.APIConnectionError, raised as it is."""
+    policies = Policies(max_retries=0, breaker=BreakerConfig(failure_threshold=1), clock=FakeClock())
+    raw = anthropic.Anthropic(api_key=ANTHROPIC_KEY, base_url=fake.anthropic_base_url)
+    client = llmpulse.wrap(raw, sinks=[sink], registry=CollectorRegistry(), policies=policies)
+    fake.enqueue(Fault.status(529))
+    with pytest.raises(anthropic.OverloadedError):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
+    with pytest.raises(llmpulse.CircuitOpenError) as info:
+        client.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
+    assert isinstance(info.value, anthropic.APIConnectionError)
+    assert info.value.__cause__ is None  # not wrapped by the SDK
+    assert len(fake.requests) == 1
+    raw.close()
+
+
+async def test_async_clients_fail_fast_too(fake: FakeProvider, sink: CapturingSink) -> None:
+    """The async loop shares the decisions: an open breaker refuses without sending."""
+    clock = FakeClock()
+    policies = Policies(max_retries=1, breaker=BreakerConfig(failure_threshold=2), clock=clock)
+    raw = openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url)
+    client = llmpulse.wrap(raw, sinks=[sink], registry=CollectorRegistry(), policies=policies)
+    fake.enqueue(Fault.status(500), Fault.status(500))
+    with pytest.raises(openai.InternalServerError):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with pytest.raises(llmpulse.CircuitOpenError):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(fake.requests) == 2
+    assert len(clock.slept) == 1  # the backoff slept on the fake clock
+    await raw.close()
+
+
+def test_retry_budget_refusal_is_recorded(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """With the budget spent, a retryable failure is not retried and the event says why."""
+    policies = Policies(retry_budget_ratio=0.0, retry_budget_reserve=1, breaker=None, clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(500), Fault.status(500), Fault.status(500))
+    _fail(client)  # attempt, retry (the one budgeted), retry refused
+    assert sink.calls[0].attempts == 2
+    assert sink.calls[0].retry_stop_reason == "budget"
+
+
+def test_retry_after_beyond_the_deadline_fails_at_once(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A Retry-After that would end after the call's deadline is not slept: the 429 reaches the caller now."""
+    clock = FakeClock()
+    policies = Policies(timeouts=Timeouts(total_s=5.0), breaker=None, clock=clock)
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(429, retry_after=30))
+    assert isinstance(_fail(client), openai.RateLimitError)
+    assert clock.slept == []
+    assert (sink.calls[0].attempts, sink.calls[0].retry_stop_reason) == (1, "deadline")
+
+
+def test_spent_quota_is_not_retried(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """429 insufficient_quota: one attempt, and the SDK still sees the body to raise its error."""
+    policies = Policies(breaker=None, clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(429, error_code="insufficient_quota"))
+    error = _fail(client)
+    assert isinstance(error, openai.RateLimitError)
+    assert error.code == "insufficient_quota"
+    assert (sink.calls[0].attempts, sink.calls[0].retry_stop_reason) == (1, "quota_exhausted")
+
+
+def test_a_rate_limited_429_is_retried_with_its_body_intact(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A plain 429 is read for its code, then retried; the answer after it reaches the caller."""
+    clock = FakeClock()
+    client = _openai(raw_openai, Policies(breaker=None, clock=clock), sink)
+    fake.enqueue(Fault.status(429, retry_after_ms=250))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert clock.slept == [0.25]
+    assert (sink.calls[0].outcome, sink.calls[0].attempts, sink.calls[0].backoff_s) == ("ok", 2, (0.25,))
+
+
+def test_attempt_timeout_cuts_a_slow_provider(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A provider slower than the read budget times out per attempt; the timeouts count as retryable."""
+    policies = Policies(
+        max_retries=1,
+        timeouts=Timeouts(read_s=0.2, read_per_token_s=0.0, total_s=5.0),
+        breaker=None,
+        clock=FakeClock(),
+    )
+    client = _openai(raw_openai, policies, sink)
+    fake.plan = FaultPlan(latency_s=2.0)
+    assert isinstance(_fail(client), openai.APITimeoutError)
+    assert sink.calls[0].attempts == 2
+    assert sink.calls[0].retry_stop_reason == "max_retries"
+    assert sink.calls[0].latency_s < 1.5  # two 0.2 s attempts, not two 2 s ones
+
+
+def test_stream_idle_gap_is_its_own_timeout(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """Headers arrive in time; a gap between chunks longer than stream_idle_s ends the stream."""
+    policies = Policies(timeouts=Timeouts(stream_idle_s=0.2), breaker=None, clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.slow_stream(1.0))
+    # openai 3 wraps a timeout during the body; openai 2 lets httpx's own through.
+    with pytest.raises((openai.APITimeoutError, *http_errors())):
+        for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
+            pass
+    [event] = sink.calls
+    assert event.outcome == "error"
+    assert event.attempts == 1  # never retried once the stream was handed over
+
+
+def test_breaker_metrics(fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI) -> None:
+    """State gauge, transitions and retries (made and refused) are in the metrics."""
+    registry = CollectorRegistry()
+    policies = Policies(max_retries=2, breaker=BreakerConfig(failure_threshold=2), clock=FakeClock())
+    client = _openai(raw_openai, policies, sink, registry)
+    fake.enqueue(Fault.status(500), Fault.status(500))
+    _fail(client)
+    labels = {
+        "gen_ai_provider_name": "openai",
+        "server_address": "127.0.0.1",
+        "gen_ai_request_model": "gpt-4o-mini",
+    }
+    get = registry.get_sample_value
+    assert get("llmpulse_circuit_state", labels) == 2
+    assert (
+        get("llmpulse_circuit_transitions_total", {**labels, "from_state": "closed", "to_state": "open"}) == 1
+    )
+    short = {"gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o-mini"}
+    assert get("llmpulse_retries_total", {**short, "reason": "5xx"}) == 1
+    # The second failure opened the breaker: the retry it would have earned is refused.
+    assert get("llmpulse_retries_refused_total", {**short, "reason": "circuit_open"}) == 1
+    assert sink.calls[0].retry_stop_reason == "circuit_open"
+
+
+def test_the_retry_storm_incident_is_contained(fake: FakeProvider, raw_openai: openai.OpenAI) -> None:
+    """The field's incident, scaled down: a provider slows down under 50 concurrent users.
+
+    With llmpulse's defaults (2 retries, 10 % retry budget + 10, breaker at 10
+    consecutive failures) attempts stay <= 1.1 x requests + 10, the breaker
+    opens, the rest fail fast, and every call yields exactly one event. Only
+    the attempt timeout is scaled (0.2 s instead of 8 s) to keep the test short.
+    """
+    sink = CapturingSink()
+    policies = Policies(timeouts=Timeouts(read_s=0.2, read_per_token_s=0.0))
+    client = _openai(raw_openai, policies, sink)
+    fake.plan = FaultPlan(latency_s=1.0)  # slower than any attempt may wait
+    users, per_user = 50, 4
+
+    def user(_: int) -> list[str]:
+        outcomes = []
+        for _ in range(per_user):
+            try:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=8)
+                outcomes.append("ok")
+            except llmpulse.CircuitOpenError:
+                outcomes.append("fast")
+            except openai.APITimeoutError:
+                outcomes.append("timeout")
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=users) as pool:
+        outcomes = [o for result in pool.map(user, range(users)) for o in result]
+    requests = users * per_user
+    attempts = sum(e.attempts for e in sink.calls)
+    assert len(sink.calls) == requests  # exactly one event per call
+    assert len(fake.requests) == attempts  # what the provider saw is what the events count
+    assert attempts <= 1.1 * requests + 10
+    assert outcomes.count("fast") >= requests // 2  # once open, calls fail at once
+    rejected = [e for e in sink.calls if e.outcome == "rejected"]
+    assert all(e.attempts == 0 and e.latency_s < 0.1 for e in rejected)
+    failed = [e.latency_s for e in sink.calls if e.outcome == "error"]
+    deadline = policies.timeouts.total_for(streamed=False, max_tokens=8)
+    assert max(failed) <= deadline + 0.5  # no call waits longer than its deadline
+
+
+class OversleepingClock(FakeClock):
+    """A process stalled during backoff (GC pause, CPU starvation): every sleep takes 10 s longer."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds + 10.0)
+
+
+def test_a_deadline_spent_during_backoff_raises_deadline_exceeded(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """If the backoff overran the deadline, the next attempt is not sent: DeadlineExceededError."""
+    policies = Policies(timeouts=Timeouts(total_s=5.0), breaker=None, clock=OversleepingClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(500))
+    error = _fail(client)
+    assert isinstance(error, llmpulse.DeadlineExceededError)
+    assert isinstance(error, openai.APIConnectionError)
+    assert len(fake.requests) == 1
+    [event] = sink.calls
+    assert (event.outcome, event.attempts, event.rejected_reason) == ("error", 1, "deadline_exceeded")
+    assert event.error_type == "DeadlineExceededError"
+
+
+async def test_a_cancelled_probe_gives_its_slot_back(fake: FakeProvider, sink: CapturingSink) -> None:
+    """Cancelling the half-open probe in flight frees it: the next call probes, and closes the breaker."""
+    clock = FakeClock()
+    policies = Policies(max_retries=0, breaker=BreakerConfig(failure_threshold=1, open_s=10.0), clock=clock)
+    raw = openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url)
+    client = llmpulse.wrap(raw, sinks=[sink], registry=CollectorRegistry(), policies=policies)
+    fake.enqueue(Fault.status(500))
+    with pytest.raises(openai.InternalServerError):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    clock.advance(10.0)
+    fake.enqueue(Fault.latency(30.0))
+    probe = asyncio.create_task(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(fake.requests) < 2:  # the probe is in flight at the provider
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    with pytest.raises(llmpulse.CircuitOpenError):  # the single probe slot is taken
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # probes, succeeds
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # closed again
+    assert [e.outcome for e in sink.calls] == ["error", "rejected", "cancelled", "ok", "ok"]
+    await raw.close()
