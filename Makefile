@@ -46,6 +46,7 @@ test: lint typecheck pytest test-legacy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/policies.py
 
 clean:
 	rm -rf $(VENV) $(LEGACY) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache
