@@ -15,14 +15,28 @@ from llmpulse.testing import CapturingSink, FakeProvider, Fault
 def test_malformed_json_body_still_yields_an_event(
     oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
 ) -> None:
-    """A 200 with a broken JSON body: the SDK's error reaches the caller, the event has no usage."""
+    """A 200 with a broken JSON body raises MalformedResponseError (an openai.APIError), not a decode error."""
     fake.enqueue(Fault.malformed_json())
-    with pytest.raises((openai.APIResponseValidationError, ValueError)):
+    with pytest.raises(llmpulse.MalformedResponseError) as info:
         oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert isinstance(info.value, openai.APIConnectionError)
+    assert "not valid JSON" in str(info.value)
     [event] = sink.calls
-    assert event.http_status == 200
+    assert (event.outcome, event.http_status, event.attempts) == ("error", 200, 1)
+    assert event.error_type == "MalformedResponseError"
+    assert event.rejected_reason == "malformed_response"
     assert event.input_tokens is None
     assert event.cost_usd is None
+
+
+async def test_malformed_json_through_async_anthropic(
+    aant: anthropic.AsyncAnthropic, fake: FakeProvider
+) -> None:
+    """The async loop and the Anthropic adapter check the body the same way."""
+    fake.enqueue(Fault.malformed_json())
+    with pytest.raises(llmpulse.MalformedResponseError) as info:
+        await aant.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
+    assert isinstance(info.value, anthropic.APIConnectionError)
 
 
 def test_truncated_body_is_an_error(oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider) -> None:

@@ -543,13 +543,14 @@ def test_reset_mid_stream(oai: openai.OpenAI, fake: FakeProvider) -> None:
     assert received[1].choices[0].delta.content == "the"
 
 
-def test_malformed_and_truncated_bodies(oai: openai.OpenAI, fake: FakeProvider) -> None:
-    """A 200 whose body is not JSON, or is cut short of its Content-Length, fails in the SDK."""
+def test_malformed_and_truncated_bodies(raw_openai: openai.OpenAI, fake: FakeProvider) -> None:
+    """A 200 whose body is not JSON, or is cut short of its Content-Length, fails in the bare SDK."""
     fake.enqueue(Fault.malformed_json(), Fault.truncated())
+    client = raw_openai.with_options(max_retries=0)
     with pytest.raises(json.JSONDecodeError):
-        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     with pytest.raises(openai.APIConnectionError) as truncated:
-        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert type(truncated.value.__cause__).__name__ == "RemoteProtocolError"
 
 

@@ -13,7 +13,7 @@ from llmpulse._redact import redact
 from llmpulse._sampling import Sampler
 from llmpulse.policies import parse_retry_after
 from llmpulse.providers import OpenAIProvider, UsageChunkFilter, operation_from_path
-from llmpulse.providers._base import iter_sse_data, json_value_after
+from llmpulse.providers._base import iter_sse_data, json_malformed, json_value_after
 
 
 @pytest.mark.parametrize(
@@ -164,3 +164,20 @@ def test_usage_chunk_filter_hands_over_a_truncated_tail() -> None:
     usage_filter = UsageChunkFilter()
     cut = CHAT_STREAM[:-5]
     assert usage_filter.feed(cut) + usage_filter.drain() == WITHOUT_USAGE[:-5]
+
+
+@pytest.mark.parametrize(
+    ("body", "malformed"),
+    [
+        (b'{"id": "x", "usage": {"prompt_tokens": 1}}', False),
+        (b"[1, 2]", False),
+        (b'{"id": "x", "usage": {"prompt_to', True),
+        (b"<html>502 Bad Gateway</html>", True),
+        (b"", True),
+        (b'{"data": "' + b"x" * 2_000_000 + b'"}', False),  # beyond 1 MiB: judged by its ends
+        (b'{"data": "' + b"x" * 2_000_000, True),
+    ],
+)
+def test_json_malformed(body: bytes, malformed: bool) -> None:
+    """A body that should be JSON is checked in full up to 1 MiB, by its first and last bytes beyond."""
+    assert json_malformed(body) is malformed

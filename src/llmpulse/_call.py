@@ -22,9 +22,16 @@ from ._content import output_content
 from ._context import Context, InteractionTotals, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
-from .exceptions import CircuitOpenError, DeadlineExceededError, PolicyError, sdk_error
+from .exceptions import (
+    CircuitOpenError,
+    DeadlineExceededError,
+    MalformedResponseError,
+    PolicyError,
+    sdk_error,
+)
 from .policies import RetryDecision, classify_exception, decide_retry, parse_retry_after
 from .providers import UsageChunkFilter
+from .providers._base import json_malformed
 
 if TYPE_CHECKING:
     from ._hook import Hook
@@ -82,6 +89,7 @@ class Call:
         "_prev_trace",
         "_prompt_estimate",
         "_rejected_reason",
+        "_request",
         "_retained",
         "_sdk_timeout",
         "_sse",
@@ -136,6 +144,7 @@ class Call:
         self._attempt_timeout: dict[str, Any] | None = None
         self._stop_reason: str | None = None
         self._rejected_reason: str | None = None
+        self._request: Any = None
         # Sinks run in the caller's contextvars (structlog's bound variables,
         # the current span), even though they run on another thread.
         self._app_ctx = contextvars.copy_context()
@@ -175,6 +184,7 @@ class Call:
 
         """
         first = self.attempts == 0
+        self._request = request
         if first:
             self._find_breaker()
         refusal = self._acquire_permit()
@@ -531,6 +541,10 @@ class Call:
         else:
             parsed = provider.parse_body(self._info, data)
             outcome = "ok" if self._body_done or how == "ended" else "abandoned"
+            if how == "ended" and self._malformed_body(parsed, data):
+                outcome, parsed.error_type = "error", MalformedResponseError.__name__
+                parsed.error_message = f"the {status} response's body is not JSON ({len(data)} bytes)"
+                self._rejected_reason = MalformedResponseError.reason
         if exc is not None and outcome != "ok":
             outcome = "error" if isinstance(exc, Exception) else "cancelled"
             parsed.error_type = type(exc).__name__
@@ -538,6 +552,30 @@ class Call:
         if outcome in ("error", "cancelled") and self._sse:
             interrupted = self._content_at is not None
         self._finish(outcome, parsed, data=data, stream_interrupted=interrupted)
+
+    def _malformed_body(self, parsed: ResponseInfo, data: bytes) -> bool:
+        # Only bodies that say they are JSON: file contents and audio are not.
+        if not (self._headers or {}).get("content-type", "").startswith("application/json"):
+            return False
+        return parsed.malformed if parsed.malformed is not None else json_malformed(data)
+
+    @property
+    def malformed(self) -> bool:
+        """Whether the 2xx body that just ended is not the JSON it says it is."""
+        return self._rejected_reason == MalformedResponseError.reason
+
+    def malformed_error(self) -> MalformedResponseError:
+        """The error to raise instead of handing the SDK a body it cannot parse."""
+        hook, info = self._hook, self._info
+        message = f"{hook.provider.name} answered {self._status} with a body that is not valid JSON"
+        return sdk_error(
+            MalformedResponseError,
+            hook.connection_error,
+            self._request,
+            message,
+            provider=hook.provider.name,
+            model=info.model,
+        )
 
     def _finish(
         self,

@@ -48,6 +48,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             if rest:
                 yield rest
             call.body_ended()
+            if call.malformed:
+                raise call.malformed_error()  # instead of a JSONDecodeError from deep in the SDK
 
         def close(self) -> None:
             try:
@@ -83,6 +85,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             if rest:
                 yield rest
             call.body_ended()
+            if call.malformed:
+                raise call.malformed_error()
 
         async def aclose(self) -> None:
             try:
@@ -189,6 +193,8 @@ def _already_read(response: Any) -> bool:
 
 def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
     kept = call.consume(response.content)
+    if call.malformed:
+        raise call.malformed_error()
     if kept is not response.content:
         response._content = kept
         response.stream = http.ByteStream(kept)

@@ -22,6 +22,7 @@ __all__ = [
     "RequestInfo",
     "ResponseInfo",
     "StreamFormat",
+    "json_malformed",
     "json_value_after",
     "loads",
     "operation_from_path",
@@ -62,6 +63,8 @@ class ResponseInfo:
     finish_reason: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    # Whether the JSON body failed to parse; None when the adapter did not parse it whole.
+    malformed: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,25 @@ def json_value_after(data: bytes, key: bytes, *, last: bool = True, window: int 
 
 
 _DECODER = json.JSONDecoder()
+
+
+_FULL_CHECK = 1024 * 1024
+
+
+def json_malformed(body: bytes) -> bool:
+    """Whether a response body that should be JSON cannot be.
+
+    Parsed in full up to 1 MiB (orjson: ~1 ms per MiB); beyond, judged by
+    its first and last bytes, which is what a cut-off body gets wrong.
+    """
+    if len(body) <= _FULL_CHECK:
+        try:
+            loads(body)
+        except ValueError:
+            return True
+        return False
+    head, tail = body.lstrip()[:1], body.rstrip()[-1:]
+    return not ((head == b"{" and tail == b"}") or (head == b"[" and tail == b"]"))
 
 
 def loads(data: bytes) -> Any:

@@ -139,9 +139,11 @@ class OpenAIProvider:
             try:
                 data = loads(body)
             except ValueError:
-                data = None
+                return ResponseInfo(malformed=True)
             if isinstance(data, dict):
-                return self._from_object(info, data)
+                out = self._from_object(info, data)
+                out.malformed = False
+                return out
         out = ResponseInfo(response_model=_str(json_value_after(body[:2048], b"model", last=False)))
         _read_usage(out, json_value_after(body, b"usage"))
         if info.operation == "responses":
