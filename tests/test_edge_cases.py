@@ -15,7 +15,7 @@ from llmpulse.testing import CapturingSink, FakeProvider, Fault
 def test_malformed_json_body_still_yields_an_event(
     oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
 ) -> None:
-    """A 200 with a broken JSON body raises MalformedResponseError (an openai.APIError), not a decode error."""
+    """A 200 with a broken JSON body raises MalformedResponseError (an openai.APIError), not a parse error."""
     fake.enqueue(Fault.malformed_json())
     with pytest.raises(llmpulse.MalformedResponseError) as info:
         oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
