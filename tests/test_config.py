@@ -134,3 +134,53 @@ def test_otel_capture_variable_rejects_other_values() -> None:
     env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "sometimes"}
     with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT='sometimes'"):
         Settings.from_env(env)
+
+
+def test_fallback_chains_from_the_environment() -> None:
+    """LLMPULSE_FALLBACKS: model=fallback|fallback, comma-separated; a bad entry names the format."""
+    env = {"LLMPULSE_FALLBACKS": "gpt-4o=gpt-4o-mini|gpt-4.1-mini, claude-sonnet-4-6=claude-haiku-4-5"}
+    assert Settings.from_env(env).fallbacks == {
+        "gpt-4o": ("gpt-4o-mini", "gpt-4.1-mini"),
+        "claude-sonnet-4-6": ("claude-haiku-4-5",),
+    }
+    with pytest.raises(ConfigError, match=r"LLMPULSE_FALLBACKS='gpt-4o' is not valid: use model=fallback"):
+        Settings.from_env({"LLMPULSE_FALLBACKS": "gpt-4o"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LLMPULSE_BREAKER_FAILURES": "0"}, "LLMPULSE_BREAKER_FAILURES=0 is not valid"),
+        ({"LLMPULSE_READ_TIMEOUT_S": "-1"}, "LLMPULSE_READ_TIMEOUT_S=-1.0 is not valid"),
+        ({"LLMPULSE_MAX_RETRIES": "-1"}, "LLMPULSE_MAX_RETRIES=-1 is not valid"),
+        ({"LLMPULSE_RETRY_BUDGET_RATIO": "-0.5"}, "LLMPULSE_RETRY_BUDGET_RATIO=-0.5 is not valid"),
+        (
+            {"LLMPULSE_BACKOFF_BASE_S": "10"},
+            "LLMPULSE_BACKOFF_BASE_S=10.0 is larger than LLMPULSE_BACKOFF_MAX_S=8.0",
+        ),
+        ({"LLMPULSE_BREAKER": "maybe"}, "LLMPULSE_BREAKER='maybe' is not a boolean"),
+    ],
+)
+def test_bad_resilience_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    """Every resilience variable is checked at start, with the variable and what is accepted."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_resilience_settings_become_the_default_policies() -> None:
+    """LLMPULSE_* resilience variables build the process's Policies."""
+    env = {
+        "LLMPULSE_MAX_RETRIES": "1",
+        "LLMPULSE_BREAKER_FAILURES": "5",
+        "LLMPULSE_READ_TIMEOUT_S": "4",
+        "LLMPULSE_FALLBACKS": "gpt-4o=gpt-4o-mini",
+        "LLMPULSE_BREAKER": "1",
+    }
+    policies = llmpulse._wrap.default_policies(Settings.from_env(env))
+    assert policies.max_retries == 1
+    assert policies.breaker is not None
+    assert policies.breaker.failure_threshold == 5
+    assert policies.timeouts.read_s == 4.0
+    assert dict(policies.fallbacks) == {"gpt-4o": ("gpt-4o-mini",)}
+    off = llmpulse._wrap.default_policies(Settings.from_env({"LLMPULSE_BREAKER": "0"}))
+    assert off.breaker is None

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 import llmpulse
 from conftest import ANTHROPIC_KEY, MESSAGES, OPENAI_KEY, http_errors
 from llmpulse import BreakerConfig, Policies, Timeouts
+from llmpulse.policies import Fallback
 from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, Fault, FaultPlan
 
 
@@ -325,3 +326,92 @@ async def test_a_cancelled_probe_gives_its_slot_back(fake: FakeProvider, sink: C
     await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # closed again
     assert [e.outcome for e in sink.calls] == ["error", "rejected", "cancelled", "ok", "ok"]
     await raw.close()
+
+
+def test_overloaded_model_falls_back_to_the_next_in_its_chain(
+    fake: FakeProvider, sink: CapturingSink
+) -> None:
+    """A 529 on the requested model sends the call on to its fallback at once; the event says which served."""
+    clock = FakeClock()
+    policies = Policies(fallbacks={"claude-sonnet-4-6": ["claude-haiku-4-5"]}, clock=clock)
+    raw = anthropic.Anthropic(api_key=ANTHROPIC_KEY, base_url=fake.anthropic_base_url)
+    registry = CollectorRegistry()
+    client = llmpulse.wrap(raw, sinks=[sink], registry=registry, policies=policies)
+    fake.enqueue(Fault.status(529))
+    message = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
+    raw.close()
+    assert message.model.startswith("claude-haiku-4-5")
+    assert [r.json["model"] for r in fake.requests] == ["claude-sonnet-4-6", "claude-haiku-4-5"]
+    assert clock.slept == [0.0]  # another model: no backoff
+    [event] = sink.calls
+    assert (event.model, event.served_model, event.fallback_reason) == (
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5",
+        "overloaded",
+    )
+    assert (event.outcome, event.attempts) == ("ok", 2)
+    labels = {
+        "gen_ai_provider_name": "anthropic",
+        "gen_ai_request_model": "claude-sonnet-4-6",
+        "served_model": "claude-haiku-4-5",
+        "reason": "overloaded",
+    }
+    assert registry.get_sample_value("llmpulse_fallbacks_total", labels) == 1
+
+
+def test_fallback_caps_max_tokens_and_serves_streams(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A fallback with max_tokens lowers the request's cap; a stream falls back before any output."""
+    policies = Policies(fallbacks={"gpt-4o": [Fallback("gpt-4o-mini", max_tokens=8)]}, clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(503))
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=500, stream=True)
+    )
+    assert chunks
+    second = fake.requests[1].json
+    assert (second["model"], second["max_tokens"]) == ("gpt-4o-mini", 8)
+    assert sink.calls[0].served_model == "gpt-4o-mini"
+
+
+def test_an_open_breaker_goes_straight_to_the_fallback(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """With the requested model's breaker open, nothing is sent to it: the fallback serves the call."""
+    policies = Policies(
+        max_retries=0,
+        breaker=BreakerConfig(failure_threshold=1),
+        fallbacks={"gpt-4o": ["gpt-4o-mini"]},
+        clock=FakeClock(),
+    )
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(500))
+    _fail_on(client, "gpt-4o")  # opens gpt-4o's breaker (a 500 is not "overloaded": no fallback)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert [r.json["model"] for r in fake.requests] == ["gpt-4o", "gpt-4o-mini"]
+    event = sink.calls[-1]
+    assert (event.outcome, event.attempts, event.served_model, event.fallback_reason) == (
+        "ok",
+        1,
+        "gpt-4o-mini",
+        "circuit_open",
+    )
+
+
+def test_without_a_fallback_an_overload_is_retried_on_the_same_model(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """No chain for the model: a 529 is an ordinary retryable failure."""
+    policies = Policies(fallbacks={"gpt-4o": ["gpt-4o-mini"]}, clock=FakeClock())
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(529))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [r.json["model"] for r in fake.requests] == ["gpt-4o-mini", "gpt-4o-mini"]
+    assert sink.calls[0].fallback_reason is None
+
+
+def _fail_on(client: openai.OpenAI, model: str) -> BaseException:
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the caller checks what it needs
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    return info.value

@@ -39,7 +39,7 @@ from .exceptions import (
     RateLimitedError,
     UnsupportedClientError,
 )
-from .policies import BreakerConfig, Policies, Timeouts
+from .policies import BreakerConfig, Fallback, Policies, Timeouts
 from .sinks import JsonlSink, Sink, StructlogSink
 from .sinks._dispatch import SinkStats
 
@@ -53,6 +53,7 @@ __all__ = [
     "Context",
     "DeadlineExceededError",
     "Event",
+    "Fallback",
     "GroupStats",
     "InteractionSummary",
     "JsonlSink",

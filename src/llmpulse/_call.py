@@ -29,7 +29,15 @@ from .exceptions import (
     PolicyError,
     sdk_error,
 )
-from .policies import RetryDecision, classify_exception, decide_retry, parse_retry_after
+from .policies import (
+    Fallback,
+    RetryDecision,
+    chain_for,
+    classify_exception,
+    decide_retry,
+    parse_retry_after,
+    rewrite_body,
+)
 from .providers import UsageChunkFilter
 from .providers._base import json_malformed
 
@@ -43,6 +51,8 @@ __all__ = ["Call"]
 # Bodies up to this size are kept whole for parsing at the end; beyond it
 # only the head and a tail survive (usage lives at the end of every format).
 _RETAIN_LIMIT = 8 * 1024 * 1024
+# Answers that say the model is out of capacity: a fallback model may have some.
+_OVERLOADED = frozenset({503, 529})
 _TAIL_LIMIT = 256 * 1024
 _MARKER_CARRY = 64
 _COLLECTED: deque[Call] = deque()
@@ -76,6 +86,9 @@ class Call:
         "_correlation_id",
         "_ctx",
         "_deadline",
+        "_fallback_next",
+        "_fallback_reason",
+        "_fallbacks",
         "_finish_lock",
         "_headers",
         "_hook",
@@ -92,6 +105,7 @@ class Call:
         "_request",
         "_retained",
         "_sdk_timeout",
+        "_served_model",
         "_sse",
         "_status",
         "_stop_reason",
@@ -127,24 +141,7 @@ class Call:
         self.call_id = call_id
         self._prompt_estimate = prompt_estimate
         self._t0 = time.perf_counter()
-        policies = hook.policies
-        self._policies = policies
-        self._sdk_timeout = sdk_timeout
-        self._max_retries = hook.max_retries if policies.max_retries is None else policies.max_retries
-        # The policies' clock (fake in tests) drives every time-based decision;
-        # perf_counter only measures what the event reports.
-        self._clock = policies.clock
-        total = policies.timeouts.total_for(streamed=info.streamed, max_tokens=info.max_tokens)
-        sdk_read = sdk_timeout.get("read") if isinstance(sdk_timeout, dict) else None
-        if sdk_read is not None:
-            total = min(total, sdk_read)  # a per-call timeout= caps the whole call
-        self._deadline = self._clock.monotonic() + total
-        self._breaker: CircuitBreaker | None = None
-        self._permit: Permit | None = None
-        self._attempt_timeout: dict[str, Any] | None = None
-        self._stop_reason: str | None = None
-        self._rejected_reason: str | None = None
-        self._request: Any = None
+        self._init_policies(hook, info, sdk_timeout)
         # Sinks run in the caller's contextvars (structlog's bound variables,
         # the current span), even though they run on another thread.
         self._app_ctx = contextvars.copy_context()
@@ -172,6 +169,30 @@ class Call:
         self._carry = b""
         self._usage_filter: UsageChunkFilter | None = None
 
+    def _init_policies(self, hook: Hook, info: RequestInfo, sdk_timeout: Any) -> None:
+        policies = hook.policies
+        self._policies = policies
+        self._sdk_timeout = sdk_timeout
+        self._max_retries = hook.max_retries if policies.max_retries is None else policies.max_retries
+        # The policies' clock (fake in tests) drives every time-based decision;
+        # perf_counter only measures what the event reports.
+        self._clock = policies.clock
+        total = policies.timeouts.total_for(streamed=info.streamed, max_tokens=info.max_tokens)
+        sdk_read = sdk_timeout.get("read") if isinstance(sdk_timeout, dict) else None
+        if sdk_read is not None:
+            total = min(total, sdk_read)  # a per-call timeout= caps the whole call
+        self._deadline = self._clock.monotonic() + total
+        self._breaker: CircuitBreaker | None = None
+        self._permit: Permit | None = None
+        self._attempt_timeout: dict[str, Any] | None = None
+        self._stop_reason: str | None = None
+        self._rejected_reason: str | None = None
+        self._request: Any = None
+        self._served_model = info.model
+        self._fallbacks: list[Fallback] | None = None  # the chain still untried, made on first need
+        self._fallback_next: str | None = None  # why the next attempt switches model
+        self._fallback_reason: str | None = None
+
     # -- attempts -------------------------------------------------------------
 
     def begin_attempt(self, request: Any, extensions: dict[str, Any], *, is_async: bool) -> dict[str, Any]:
@@ -187,7 +208,12 @@ class Call:
         self._request = request
         if first:
             self._find_breaker()
+        if self._fallback_next is not None:
+            self._switch(request, self._fallback_next)
         refusal = self._acquire_permit()
+        # An open breaker sends the call down its fallback chain, if it has one.
+        while refusal is CircuitOpenError and self._switch(request, "circuit_open"):
+            refusal = self._acquire_permit()
         if refusal is not None:
             self._refuse(request, refusal)
         if first:
@@ -213,9 +239,42 @@ class Call:
     def _find_breaker(self) -> None:
         hook = self._hook
         try:
-            self._breaker = self._policies.circuit(hook.endpoint, self._info.model, hook.circuit_changed)
+            self._breaker = self._policies.circuit(hook.endpoint, self._served_model, hook.circuit_changed)
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             hook.pipeline.internal_error("policies")
+
+    def _fallback_chain(self) -> list[Fallback]:
+        if self._fallbacks is None:
+            chains = self._policies.fallbacks
+            # Azure names its deployment in the URL, not the body: no fallback there.
+            usable = chains and self._hook.provider.name != "azure"
+            self._fallbacks = chain_for(chains, self._info.model) if usable else []
+        return self._fallbacks
+
+    def _switch(self, request: Any, reason: str) -> bool:
+        """Send the next attempts to the next fallback model; False when the chain is spent."""
+        self._fallback_next = None
+        chain = self._fallback_chain()
+        while chain:
+            fallback = chain.pop(0)
+            try:
+                body = rewrite_body(request.content, fallback)
+            except Exception:  # noqa: BLE001 - a streamed upload has no readable content
+                body = None
+            if body is None:
+                continue
+            hook = self._hook
+            request.stream = hook.http.ByteStream(body)
+            request._content = body
+            request.headers["Content-Length"] = str(len(body))
+            hook.pipeline.count_fallback(
+                hook.metrics, hook.provider.name, self._served_model, fallback.model, reason
+            )
+            self._served_model = fallback.model
+            self._fallback_reason = reason
+            self._find_breaker()
+            return True
+        return False
 
     def _earn_retry_budget(self) -> None:
         try:
@@ -243,7 +302,7 @@ class Call:
         hook, info = self._hook, self._info
         if cls is CircuitOpenError and self._breaker is not None:
             wait = self._breaker.retry_after_s()
-            what = f"{hook.provider.name} {info.model or info.operation} at {hook.endpoint[1]}"
+            what = f"{hook.provider.name} {self._served_model or info.operation} at {hook.endpoint[1]}"
             message = (
                 f"circuit open for {what}: failing fast for {wait:.1f} s more"
                 if wait > 0
@@ -363,9 +422,19 @@ class Call:
             backoff_max_s=policies.backoff_max_s,
             random=policies.random,
         )
+        breaker_open = self._breaker is not None and self._breaker.state == "open"
+        overloaded = status in _OVERLOADED
+        # Another model may serve what this one cannot: it is out of capacity,
+        # or this very failure opened its breaker.
+        fall_back = overloaded or (breaker_open and decision.delay_s is not None)
+        if fall_back and decision.reason != "max_retries" and self._fallback_chain():
+            if not policies.budget(self._hook.endpoint).try_spend():
+                return RetryDecision(None, "budget")
+            self._fallback_next = "overloaded" if overloaded else "circuit_open"
+            return RetryDecision(0.0, "fallback")  # another model: no need to wait
         if decision.delay_s is None:
             return decision
-        if self._breaker is not None and self._breaker.state == "open":
+        if breaker_open:
             return RetryDecision(None, "circuit_open")  # this very failure may have opened it
         if not policies.budget(self._hook.endpoint).try_spend():
             return RetryDecision(None, "budget")
@@ -694,6 +763,8 @@ class Call:
             path=info.path,
             retry_stop_reason=self._stop_reason if outcome != "ok" else None,
             rejected_reason=self._rejected_reason,
+            served_model=self._served_model,
+            fallback_reason=self._fallback_reason,
             input_content=self._input_content,
             output_content=output,
         )

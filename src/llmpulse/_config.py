@@ -90,6 +90,8 @@ class Settings:
         breaker_failures: Consecutive provider failures that open a breaker.
         breaker_open_s: How long an open breaker fails calls fast.
         breaker_half_open_probes: Probe calls a half-open breaker lets through before deciding.
+        fallbacks: Requested model -> models to use instead when it is
+            overloaded or its breaker is open (env: ``gpt-4o=gpt-4o-mini|gpt-4.1-mini,...``).
 
     """
 
@@ -128,6 +130,7 @@ class Settings:
     breaker_failures: int = 10
     breaker_open_s: float = 60.0
     breaker_half_open_probes: int = 1
+    fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = tuple(s for s in self.sinks if isinstance(s, str))
@@ -257,6 +260,20 @@ def _parse_float(name: str, raw: str) -> float:
         raise ConfigError(f"{_var(name)}={raw!r} is not a number") from None
 
 
+def _parse_fallbacks(name: str, raw: str) -> dict[str, tuple[str, ...]]:
+    chains: dict[str, tuple[str, ...]] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        model, sep, rest = entry.partition("=")
+        steps = tuple(step.strip() for step in rest.split("|") if step.strip())
+        if not sep or not model.strip() or not steps:
+            raise ConfigError(
+                f"{_var(name)}={raw!r} is not valid: use model=fallback[|fallback...][,model=...], "
+                "e.g. gpt-4o=gpt-4o-mini,claude-sonnet-4-6=claude-haiku-4-5"
+            )
+        chains[model.strip()] = steps
+    return chains
+
+
 def _parse_optional_float(name: str, raw: str) -> float | None:
     return None if raw == "" else _parse_float(name, raw)
 
@@ -312,6 +329,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "breaker_failures": _parse_int,
     "breaker_open_s": _parse_float,
     "breaker_half_open_probes": _parse_int,
+    "fallbacks": _parse_fallbacks,
 }
 
 _lock = threading.Lock()

@@ -87,6 +87,19 @@ class Pipeline:
         if target is not None:
             target.count_retry(provider, model, decision.reason, made=decision.delay_s is not None)
 
+    def count_fallback(
+        self,
+        metrics: PrometheusSink | None,
+        provider: str,
+        from_model: str | None,
+        to_model: str,
+        reason: str,
+    ) -> None:
+        """Count a call sent on to a fallback model."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.count_fallback(provider, from_model, to_model, reason)
+
     def circuit_changed(
         self,
         metrics: PrometheusSink | None,

@@ -139,6 +139,7 @@ def default_policies(settings: Settings) -> Policies:
             total_s=settings.total_timeout_s,
         ),
         breaker=breaker,
+        fallbacks=dict(settings.fallbacks),
     )
     _defaults[:] = [(settings, policies)]
     return policies

@@ -131,6 +131,8 @@ class CallEvent:
     output_content: str | None = None
     retry_stop_reason: str | None = None
     rejected_reason: str | None = None
+    served_model: str | None = None
+    fallback_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

@@ -8,6 +8,7 @@ their state per endpoint.
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit
 from ._budget import RetryBudget
 from ._deadline import Timeouts
+from ._fallback import Fallback, FallbackChains, chain_for, rewrite_body
 from ._policies import Clock, Policies, SystemClock
 from ._retry import RetryDecision, classify_exception, decide_retry, parse_retry_after
 
@@ -16,13 +17,17 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "Clock",
+    "Fallback",
+    "FallbackChains",
     "Permit",
     "Policies",
     "RetryBudget",
     "RetryDecision",
     "SystemClock",
     "Timeouts",
+    "chain_for",
     "classify_exception",
     "decide_retry",
     "parse_retry_after",
+    "rewrite_body",
 ]

@@ -20,6 +20,7 @@ from typing import Protocol
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ._budget import RetryBudget
 from ._deadline import Timeouts
+from ._fallback import FallbackChains
 
 __all__ = ["Clock", "Policies", "SystemClock"]
 
@@ -84,6 +85,9 @@ class Policies:
         timeouts: Per-attempt and per-call time limits.
         breaker: Circuit breaker settings, one breaker per endpoint and model;
             None: no breaker.
+        fallbacks: Requested model -> models to serve the call instead when it
+            is overloaded (503/529) or its breaker is open, in order
+            (``"gpt-4o-mini"`` or ``Fallback("claude-haiku-4-5", max_tokens=1024)``).
         clock: Time source (tests inject a fake one).
         random: Jitter source.
 
@@ -96,6 +100,7 @@ class Policies:
     retry_budget_reserve: int = 10
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
+    fallbacks: FallbackChains = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
     random: Callable[[], float] = random.random
     _state: _State = field(default_factory=lambda: _State(), init=False, repr=False, compare=False)  # noqa: PLW0108 - _State is defined below

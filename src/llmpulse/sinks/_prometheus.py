@@ -142,6 +142,12 @@ class _Metrics:
             (*_SHORT[:2], "reason"),
             registry=r,
         )
+        self.fallbacks = Counter(
+            "llmpulse_fallbacks_total",
+            "Calls sent on to a fallback model, by why (overloaded, circuit_open).",
+            ("gen_ai_provider_name", "gen_ai_request_model", "served_model", "reason"),
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "llmpulse_circuit_state",
             "Circuit breaker state per endpoint and model: 0 closed, 1 half-open, 2 open.",
@@ -529,6 +535,19 @@ class PrometheusSink:
             label = self._models.resolve(model)
         metric = self._m.retries if made else self._m.retries_refused
         self._bump(metric, ("retry" if made else "refused", provider, label, reason), 1)
+
+    def count_fallback(self, provider: str, from_model: str | None, to_model: str, reason: str) -> None:
+        """Count a switch to a fallback model (``llmpulse_fallbacks_total``).
+
+        Args:
+            provider: The ``gen_ai_provider_name``.
+            from_model: The model that could not serve the call.
+            to_model: The model asked instead.
+            reason: "overloaded" or "circuit_open".
+
+        """
+        key = ("fallback", provider, self._models.resolve(from_model), self._models.resolve(to_model), reason)
+        self._bump(self._m.fallbacks, key, 1)
 
     def record_circuit(self, provider: str, host: str, model: str, old: str, new: str) -> None:
         """Record a breaker transition and its new state (``llmpulse_circuit_*``).
