@@ -415,3 +415,72 @@ def _fail_on(client: openai.OpenAI, model: str) -> BaseException:
     with pytest.raises(Exception) as info:  # noqa: PT011 - the caller checks what it needs
         client.chat.completions.create(model=model, messages=MESSAGES)
     return info.value
+
+
+def test_cacheable_calls_are_answered_from_the_cache(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """With context(cache=True) the same request is answered without a call, as the SDK's own type."""
+    registry = CollectorRegistry()
+    client = _openai(raw_openai, Policies(clock=FakeClock()), sink, registry)
+    with llmpulse.context(tenant="acme", cache=True):
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0)
+        second = client.chat.completions.create(temperature=0, messages=MESSAGES, model="gpt-4o-mini")
+    assert len(fake.requests) == 1  # key order does not matter: one request, one answer
+    assert isinstance(second, type(first))
+    assert second.choices[0].message.content == first.choices[0].message.content
+    miss, hit = sink.calls
+    assert (miss.cache_hit, hit.cache_hit) == (False, True)
+    assert (hit.outcome, hit.attempts, hit.http_status) == ("ok", 0, 200)
+    assert hit.cost_usd == 0.0
+    assert hit.cost_saved_usd == miss.cost_usd
+    assert hit.output_tokens == miss.output_tokens  # the tokens saved
+    get = registry.get_sample_value
+    assert get("llmpulse_cache_total", {"gen_ai_provider_name": "openai", "result": "hit"}) == 1
+    assert get("llmpulse_cache_total", {"gen_ai_provider_name": "openai", "result": "store"}) == 1
+    tokens = {
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": "gpt-4o-mini",
+        "gen_ai_operation_name": "chat",
+        "tenant": "acme",
+        "route": "",
+        "token_type": "output",
+    }
+    assert get("llmpulse_tokens_total", tokens) == miss.output_tokens  # the hit used none
+
+
+def test_nothing_is_cached_unless_asked_and_never_private(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """Without cache=True, inside private=True, for streams and for errors: every call goes out."""
+    client = _openai(raw_openai, Policies(clock=FakeClock()), sink)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with llmpulse.context(cache=True, private=True):
+        for _ in range(2):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with llmpulse.context(cache=True):
+        for _ in range(2):
+            list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        fake.enqueue(Fault.status(400))
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert len(fake.requests) == 8
+    assert not any(e.cache_hit for e in sink.calls)
+
+
+def test_cached_answers_expire_and_routes_can_opt_in(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A cache_routes route is cacheable without cache=True; an answer older than the TTL is fetched again."""
+    clock = FakeClock()
+    policies = Policies(cache_ttl_s=60.0, cache_routes=frozenset({"/faq"}), clock=clock)
+    client = _openai(raw_openai, policies, sink)
+    with llmpulse.context(route="/faq"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        clock.advance(60.0)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [e.cache_hit for e in sink.calls] == [False, True, False]
+    assert len(fake.requests) == 2

@@ -30,8 +30,10 @@ from .exceptions import (
     sdk_error,
 )
 from .policies import (
+    CacheEntry,
     Fallback,
     RetryDecision,
+    cache_key,
     chain_for,
     classify_exception,
     decide_retry,
@@ -78,6 +80,8 @@ class Call:
         "_backoff",
         "_body_done",
         "_breaker",
+        "_cache_hit",
+        "_cache_key",
         "_capture",
         "_carry",
         "_chunks",
@@ -192,6 +196,57 @@ class Call:
         self._fallbacks: list[Fallback] | None = None  # the chain still untried, made on first need
         self._fallback_next: str | None = None  # why the next attempt switches model
         self._fallback_reason: str | None = None
+        self._cache_key: str | None = None
+        self._cache_hit: CacheEntry | None = None
+
+    # -- the response cache ---------------------------------------------------
+
+    def cached_answer(self, request: Any) -> CacheEntry | None:
+        """The cached answer to this request, when the caller allowed caching and there is one."""
+        ctx, policies = self._ctx, self._policies
+        cacheable = ctx.cache or (ctx.route is not None and ctx.route in policies.cache_routes)
+        if not cacheable or ctx.private or self._info.streamed:
+            return None
+        try:
+            hook = self._hook
+            provider, host, key_id = hook.endpoint
+            self._cache_key = cache_key(provider, host, key_id, self._info.path, request.content)
+            if self._cache_key is None:
+                return None
+            entry = policies.cache().get(self._cache_key)
+            hook.pipeline.count_cache(hook.metrics, provider, "hit" if entry is not None else "miss")
+        except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
+            self._hook.pipeline.internal_error("cache")
+            return None
+        return entry
+
+    def serve_cached(self, entry: CacheEntry) -> None:
+        """Record a call answered from the cache: no attempt, nothing billed, the original cost saved."""
+        self._cache_hit = entry
+        self._status = entry.status
+        self._headers = dict(entry.headers)
+        self._nbytes = len(entry.body)
+        try:
+            parsed = self._hook.provider.parse_body(self._info, entry.body)
+        except Exception:  # noqa: BLE001 - the answer is already on its way to the caller
+            parsed = None
+        self._finish("ok", parsed, data=entry.body)
+
+    def _store_answer(self, data: bytes, cost: float | None) -> None:
+        key = self._cache_key
+        if (
+            key is None
+            or self._cache_hit is not None
+            or self._status is None
+            or not 200 <= self._status < 300
+        ):
+            return
+        try:
+            headers = tuple((k, v) for k, v in (self._headers or {}).items() if k != "content-length")
+            if self._policies.cache().put(key, self._status, headers, data, cost):
+                self._hook.pipeline.count_cache(self._hook.metrics, self._hook.provider.name, "store")
+        except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
+            self._hook.pipeline.internal_error("cache")
 
     # -- attempts -------------------------------------------------------------
 
@@ -717,6 +772,11 @@ class Call:
             )
         elif self._status is not None and self._status >= 400:
             cost = 0.0  # rejected by the provider before generating: not billed
+        saved = None
+        if self._cache_hit is not None:
+            saved, cost = self._cache_hit.cost_usd if self._cache_hit.cost_usd is not None else cost, 0.0
+        elif outcome == "ok" and not self._sse and self._cache_key is not None:
+            self._store_answer(data, cost)
         ctx = self._ctx
         return CallEvent(
             call_id=self.call_id,
@@ -765,6 +825,8 @@ class Call:
             rejected_reason=self._rejected_reason,
             served_model=self._served_model,
             fallback_reason=self._fallback_reason,
+            cache_hit=self._cache_hit is not None,
+            cost_saved_usd=saved,
             input_content=self._input_content,
             output_content=output,
         )

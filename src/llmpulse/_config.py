@@ -38,6 +38,8 @@ _POSITIVE = (
     "breaker_failures",
     "breaker_open_s",
     "breaker_half_open_probes",
+    "cache_ttl_s",
+    "cache_max_entries",
 )
 
 
@@ -90,6 +92,9 @@ class Settings:
         breaker_failures: Consecutive provider failures that open a breaker.
         breaker_open_s: How long an open breaker fails calls fast.
         breaker_half_open_probes: Probe calls a half-open breaker lets through before deciding.
+        cache_ttl_s: How long a cached answer stays valid.
+        cache_max_entries: Answers kept in the in-memory response cache.
+        cache_routes: Routes whose calls are cacheable without ``context(cache=True)``.
         fallbacks: Requested model -> models to use instead when it is
             overloaded or its breaker is open (env: ``gpt-4o=gpt-4o-mini|gpt-4.1-mini,...``).
 
@@ -131,6 +136,9 @@ class Settings:
     breaker_open_s: float = 60.0
     breaker_half_open_probes: int = 1
     fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    cache_ttl_s: float = 3600.0
+    cache_max_entries: int = 1000
+    cache_routes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = tuple(s for s in self.sinks if isinstance(s, str))
@@ -330,6 +338,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "breaker_open_s": _parse_float,
     "breaker_half_open_probes": _parse_int,
     "fallbacks": _parse_fallbacks,
+    "cache_ttl_s": _parse_float,
+    "cache_max_entries": _parse_int,
+    "cache_routes": _parse_list,
 }
 
 _lock = threading.Lock()

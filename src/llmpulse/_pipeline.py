@@ -87,6 +87,12 @@ class Pipeline:
         if target is not None:
             target.count_retry(provider, model, decision.reason, made=decision.delay_s is not None)
 
+    def count_cache(self, metrics: PrometheusSink | None, provider: str, result: str) -> None:
+        """Count a cache lookup ("hit", "miss") or a stored answer ("store")."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.count_cache(provider, result)
+
     def count_fallback(
         self,
         metrics: PrometheusSink | None,

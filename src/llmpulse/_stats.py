@@ -387,8 +387,9 @@ class RollingStats:
         counter = _OUTCOME_COUNTER.get(event.outcome)
         status = event.http_status or 0
         retries = event.retries
-        input_tokens = event.input_tokens or 0
-        output_tokens = event.output_tokens or 0
+        # A cache hit used no tokens (its event reports the ones it saved).
+        input_tokens = 0 if event.cache_hit else event.input_tokens or 0
+        output_tokens = 0 if event.cache_hit else event.output_tokens or 0
         cost = event.cost_usd
         # A call never sent (rejected by a policy) costs nothing: it is not "unpriced".
         unpriced = cost is None and event.attempts > 0

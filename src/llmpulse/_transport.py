@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._call import Call
     from ._hook import Hook
+    from .policies import CacheEntry
 
 __all__ = ["transport_classes"]
 
@@ -111,6 +112,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             base_extensions = request.extensions
             clock = self.hook.policies.clock
             try:
+                cached = call.cached_answer(request)
+                if cached is not None:
+                    return _cached_response(http, request, call, cached)
                 while True:
                     request.extensions = call.begin_attempt(request, base_extensions, is_async=False)
                     _mark_retry(request, call)
@@ -154,6 +158,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             base_extensions = request.extensions
             clock = self.hook.policies.clock
             try:
+                cached = call.cached_answer(request)
+                if cached is not None:
+                    return _cached_response(http, request, call, cached)
                 while True:
                     request.extensions = call.begin_attempt(request, base_extensions, is_async=True)
                     _mark_retry(request, call)
@@ -189,6 +196,13 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
 def _already_read(response: Any) -> bool:
     # Transports such as MockTransport hand back bodies that httpx read eagerly.
     return hasattr(response, "_content")
+
+
+def _cached_response(http: ModuleType, request: Any, call: Call, entry: CacheEntry) -> Any:
+    # The SDK parses it as it would the provider's own answer.
+    response = http.Response(entry.status, headers=list(entry.headers), content=entry.body, request=request)
+    call.serve_cached(entry)
+    return response
 
 
 def _replace_content(http: ModuleType, response: Any, call: Call) -> None:

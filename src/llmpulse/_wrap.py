@@ -140,6 +140,9 @@ def default_policies(settings: Settings) -> Policies:
         ),
         breaker=breaker,
         fallbacks=dict(settings.fallbacks),
+        cache_ttl_s=settings.cache_ttl_s,
+        cache_max_entries=settings.cache_max_entries,
+        cache_routes=frozenset(settings.cache_routes),
     )
     _defaults[:] = [(settings, policies)]
     return policies

@@ -133,6 +133,8 @@ class CallEvent:
     rejected_reason: str | None = None
     served_model: str | None = None
     fallback_reason: str | None = None
+    cache_hit: bool = False
+    cost_saved_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

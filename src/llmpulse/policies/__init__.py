@@ -7,6 +7,7 @@ their state per endpoint.
 
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit
 from ._budget import RetryBudget
+from ._cache import CacheEntry, ResponseCache, cache_key
 from ._deadline import Timeouts
 from ._fallback import Fallback, FallbackChains, chain_for, rewrite_body
 from ._policies import Clock, Policies, SystemClock
@@ -15,16 +16,19 @@ from ._retry import RetryDecision, classify_exception, decide_retry, parse_retry
 __all__ = [
     "BreakerConfig",
     "BreakerState",
+    "CacheEntry",
     "CircuitBreaker",
     "Clock",
     "Fallback",
     "FallbackChains",
     "Permit",
     "Policies",
+    "ResponseCache",
     "RetryBudget",
     "RetryDecision",
     "SystemClock",
     "Timeouts",
+    "cache_key",
     "chain_for",
     "classify_exception",
     "decide_retry",

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ._budget import RetryBudget
+from ._cache import ResponseCache
 from ._deadline import Timeouts
 from ._fallback import FallbackChains
 
@@ -85,6 +86,10 @@ class Policies:
         timeouts: Per-attempt and per-call time limits.
         breaker: Circuit breaker settings, one breaker per endpoint and model;
             None: no breaker.
+        cache_ttl_s: How long a cached answer stays valid (opt-in per call:
+            ``llmpulse.context(cache=True)`` or ``cache_routes``).
+        cache_max_entries: Answers kept in the in-memory cache.
+        cache_routes: Routes whose calls are cacheable without ``cache=True``.
         fallbacks: Requested model -> models to serve the call instead when it
             is overloaded (503/529) or its breaker is open, in order
             (``"gpt-4o-mini"`` or ``Fallback("claude-haiku-4-5", max_tokens=1024)``).
@@ -101,6 +106,9 @@ class Policies:
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
     fallbacks: FallbackChains = field(default_factory=dict)
+    cache_ttl_s: float = 3600.0
+    cache_max_entries: int = 1000
+    cache_routes: frozenset[str] = frozenset()
     clock: Clock = SYSTEM_CLOCK
     random: Callable[[], float] = random.random
     _state: _State = field(default_factory=lambda: _State(), init=False, repr=False, compare=False)  # noqa: PLW0108 - _State is defined below
@@ -118,6 +126,10 @@ class Policies:
     def budget(self, endpoint: Endpoint) -> RetryBudget:
         """The retry budget of ``endpoint``."""
         return self._state.budget(endpoint, self)
+
+    def cache(self) -> ResponseCache:
+        """The response cache (made on first use)."""
+        return self._state.cache(self)
 
     def circuit(
         self, endpoint: Endpoint, model: str | None, on_transition: TransitionListener
@@ -138,6 +150,18 @@ class _State:
         self._lock = threading.Lock()
         self._budgets: dict[Endpoint, RetryBudget] = {}
         self._breakers: dict[tuple[str, str, str, str], CircuitBreaker] = {}
+        self._cache: ResponseCache | None = None
+
+    def cache(self, policies: Policies) -> ResponseCache:
+        if self._cache is None:
+            with self._lock:
+                if self._cache is None:
+                    self._cache = ResponseCache(
+                        ttl_s=policies.cache_ttl_s,
+                        max_entries=policies.cache_max_entries,
+                        clock=policies.clock.monotonic,
+                    )
+        return self._cache
 
     def budget(self, endpoint: Endpoint, policies: Policies) -> RetryBudget:
         found = self._budgets.get(endpoint)

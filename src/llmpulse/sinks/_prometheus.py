@@ -142,6 +142,12 @@ class _Metrics:
             (*_SHORT[:2], "reason"),
             registry=r,
         )
+        self.cache = Counter(
+            "llmpulse_cache_total",
+            "Response cache lookups (hit, miss) and answers stored (store).",
+            ("gen_ai_provider_name", "result"),
+            registry=r,
+        )
         self.fallbacks = Counter(
             "llmpulse_fallbacks_total",
             "Calls sent on to a fallback model, by why (overloaded, circuit_open).",
@@ -435,6 +441,8 @@ class PrometheusSink:
         return s
 
     def _tokens(self, s: _Series, e: CallEvent) -> None:
+        if e.cache_hit:
+            return  # answered from the cache: no tokens used, nothing billed
         known = False
         if e.input_tokens is not None:
             known = True
@@ -535,6 +543,16 @@ class PrometheusSink:
             label = self._models.resolve(model)
         metric = self._m.retries if made else self._m.retries_refused
         self._bump(metric, ("retry" if made else "refused", provider, label, reason), 1)
+
+    def count_cache(self, provider: str, result: str) -> None:
+        """Count a cache lookup or store (``llmpulse_cache_total``).
+
+        Args:
+            provider: The ``gen_ai_provider_name``.
+            result: "hit", "miss" or "store".
+
+        """
+        self._bump(self._m.cache, ("cache", provider, result), 1)
 
     def count_fallback(self, provider: str, from_model: str | None, to_model: str, reason: str) -> None:
         """Count a switch to a fallback model (``llmpulse_fallbacks_total``).
