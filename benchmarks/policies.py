@@ -33,7 +33,7 @@ def decision_cost_us(n: int = 200_000) -> tuple[float, float]:
     endpoint = ("openai", "api.openai.com", "key-1")
     breaker = policies.circuit(endpoint, "gpt-4o-mini", lambda *args: None)
     assert breaker is not None
-    budget = policies.budget(endpoint)
+    budget = policies.retry_budget(endpoint)
     timeouts = policies.timeouts
     sdk_timeout = {"connect": 5.0, "read": 600.0, "write": 600.0, "pool": 600.0}
 

@@ -39,16 +39,27 @@ from .exceptions import (
     RateLimitedError,
     UnsupportedClientError,
 )
-from .policies import BreakerConfig, Fallback, Policies, Timeouts
+from .policies import (
+    BreakerConfig,
+    Budget,
+    ConcurrencyConfig,
+    Fallback,
+    Policies,
+    RateLimit,
+    Timeouts,
+    throttle,
+)
 from .sinks import JsonlSink, Sink, StructlogSink
 from .sinks._dispatch import SinkStats
 
 __all__ = [
     "AttemptEvent",
     "BreakerConfig",
+    "Budget",
     "BudgetExceededError",
     "CallEvent",
     "CircuitOpenError",
+    "ConcurrencyConfig",
     "ConfigError",
     "Context",
     "DeadlineExceededError",
@@ -64,6 +75,7 @@ __all__ = [
     "OverloadedError",
     "Policies",
     "PolicyError",
+    "RateLimit",
     "RateLimitInfo",
     "RateLimitedError",
     "Settings",
@@ -86,6 +98,7 @@ __all__ = [
     "sink_stats",
     "start_metrics_server",
     "stats",
+    "throttle",
     "unwrap",
     "with_context",
     "wrap",

@@ -11,6 +11,7 @@ or cancellation escapes.
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections import deque
@@ -23,30 +24,43 @@ from ._context import Context, InteractionTotals, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .exceptions import (
+    BudgetExceededError,
     CircuitOpenError,
     DeadlineExceededError,
     MalformedResponseError,
+    OverloadedError,
     PolicyError,
+    RateLimitedError,
     sdk_error,
 )
 from .policies import (
+    AdaptiveLimiter,
+    BudgetCheck,
     CacheEntry,
     Fallback,
+    RateCheck,
+    Refused,
     RetryDecision,
+    Slot,
+    budget_checks,
     cache_key,
     chain_for,
     classify_exception,
     decide_retry,
     parse_retry_after,
+    rate_checks,
     rewrite_body,
 )
 from .providers import UsageChunkFilter
 from .providers._base import json_malformed
 
+_log = logging.getLogger("llmpulse")
+
 if TYPE_CHECKING:
     from ._hook import Hook
     from .policies import CircuitBreaker, Permit
     from .providers import RequestInfo, ResponseInfo, StreamFormat
+    from .state import GcraResult
 
 __all__ = ["Call"]
 
@@ -55,6 +69,26 @@ __all__ = ["Call"]
 _RETAIN_LIMIT = 8 * 1024 * 1024
 # Answers that say the model is out of capacity: a fallback model may have some.
 _OVERLOADED = frozenset({503, 529})
+# Answers that tell the concurrency limiter to back off.
+_SLOWDOWN = frozenset({429, 503, 529})
+# A Retry-After longer than this pauses only the call that got it, not the process.
+_MAX_SHARED_PAUSE_S = 60.0
+_budget_warned: set[tuple[str, str, int]] = set()
+_budget_warned_lock = threading.Lock()
+
+
+def _warn_budget_once(tenant: str, check: BudgetCheck, message: str) -> None:
+    # One warning per tenant, budget and window, not one per call.
+    key = (tenant, check.key, int(time.time() // check.window_s))
+    with _budget_warned_lock:
+        if key in _budget_warned:
+            return
+        if len(_budget_warned) > 10_000:
+            _budget_warned.clear()
+        _budget_warned.add(key)
+    _log.warning("llmpulse %s; calls go on (action: alert)", message)
+
+
 _TAIL_LIMIT = 256 * 1024
 _MARKER_CARRY = 64
 _COLLECTED: deque[Call] = deque()
@@ -80,6 +114,7 @@ class Call:
         "_backoff",
         "_body_done",
         "_breaker",
+        "_budgets",
         "_cache_hit",
         "_cache_key",
         "_capture",
@@ -99,17 +134,20 @@ class Call:
         "_info",
         "_input_content",
         "_interaction",
+        "_limiter",
         "_max_retries",
         "_nbytes",
         "_permit",
         "_policies",
         "_prev_trace",
         "_prompt_estimate",
+        "_rate_reserved",
         "_rejected_reason",
         "_request",
         "_retained",
         "_sdk_timeout",
         "_served_model",
+        "_slot",
         "_sse",
         "_status",
         "_stop_reason",
@@ -198,6 +236,213 @@ class Call:
         self._fallback_reason: str | None = None
         self._cache_key: str | None = None
         self._cache_hit: CacheEntry | None = None
+        self._limiter: AdaptiveLimiter | None = None
+        self._slot: Slot | None = None
+        self._rate_reserved: list[RateCheck] = []
+        self._budgets: list[BudgetCheck] = []
+
+    # -- admission: budgets, rate limits, concurrency ------------------------------
+    # The store and the limiter are asked from the sync shell (`admit`,
+    # `acquire_slot`) or the async one (`aadmit`, `aacquire_slot`); every
+    # decision on their answers is made by the shared helpers below them.
+
+    def admit(self, request: Any) -> None:
+        """Check the tenant's budgets, then wait for its rate limits (sync shell).
+
+        Raises:
+            BudgetExceededError: A budget with action "block" is spent.
+            RateLimitedError: A limit would not admit the call within its wait.
+
+        """
+        store = self._policies.state_store()
+        budgets = self._budget_checks()
+        if budgets:
+            self._judge_budgets(
+                request, budgets, [store.add(c.key, 0.0, window_s=c.window_s) for c in budgets]
+            )
+        checks = self._rate_checks()
+        waited = 0.0
+        while checks:
+            results = []
+            for check in checks:
+                result = store.gcra(
+                    check.key, rate_per_s=check.rate_per_s, burst=check.burst, cost=check.cost
+                )
+                results.append(result)
+                if not result.allowed:
+                    break
+            wait = self._rate_verdict(request, checks, results, waited)
+            if wait is None:
+                return
+            for check, result in zip(checks, results, strict=False):
+                if result.allowed:  # give back what the refused round took
+                    store.gcra(check.key, rate_per_s=check.rate_per_s, burst=check.burst, cost=-check.cost)
+            self._clock.sleep(wait)
+            waited += wait
+
+    async def aadmit(self, request: Any) -> None:
+        """`admit` for the async shell."""
+        store = self._policies.state_store()
+        budgets = self._budget_checks()
+        if budgets:
+            totals = [await store.aadd(c.key, 0.0, window_s=c.window_s) for c in budgets]
+            self._judge_budgets(request, budgets, totals)
+        checks = self._rate_checks()
+        waited = 0.0
+        while checks:
+            results = []
+            for check in checks:
+                result = await store.agcra(
+                    check.key, rate_per_s=check.rate_per_s, burst=check.burst, cost=check.cost
+                )
+                results.append(result)
+                if not result.allowed:
+                    break
+            wait = self._rate_verdict(request, checks, results, waited)
+            if wait is None:
+                return
+            for check, result in zip(checks, results, strict=False):
+                if result.allowed:
+                    await store.agcra(
+                        check.key, rate_per_s=check.rate_per_s, burst=check.burst, cost=-check.cost
+                    )
+            await self._clock.asleep(wait)
+            waited += wait
+
+    def acquire_slot(self, request: Any) -> None:
+        """Wait for a concurrency slot for the next attempt (sync shell)."""
+        limiter = self._find_limiter()
+        if limiter is None or self._slot is not None:
+            return
+        try:
+            self._slot = limiter.acquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
+        except Refused as refused:
+            self._slot_refused(request, refused)
+
+    async def aacquire_slot(self, request: Any) -> None:
+        """`acquire_slot` for the async shell."""
+        limiter = self._find_limiter()
+        if limiter is None or self._slot is not None:
+            return
+        try:
+            self._slot = await limiter.aacquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
+        except Refused as refused:
+            self._slot_refused(request, refused)
+
+    def _priority(self) -> Literal["interactive", "background"]:
+        return "background" if self._ctx.priority == "background" else "interactive"
+
+    def _find_limiter(self) -> AdaptiveLimiter | None:
+        if self._limiter is None:
+            hook = self._hook
+            try:
+                self._limiter = self._policies.limiter(hook.endpoint, hook.concurrency_changed)
+            except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+                hook.pipeline.internal_error("policies")
+        return self._limiter
+
+    def _slot_refused(self, request: Any, refused: Refused) -> NoReturn:
+        endpoint = f"{self._hook.provider.name} at {self._hook.endpoint[1]}"
+        if refused.reason == "queue_full":
+            self._refuse(request, OverloadedError, f"too many calls waiting for {endpoint}: shed at once")
+        if refused.reason == "paused":
+            wait = refused.retry_after_s
+            message = (
+                f"{endpoint} asked every caller to wait {wait or 0:.1f} s (Retry-After), "
+                "past this call's deadline"
+            )
+            self._refuse(request, RateLimitedError, message, wait)
+        self._refuse(request, DeadlineExceededError, f"deadline spent waiting for a free slot at {endpoint}")
+
+    def _release_slot(self, status: int | None) -> None:
+        slot, self._slot = self._slot, None
+        if slot is None or self._limiter is None:
+            return
+        signal: Literal["success", "overload", "ignored"] = (
+            "overload"
+            if status in _SLOWDOWN
+            else "success"
+            if status is not None and status < 400
+            else "ignored"
+        )
+        try:
+            self._limiter.release(slot, signal)
+            if status == 429 and self._headers is not None:
+                pause = parse_retry_after(self._headers)
+                if pause is not None and 0 < pause <= _MAX_SHARED_PAUSE_S:
+                    self._limiter.pause(self._clock.monotonic() + pause)  # for everybody in the process
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            self._hook.pipeline.internal_error("policies")
+
+    def _reserved_tokens(self) -> int:
+        info = self._info
+        answer = (
+            info.max_tokens if info.max_tokens is not None else self._policies.timeouts.assumed_max_tokens
+        )
+        return (self._prompt_estimate or 0) + answer
+
+    def _rate_checks(self) -> list[RateCheck]:
+        policies, tenant = self._policies, self._ctx.tenant
+        return rate_checks(
+            policies.tenant_limit(tenant),
+            policies.key_rate_limit,
+            tenant=tenant,
+            key_id=self._hook.endpoint[2],
+            tokens=self._reserved_tokens(),
+            now=time.time(),
+        )
+
+    def _rate_verdict(
+        self, request: Any, checks: list[RateCheck], results: list[GcraResult], waited: float
+    ) -> float | None:
+        """None when every bucket admitted the call; else how long to wait (or refuse now)."""
+        refused = next(((c, r) for c, r in zip(checks, results, strict=False) if not r.allowed), None)
+        if refused is None:
+            self._rate_reserved = checks
+            return None
+        check, result = refused
+        hook = self._hook
+        hook.pipeline.count_rate_limited(hook.metrics, hook.provider.name, check.what)
+        budget = min(self._policies.rate_limit_wait_s - waited, self._remaining())
+        if result.retry_after_s > budget:
+            tenant = self._ctx.tenant or "(no tenant)"
+            message = f"{check.what} limit for {tenant}: next admission in {result.retry_after_s:.2f} s"
+            self._refuse(request, RateLimitedError, message, result.retry_after_s)
+        return result.retry_after_s
+
+    def _budget_checks(self) -> list[BudgetCheck]:
+        return budget_checks(self._policies.tenant_budget(self._ctx.tenant), self._ctx.tenant)
+
+    def _judge_budgets(self, request: Any, checks: list[BudgetCheck], totals: list[float]) -> None:
+        self._budgets = checks
+        spent = [c for c, total in zip(checks, totals, strict=True) if total >= c.limit]
+        if not spent:
+            return
+        budget = self._policies.tenant_budget(self._ctx.tenant)
+        action = budget.action if budget is not None else "alert"
+        hook, tenant = self._hook, self._ctx.tenant or ""
+        what = spent[0].what
+        hook.pipeline.count_budget_action(hook.metrics, action, what)
+        message = f"budget {what} of {tenant} is spent ({spent[0].limit:g})"
+        if action == "block":
+            self._refuse(request, BudgetExceededError, message)
+        if action == "downgrade" and self._switch(request, "budget"):
+            return
+        _warn_budget_once(tenant, spent[0], message)
+
+    def _settle(self, event: CallEvent) -> None:
+        """After the call: charge the budgets, and correct the token reservation with the actual usage."""
+        store = self._policies.state_store()
+        used = (event.input_tokens or 0) + (event.output_tokens or 0)
+        for check in self._budgets:
+            amount = used if check.unit == "tokens" else event.cost_usd or 0.0
+            if amount:
+                store.add(check.key, amount, window_s=check.window_s)
+        for bucket in self._rate_reserved:
+            if bucket.key.startswith("rl:tok:") and event.input_tokens is not None:
+                delta = used - bucket.cost  # a refund when the estimate was high
+                if delta:
+                    store.gcra(bucket.key, rate_per_s=bucket.rate_per_s, burst=bucket.burst, cost=delta)
 
     # -- the response cache ---------------------------------------------------
 
@@ -333,7 +578,7 @@ class Call:
 
     def _earn_retry_budget(self) -> None:
         try:
-            self._policies.budget(self._hook.endpoint).on_request()
+            self._policies.retry_budget(self._hook.endpoint).on_request()
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
 
@@ -353,9 +598,18 @@ class Call:
         self._permit = permit
         return None
 
-    def _refuse(self, request: Any, cls: type[PolicyError]) -> NoReturn:
+    def _refuse(
+        self,
+        request: Any,
+        cls: type[PolicyError],
+        message: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> NoReturn:
         hook, info = self._hook, self._info
-        if cls is CircuitOpenError and self._breaker is not None:
+        wait = retry_after_s
+        if message is not None:
+            pass
+        elif cls is CircuitOpenError and self._breaker is not None:
             wait = self._breaker.retry_after_s()
             what = f"{hook.provider.name} {self._served_model or info.operation} at {hook.endpoint[1]}"
             message = (
@@ -432,6 +686,8 @@ class Call:
             idle = self._policies.timeouts.body_read_s(self._sdk_timeout, streamed=True)
             if idle is not None:
                 self._attempt_timeout["read"] = idle
+        if delay is not None:
+            self._release_slot(status)  # backoff does not hold a slot
         self._attempt_event(status, None, headers, delay)
         return delay
 
@@ -442,6 +698,8 @@ class Call:
         failure = classify_exception(exc)
         self._release("failure" if failure in ("timeout", "connect") else "ignored")
         delay = self._retry_delay(None, None, failure, False)
+        if delay is not None:
+            self._release_slot(None)
         self._attempt_event(None, type(exc).__name__, None, delay)
         return delay
 
@@ -483,7 +741,7 @@ class Call:
         # or this very failure opened its breaker.
         fall_back = overloaded or (breaker_open and decision.delay_s is not None)
         if fall_back and decision.reason != "max_retries" and self._fallback_chain():
-            if not policies.budget(self._hook.endpoint).try_spend():
+            if not policies.retry_budget(self._hook.endpoint).try_spend():
                 return RetryDecision(None, "budget")
             self._fallback_next = "overloaded" if overloaded else "circuit_open"
             return RetryDecision(0.0, "fallback")  # another model: no need to wait
@@ -491,7 +749,7 @@ class Call:
             return decision
         if breaker_open:
             return RetryDecision(None, "circuit_open")  # this very failure may have opened it
-        if not policies.budget(self._hook.endpoint).try_spend():
+        if not policies.retry_budget(self._hook.endpoint).try_spend():
             return RetryDecision(None, "budget")
         return decision
 
@@ -713,11 +971,17 @@ class Call:
     ) -> None:
         if not self._finish_lock.acquire(blocking=False):
             return  # finished already (close after end, GC after close)
+        self._release_slot(self._status)  # the provider is done with this call
         try:
             event = self._build_event(outcome, parsed, data, stream_interrupted, error_type, error_message)
         except Exception:  # noqa: BLE001 - a bug of ours must never reach the caller
             self._hook.pipeline.internal_error("build_event")
             return
+        if self._budgets or self._rate_reserved:
+            try:
+                self._settle(event)
+            except Exception:  # noqa: BLE001 - a store failure must not reach the caller
+                self._hook.pipeline.internal_error("settle")
         if self._interaction is not None:
             self._interaction.add(event)
         hook = self._hook

@@ -26,6 +26,7 @@ _SINK_NAMES = ("log", "jsonl", "none")
 _LOG_FORMATS = ("json", "console")
 _LOG_STREAMS = ("stdout", "stderr")
 _NETWORK_TIMINGS = ("sampled", "all", "off")
+_BUDGET_ACTIONS = ("alert", "downgrade", "block")
 # Settings that must be > 0 when set.
 _POSITIVE = (
     "backoff_base_s",
@@ -40,6 +41,16 @@ _POSITIVE = (
     "breaker_half_open_probes",
     "cache_ttl_s",
     "cache_max_entries",
+    "tenant_requests_per_min",
+    "tenant_tokens_per_min",
+    "key_requests_per_min",
+    "key_tokens_per_min",
+    "budget_usd_per_hour",
+    "budget_usd_per_day",
+    "budget_tokens_per_hour",
+    "budget_tokens_per_day",
+    "concurrency_limit",
+    "replicas",
 )
 
 
@@ -92,6 +103,20 @@ class Settings:
         breaker_failures: Consecutive provider failures that open a breaker.
         breaker_open_s: How long an open breaker fails calls fast.
         breaker_half_open_probes: Probe calls a half-open breaker lets through before deciding.
+        tenant_requests_per_min: Calls per minute per tenant (None: unlimited).
+        tenant_tokens_per_min: Tokens per minute per tenant.
+        key_requests_per_min: Calls per minute per API key.
+        key_tokens_per_min: Tokens per minute per API key.
+        rate_limit_wait_s: How long a limited call may wait for its turn.
+        budget_usd_per_hour: USD per tenant per hour (None: no budget).
+        budget_usd_per_day: USD per tenant per UTC day.
+        budget_tokens_per_hour: Tokens per tenant per hour.
+        budget_tokens_per_day: Tokens per tenant per UTC day.
+        budget_action: "alert", "downgrade" or "block" when a budget is spent.
+        concurrency: Adaptive concurrency per endpoint.
+        concurrency_limit: Its starting (baseline) limit; the pending queue holds twice as many.
+        redis_url: Share rate limits and budgets across replicas through this Redis.
+        replicas: Replicas sharing the Redis (each takes limit / replicas while it is unreachable).
         cache_ttl_s: How long a cached answer stays valid.
         cache_max_entries: Answers kept in the in-memory response cache.
         cache_routes: Routes whose calls are cacheable without ``context(cache=True)``.
@@ -136,6 +161,20 @@ class Settings:
     breaker_open_s: float = 60.0
     breaker_half_open_probes: int = 1
     fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    tenant_requests_per_min: float | None = None
+    tenant_tokens_per_min: float | None = None
+    key_requests_per_min: float | None = None
+    key_tokens_per_min: float | None = None
+    rate_limit_wait_s: float = 2.0
+    budget_usd_per_hour: float | None = None
+    budget_usd_per_day: float | None = None
+    budget_tokens_per_hour: float | None = None
+    budget_tokens_per_day: float | None = None
+    budget_action: str = "alert"
+    concurrency: bool = True
+    concurrency_limit: int = 256
+    redis_url: str | None = None
+    replicas: int = 1
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 1000
     cache_routes: tuple[str, ...] = ()
@@ -149,6 +188,7 @@ class Settings:
         _check_choice("log_format", self.log_format, _LOG_FORMATS)
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
         _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
+        _check_choice("budget_action", self.budget_action, _BUDGET_ACTIONS)
         for name in _POSITIVE:
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -338,6 +378,20 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "breaker_open_s": _parse_float,
     "breaker_half_open_probes": _parse_int,
     "fallbacks": _parse_fallbacks,
+    "tenant_requests_per_min": _parse_optional_float,
+    "tenant_tokens_per_min": _parse_optional_float,
+    "key_requests_per_min": _parse_optional_float,
+    "key_tokens_per_min": _parse_optional_float,
+    "rate_limit_wait_s": _parse_float,
+    "budget_usd_per_hour": _parse_optional_float,
+    "budget_usd_per_day": _parse_optional_float,
+    "budget_tokens_per_hour": _parse_optional_float,
+    "budget_tokens_per_day": _parse_optional_float,
+    "budget_action": _parse_str,
+    "concurrency": _parse_bool,
+    "concurrency_limit": _parse_int,
+    "redis_url": _parse_optional_str,
+    "replicas": _parse_int,
     "cache_ttl_s": _parse_float,
     "cache_max_entries": _parse_int,
     "cache_routes": _parse_list,

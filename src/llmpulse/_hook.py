@@ -75,6 +75,11 @@ class Hook:
         """Record a breaker transition of this client's endpoint in the metrics."""
         self.pipeline.circuit_changed(self.metrics, provider, host, model, old, new)
 
+    def concurrency_changed(self, old: int, new: int) -> None:
+        """Record a new concurrency limit of this client's endpoint."""
+        provider, host, _ = self.endpoint
+        self.pipeline.concurrency_changed(self.metrics, provider, host, new)
+
     def start_call(self, request: Any) -> Call | None:
         """Begin observing ``request`` as one logical call; None lets it pass unobserved."""
         try:

@@ -87,6 +87,26 @@ class Pipeline:
         if target is not None:
             target.count_retry(provider, model, decision.reason, made=decision.delay_s is not None)
 
+    def count_rate_limited(self, metrics: PrometheusSink | None, provider: str, what: str) -> None:
+        """Count a call a rate limit held back or refused."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.count_rate_limited(provider, what)
+
+    def count_budget_action(self, metrics: PrometheusSink | None, action: str, what: str) -> None:
+        """Count a budget action taken (alert, downgrade, block)."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.count_budget_action(action, what)
+
+    def concurrency_changed(
+        self, metrics: PrometheusSink | None, provider: str, host: str, limit: int
+    ) -> None:
+        """Record an endpoint's new concurrency limit."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.set_concurrency_limit(provider, host, limit)
+
     def count_cache(self, metrics: PrometheusSink | None, provider: str, result: str) -> None:
         """Count a cache lookup ("hit", "miss") or a stored answer ("store")."""
         target = metrics or self.metrics

@@ -115,7 +115,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                 cached = call.cached_answer(request)
                 if cached is not None:
                     return _cached_response(http, request, call, cached)
+                call.admit(request)
                 while True:
+                    call.acquire_slot(request)
                     request.extensions = call.begin_attempt(request, base_extensions, is_async=False)
                     _mark_retry(request, call)
                     try:
@@ -161,7 +163,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                 cached = call.cached_answer(request)
                 if cached is not None:
                     return _cached_response(http, request, call, cached)
+                await call.aadmit(request)
                 while True:
+                    await call.aacquire_slot(request)
                     request.extensions = call.begin_attempt(request, base_extensions, is_async=True)
                     _mark_retry(request, call)
                     try:

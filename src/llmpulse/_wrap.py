@@ -26,8 +26,9 @@ from ._runtime import price_table
 from ._sampling import Sampler
 from ._transport import transport_classes
 from .exceptions import UnsupportedClientError
-from .policies import BreakerConfig, Policies, Timeouts
+from .policies import BreakerConfig, Budget, ConcurrencyConfig, Policies, RateLimit, Timeouts
 from .providers import AnthropicProvider, OpenAIProvider, Provider
+from .state import RedisStore
 
 __all__ = ["unwrap", "wrap"]
 
@@ -143,9 +144,33 @@ def default_policies(settings: Settings) -> Policies:
         cache_ttl_s=settings.cache_ttl_s,
         cache_max_entries=settings.cache_max_entries,
         cache_routes=frozenset(settings.cache_routes),
+        rate_limit=_rate_limit(settings.tenant_requests_per_min, settings.tenant_tokens_per_min),
+        key_rate_limit=_rate_limit(settings.key_requests_per_min, settings.key_tokens_per_min),
+        rate_limit_wait_s=settings.rate_limit_wait_s,
+        budget=_budget(settings),
+        concurrency=ConcurrencyConfig(initial_limit=settings.concurrency_limit)
+        if settings.concurrency
+        else None,
+        store=RedisStore(settings.redis_url, replicas=settings.replicas) if settings.redis_url else None,
     )
     _defaults[:] = [(settings, policies)]
     return policies
+
+
+def _rate_limit(requests: float | None, tokens: float | None) -> RateLimit | None:
+    return None if requests is None and tokens is None else RateLimit(requests, tokens)
+
+
+def _budget(settings: Settings) -> Budget | None:
+    caps = (
+        settings.budget_usd_per_hour,
+        settings.budget_usd_per_day,
+        settings.budget_tokens_per_hour,
+        settings.budget_tokens_per_day,
+    )
+    if all(cap is None for cap in caps):
+        return None
+    return Budget(*caps, action=settings.budget_action)  # type: ignore[arg-type]
 
 
 def _connection_error(client: Any) -> type[BaseException]:

@@ -8,30 +8,43 @@ their state per endpoint.
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit
 from ._budget import RetryBudget
 from ._cache import CacheEntry, ResponseCache, cache_key
+from ._concurrency import AdaptiveLimiter, ConcurrencyConfig, Refused, Slot
 from ._deadline import Timeouts
 from ._fallback import Fallback, FallbackChains, chain_for, rewrite_body
 from ._policies import Clock, Policies, SystemClock
+from ._quota import Budget, BudgetCheck, RateCheck, RateLimit, budget_checks, rate_checks, throttle
 from ._retry import RetryDecision, classify_exception, decide_retry, parse_retry_after
 
 __all__ = [
+    "AdaptiveLimiter",
     "BreakerConfig",
     "BreakerState",
+    "Budget",
+    "BudgetCheck",
     "CacheEntry",
     "CircuitBreaker",
     "Clock",
+    "ConcurrencyConfig",
     "Fallback",
     "FallbackChains",
     "Permit",
     "Policies",
+    "RateCheck",
+    "RateLimit",
+    "Refused",
     "ResponseCache",
     "RetryBudget",
     "RetryDecision",
+    "Slot",
     "SystemClock",
     "Timeouts",
+    "budget_checks",
     "cache_key",
     "chain_for",
     "classify_exception",
     "decide_retry",
     "parse_retry_after",
+    "rate_checks",
     "rewrite_body",
+    "throttle",
 ]

@@ -13,15 +13,22 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from ..state import MemoryStore
+
+if TYPE_CHECKING:
+    from ..state import StateStore
 
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ._budget import RetryBudget
 from ._cache import ResponseCache
+from ._concurrency import AdaptiveLimiter, ConcurrencyConfig
 from ._deadline import Timeouts
 from ._fallback import FallbackChains
+from ._quota import Budget, RateLimit
 
 __all__ = ["Clock", "Policies", "SystemClock"]
 
@@ -86,6 +93,16 @@ class Policies:
         timeouts: Per-attempt and per-call time limits.
         breaker: Circuit breaker settings, one breaker per endpoint and model;
             None: no breaker.
+        rate_limit: Requests/tokens per minute for each tenant (None: unlimited).
+        tenant_rate_limits: Per-tenant overrides of ``rate_limit``.
+        key_rate_limit: Requests/tokens per minute for each API key.
+        rate_limit_wait_s: How long a limited call may wait for its turn
+            (never past its deadline) before `RateLimitedError`.
+        budget: USD/token caps per tenant per hour and day, and the action.
+        tenant_budgets: Per-tenant overrides of ``budget``.
+        concurrency: Adaptive concurrency per endpoint (None: unlimited).
+        store: Where rate limits and budgets live (None: this process's
+            memory; a `llmpulse.state.RedisStore` shares them across replicas).
         cache_ttl_s: How long a cached answer stays valid (opt-in per call:
             ``llmpulse.context(cache=True)`` or ``cache_routes``).
         cache_max_entries: Answers kept in the in-memory cache.
@@ -106,6 +123,16 @@ class Policies:
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
     fallbacks: FallbackChains = field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    tenant_rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    key_rate_limit: RateLimit | None = None
+    rate_limit_wait_s: float = 2.0
+    budget: Budget | None = None
+    tenant_budgets: Mapping[str, Budget] = field(default_factory=dict)
+    concurrency: ConcurrencyConfig | None = field(
+        default_factory=lambda: ConcurrencyConfig(initial_limit=256)
+    )
+    store: StateStore | None = None
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 1000
     cache_routes: frozenset[str] = frozenset()
@@ -123,9 +150,27 @@ class Policies:
             )
         RetryBudget(self.retry_budget_ratio, self.retry_budget_reserve)  # validates both
 
-    def budget(self, endpoint: Endpoint) -> RetryBudget:
+    def retry_budget(self, endpoint: Endpoint) -> RetryBudget:
         """The retry budget of ``endpoint``."""
         return self._state.budget(endpoint, self)
+
+    def limiter(self, endpoint: Endpoint, on_change: Callable[[int, int], None]) -> AdaptiveLimiter | None:
+        """The concurrency limiter of ``endpoint`` (None without a concurrency config)."""
+        if self.concurrency is None:
+            return None
+        return self._state.limiter(endpoint, self, on_change)
+
+    def state_store(self) -> StateStore:
+        """The store of rate limits and budgets (this process's memory unless one was given)."""
+        return self.store if self.store is not None else self._state.memory(self)
+
+    def tenant_limit(self, tenant: str | None) -> RateLimit | None:
+        """The rate limit of ``tenant``."""
+        return self.tenant_rate_limits.get(tenant, self.rate_limit) if tenant else None
+
+    def tenant_budget(self, tenant: str | None) -> Budget | None:
+        """The budget of ``tenant``."""
+        return self.tenant_budgets.get(tenant, self.budget) if tenant else None
 
     def cache(self) -> ResponseCache:
         """The response cache (made on first use)."""
@@ -151,6 +196,29 @@ class _State:
         self._budgets: dict[Endpoint, RetryBudget] = {}
         self._breakers: dict[tuple[str, str, str, str], CircuitBreaker] = {}
         self._cache: ResponseCache | None = None
+        self._limiters: dict[Endpoint, AdaptiveLimiter] = {}
+        self._memory: MemoryStore | None = None
+
+    def limiter(
+        self, endpoint: Endpoint, policies: Policies, on_change: Callable[[int, int], None]
+    ) -> AdaptiveLimiter:
+        found = self._limiters.get(endpoint)
+        if found is None:
+            with self._lock:
+                found = self._limiters.get(endpoint)
+                if found is None:
+                    assert policies.concurrency is not None
+                    found = self._limiters[endpoint] = AdaptiveLimiter(
+                        policies.concurrency, clock=policies.clock.monotonic, on_change=on_change
+                    )
+        return found
+
+    def memory(self, policies: Policies) -> MemoryStore:
+        if self._memory is None:
+            with self._lock:
+                if self._memory is None:
+                    self._memory = MemoryStore(policies.clock.monotonic)
+        return self._memory
 
     def cache(self, policies: Policies) -> ResponseCache:
         if self._cache is None:

@@ -142,6 +142,25 @@ class _Metrics:
             (*_SHORT[:2], "reason"),
             registry=r,
         )
+        self.rate_limited = Counter(
+            "llmpulse_rate_limited_total",
+            "Calls a rate limit or throttle held back or refused, by limit (tenant requests, key tokens...).",
+            ("gen_ai_provider_name", "limit"),
+            registry=r,
+        )
+        self.budget_actions = Counter(
+            "llmpulse_budget_actions_total",
+            "Budget actions taken on spent budgets (alert, downgrade, block).",
+            ("action", "budget"),
+            registry=r,
+        )
+        self.concurrency_limit = Gauge(
+            "llmpulse_concurrency_limit",
+            "The adaptive concurrency limit per endpoint.",
+            ("gen_ai_provider_name", "server_address"),
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.cache = Counter(
             "llmpulse_cache_total",
             "Response cache lookups (hit, miss) and answers stored (store).",
@@ -543,6 +562,19 @@ class PrometheusSink:
             label = self._models.resolve(model)
         metric = self._m.retries if made else self._m.retries_refused
         self._bump(metric, ("retry" if made else "refused", provider, label, reason), 1)
+
+    def count_rate_limited(self, provider: str, what: str) -> None:
+        """Count a call held back by a rate limit (``llmpulse_rate_limited_total``)."""
+        self._bump(self._m.rate_limited, ("ratelimited", provider, what), 1)
+
+    def count_budget_action(self, action: str, what: str) -> None:
+        """Count a budget action (``llmpulse_budget_actions_total``)."""
+        self._bump(self._m.budget_actions, ("budget", action, what), 1)
+
+    def set_concurrency_limit(self, provider: str, host: str, limit: int) -> None:
+        """Record an endpoint's concurrency limit (``llmpulse_concurrency_limit``)."""
+        with contextlib.suppress(Exception):  # metrics must never break a call
+            self._m.concurrency_limit.labels(provider, host).set(limit)
 
     def count_cache(self, provider: str, result: str) -> None:
         """Count a cache lookup or store (``llmpulse_cache_total``).
