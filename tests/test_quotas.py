@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -215,3 +216,40 @@ def test_replicas_share_a_tenant_limit_through_redis(
                 store.close()
     assert outcomes == ["ok", "ok", "ok", "limited", "limited", "limited"]
     assert len(fake.requests) == 3
+
+
+def test_a_429_storm_subsides_as_concurrency_adapts(raw_openai: openai.OpenAI, fake: FakeProvider) -> None:
+    """Chaos: 24 callers against a provider that takes 3 at a time and answers 429 + Retry-After beyond.
+
+    The limit is cut on the 429s and everybody pauses on Retry-After, so the
+    share of attempts answered 429 falls: the last third of the run sees far
+    fewer than the first. Every call still yields exactly one event.
+    """
+    sink = CapturingSink()
+    policies = Policies(concurrency=ConcurrencyConfig(initial_limit=24, cut_cooldown_s=0.05))
+    client = _client(raw_openai, policies, sink)
+    fake.plan = FaultPlan(latency_s=0.02, max_concurrency=3, retry_after_s=0.05)
+    callers, calls_each = 24, 5
+
+    def caller() -> None:
+        for _ in range(calls_each):
+            with contextlib.suppress(openai.RateLimitError):  # retries spent: still one event
+                _call(client, "acme", max_tokens=4)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(sink.calls) == callers * calls_each  # exactly one event per call
+    ordered = [a.http_status for a in sink.attempts]  # in the order the attempts ended
+    third = len(ordered) // 3
+    first, last = ordered[:third], ordered[-third:]
+
+    def share(part: list[int | None]) -> float:
+        return sum(status == 429 for status in part) / len(part)
+
+    assert share(last) < share(first) / 2
+    limiter = policies.limiter(("openai", "127.0.0.1", sink.calls[0].api_key_id or ""), lambda old, new: None)
+    assert limiter is not None
+    assert limiter.limit < 24
