@@ -68,6 +68,7 @@ def test_a_limited_call_waits_its_turn_when_allowed(raw_openai: openai.OpenAI, s
         _call(client, "acme")
     assert clock.slept == [pytest.approx(30.0)]  # within both the wait and the call's deadline
     assert [e.outcome for e in sink.calls] == ["ok", "ok", "ok"]
+    assert [e.queue_wait_s for e in sink.calls] == [0.0, 0.0, pytest.approx(30.0)]
 
 
 def test_tokens_are_reserved_then_settled(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
@@ -135,6 +136,7 @@ def test_budget_alert_warns_once_and_lets_calls_through(
         for _ in range(4):
             _call(client, tenant)
     assert [e.outcome for e in sink.calls] == ["ok"] * 4
+    assert [e.budget_action for e in sink.calls] == [None, "alert", "alert", "alert"]
     assert len([r for r in caplog.records if f"budget tokens per hour of {tenant}" in r.message]) == 1
     labels = {"action": "alert", "budget": "tokens per hour"}
     assert registry.get_sample_value("llmpulse_budget_actions_total", labels) == 3

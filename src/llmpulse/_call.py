@@ -114,6 +114,7 @@ class Call:
         "_backoff",
         "_body_done",
         "_breaker",
+        "_budget_action",
         "_budgets",
         "_cache_hit",
         "_cache_key",
@@ -141,6 +142,7 @@ class Call:
         "_policies",
         "_prev_trace",
         "_prompt_estimate",
+        "_queue_wait",
         "_rate_reserved",
         "_rejected_reason",
         "_request",
@@ -240,6 +242,8 @@ class Call:
         self._slot: Slot | None = None
         self._rate_reserved: list[RateCheck] = []
         self._budgets: list[BudgetCheck] = []
+        self._queue_wait = 0.0
+        self._budget_action: str | None = None
 
     # -- admission: budgets, rate limits, concurrency ------------------------------
     # The store and the limiter are asked from the sync shell (`admit`,
@@ -279,6 +283,7 @@ class Call:
                     store.gcra(check.key, rate_per_s=check.rate_per_s, burst=check.burst, cost=-check.cost)
             self._clock.sleep(wait)
             waited += wait
+            self._queue_wait += wait
 
     async def aadmit(self, request: Any) -> None:
         """`admit` for the async shell."""
@@ -308,26 +313,33 @@ class Call:
                     )
             await self._clock.asleep(wait)
             waited += wait
+            self._queue_wait += wait
 
     def acquire_slot(self, request: Any) -> None:
         """Wait for a concurrency slot for the next attempt (sync shell)."""
         limiter = self._find_limiter()
         if limiter is None or self._slot is not None:
             return
+        started = self._clock.monotonic()
         try:
             self._slot = limiter.acquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
         except Refused as refused:
             self._slot_refused(request, refused)
+        finally:
+            self._queue_wait += self._clock.monotonic() - started
 
     async def aacquire_slot(self, request: Any) -> None:
         """`acquire_slot` for the async shell."""
         limiter = self._find_limiter()
         if limiter is None or self._slot is not None:
             return
+        started = self._clock.monotonic()
         try:
             self._slot = await limiter.aacquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
         except Refused as refused:
             self._slot_refused(request, refused)
+        finally:
+            self._queue_wait += self._clock.monotonic() - started
 
     def _priority(self) -> Literal["interactive", "background"]:
         return "background" if self._ctx.priority == "background" else "interactive"
@@ -423,6 +435,7 @@ class Call:
         hook, tenant = self._hook, self._ctx.tenant or ""
         what = spent[0].what
         hook.pipeline.count_budget_action(hook.metrics, action, what)
+        self._budget_action = action
         message = f"budget {what} of {tenant} is spent ({spent[0].limit:g})"
         if action == "block":
             self._refuse(request, BudgetExceededError, message)
@@ -1091,6 +1104,8 @@ class Call:
             fallback_reason=self._fallback_reason,
             cache_hit=self._cache_hit is not None,
             cost_saved_usd=saved,
+            queue_wait_s=self._queue_wait,
+            budget_action=self._budget_action,
             input_content=self._input_content,
             output_content=output,
         )

@@ -135,6 +135,8 @@ class CallEvent:
     fallback_reason: str | None = None
     cache_hit: bool = False
     cost_saved_usd: float | None = None
+    queue_wait_s: float = 0.0
+    budget_action: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

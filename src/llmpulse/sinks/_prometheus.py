@@ -161,6 +161,13 @@ class _Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.queue_wait = Histogram(
+            "llmpulse_queue_wait_seconds",
+            "Time calls waited for a rate limit or a concurrency slot (calls that waited).",
+            ("gen_ai_provider_name",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.cache = Counter(
             "llmpulse_cache_total",
             "Response cache lookups (hit, miss) and answers stored (store).",
@@ -440,6 +447,8 @@ class PrometheusSink:
             ttfc.observe(e.ttft_s)
 
         self._tokens(s, e)
+        if e.queue_wait_s > 0:
+            self._queue_wait_child(e.provider).observe(e.queue_wait_s)
         if e.ratelimit is not None:
             self._set_ratelimit(e.provider, e.ratelimit)
 
@@ -562,6 +571,12 @@ class PrometheusSink:
             label = self._models.resolve(model)
         metric = self._m.retries if made else self._m.retries_refused
         self._bump(metric, ("retry" if made else "refused", provider, label, reason), 1)
+
+    def _queue_wait_child(self, provider: str) -> Histogram:
+        child = self._other.get(("queue_wait", provider))
+        if child is None:
+            child = self._other[("queue_wait", provider)] = self._m.queue_wait.labels(provider)
+        return child
 
     def count_rate_limited(self, provider: str, what: str) -> None:
         """Count a call held back by a rate limit (``llmpulse_rate_limited_total``)."""
