@@ -15,21 +15,9 @@ from typing import Any
 import pytest
 
 from llmpulse.policies._breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome, Permit
+from llmpulse.testing import FakeClock
 
 ALLOWED = {("closed", "open"), ("open", "half_open"), ("half_open", "open"), ("half_open", "closed")}
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Recorder:

@@ -25,19 +25,7 @@ from llmpulse.policies._concurrency import (
     Signal,
     Slot,
 )
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from llmpulse.testing import FakeClock
 
 
 class Recorder:
@@ -53,7 +41,7 @@ class Recorder:
 def make(
     clock: Callable[[], float] | None = None, recorder: Recorder | None = None, **config: Any
 ) -> AdaptiveLimiter:
-    return AdaptiveLimiter(ConcurrencyConfig(**config), clock=clock or FakeClock(), on_change=recorder)
+    return AdaptiveLimiter(ConcurrencyConfig(**config), clock=clock or FakeClock(0.0), on_change=recorder)
 
 
 def take(limiter: AdaptiveLimiter, n: int, priority: Priority = "interactive") -> list[Slot]:
@@ -177,7 +165,7 @@ def _fast_switching() -> Iterator[None]:
 
 def test_aimd_vector() -> None:
     """10 -> 11 on a success at full use; 429 -> 6; a 429 in the cooldown changes nothing; after it -> 3."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     recorder = Recorder()
     limiter = make(clock, recorder, initial_limit=10, min_limit=1, max_limit=100)
     slots = take(limiter, 10)
@@ -198,7 +186,7 @@ def test_aimd_vector() -> None:
 
 def test_cut_floors_at_min_limit() -> None:
     """A cut never goes below min_limit, and one at the floor reports no change."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     recorder = Recorder()
     limiter = make(clock, recorder, initial_limit=4, min_limit=2, cut_cooldown_s=0.0)
     for _ in range(3):
@@ -258,7 +246,7 @@ def test_under_used_successes_never_grow() -> None:
 
 def test_successes_of_calls_admitted_before_a_cut_do_not_grow() -> None:
     """Calls sent into the surge that then succeed do not undo the cut; calls admitted after it do grow."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=10)
     old = take(limiter, 10)
     limiter.release(old.pop(), "overload")
@@ -447,7 +435,7 @@ def test_zero_timeout_takes_a_free_slot_and_never_waits() -> None:
 
 def test_a_new_arrival_does_not_pass_a_waiter() -> None:
     """try_acquire and acquire never take a slot ahead of a queued waiter of the same priority."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=1)
     limiter.pause(1.0)
     (waiter,) = queue_threads(limiter, ["interactive"])
@@ -593,7 +581,7 @@ async def test_pause_holds_new_tasks_until_it_ends() -> None:
 
 def test_a_pause_longer_than_the_budget_refuses_at_once() -> None:
     """A call whose timeout ends before the pause is refused immediately with "paused" and the time left."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=4)
     limiter.pause(10.0)
     clock.advance(2.5)
@@ -612,7 +600,7 @@ def test_a_pause_longer_than_the_budget_refuses_at_once() -> None:
 
 def test_try_acquire_gets_nothing_during_a_pause() -> None:
     """try_acquire returns None until the clock passes the pause."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=4)
     limiter.pause(1.0)
     assert limiter.try_acquire() is None
@@ -624,7 +612,7 @@ def test_try_acquire_gets_nothing_during_a_pause() -> None:
 
 def test_pause_keeps_the_later_end() -> None:
     """A shorter pause never shortens the current one; a longer one extends it."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock)
     limiter.pause(5.0)
     limiter.pause(3.0)
@@ -638,7 +626,7 @@ def test_pause_keeps_the_later_end() -> None:
 
 def test_waiters_queued_before_a_pause_go_through_after_it() -> None:
     """Waiters queued on a full limit, whose slots free up during a pause, get them once the pause ends."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=2)
     held = take(limiter, 2)
     waiters = queue_threads(limiter, ["interactive", "background"], timeout_s=None)
@@ -655,7 +643,7 @@ def test_waiters_queued_before_a_pause_go_through_after_it() -> None:
 
 async def test_tasks_queued_before_a_pause_go_through_after_it() -> None:
     """The same with asyncio tasks."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=1)
     held = take(limiter, 1)[0]
     (task,) = await queue_tasks(limiter, ["interactive"], timeout_s=None)
@@ -670,7 +658,7 @@ async def test_tasks_queued_before_a_pause_go_through_after_it() -> None:
 async def test_a_task_woken_by_a_pause_waits_it_out(monkeypatch: pytest.MonkeyPatch) -> None:
     """A queued task woken by a new pause waits again on a fresh future, and gets through after it."""
     steps = count_steps(monkeypatch)
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=1)
     held = take(limiter, 1)[0]
     (task,) = await queue_tasks(limiter, ["interactive"], timeout_s=None)
@@ -685,7 +673,7 @@ async def test_a_task_woken_by_a_pause_waits_it_out(monkeypatch: pytest.MonkeyPa
 
 def test_a_pause_that_outlasts_a_waiters_budget_refuses_it() -> None:
     """A waiter already queued is refused with "paused" as soon as a pause longer than its budget starts."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=1, queue_factor=3.0)
     take(limiter, 1)
     patient = queue_threads(limiter, ["interactive", "background"], timeout_s=None)
@@ -700,7 +688,7 @@ def test_a_pause_that_outlasts_a_waiters_budget_refuses_it() -> None:
 
 def test_refusals_during_a_pause_carry_its_remaining_time() -> None:
     """A queue_full refusal during a pause says how long the pause still lasts."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=1, queue_factor=1.0)
     limiter.pause(0.2)
     queue_threads(limiter, ["interactive"], timeout_s=None)
@@ -1025,7 +1013,7 @@ def test_threads_and_tasks_wake_each_other() -> None:
 
 def test_on_change_once_per_change() -> None:
     """Each limit change is reported once as (old, new); no-ops (floor, ceiling, cooldown) are not."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     recorder = Recorder()
     limiter = make(clock, recorder, initial_limit=2, min_limit=1, max_limit=3)
     for _ in range(3):
@@ -1049,7 +1037,7 @@ def test_on_change_runs_outside_the_lock() -> None:
     def read_back(old: int, new: int) -> None:
         seen.append(limiter.snapshot()["limit"])
 
-    limiter = AdaptiveLimiter(ConcurrencyConfig(initial_limit=2), clock=FakeClock(), on_change=read_back)
+    limiter = AdaptiveLimiter(ConcurrencyConfig(initial_limit=2), clock=FakeClock(0.0), on_change=read_back)
 
     def cycle() -> None:
         for slot in take(limiter, 2):
@@ -1070,7 +1058,7 @@ def test_a_raising_callback_breaks_nothing(caplog: pytest.LogCaptureFixture) -> 
         raise RuntimeError("sink down")
 
     limiter = AdaptiveLimiter(
-        ConcurrencyConfig(initial_limit=2, max_limit=3), clock=FakeClock(), on_change=boom
+        ConcurrencyConfig(initial_limit=2, max_limit=3), clock=FakeClock(0.0), on_change=boom
     )
     a, b = take(limiter, 2)
     (waiter,) = queue_threads(limiter, ["interactive"])
@@ -1091,7 +1079,7 @@ def test_callback_errors_are_logged_sparingly(caplog: pytest.LogCaptureFixture) 
         raise RuntimeError("sink down")
 
     config = ConcurrencyConfig(initial_limit=1, max_limit=2, cut_cooldown_s=0.0)
-    limiter = AdaptiveLimiter(config, clock=FakeClock(), on_change=boom)
+    limiter = AdaptiveLimiter(config, clock=FakeClock(0.0), on_change=boom)
     with caplog.at_level(logging.WARNING, logger="llmpulse"):
         for _ in range(5):
             limiter.release(take(limiter, 1)[0], "success")  # 1 -> 2
@@ -1158,7 +1146,7 @@ def test_config_defaults() -> None:
 
 def test_snapshot_through_a_cycle() -> None:
     """The snapshot reports the state and every counter."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(clock, initial_limit=2, queue_factor=1.0)
     assert limiter.snapshot() == {
         "limit": 2,
@@ -1208,7 +1196,7 @@ def test_snapshot_through_a_cycle() -> None:
 def test_random_walk_keeps_the_invariants(seed: int) -> None:
     """Random acquires, releases, pauses and clock moves keep the limit in range and the counts exact."""
     rng = random.Random(seed)
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     limiter = make(
         clock, initial_limit=6, min_limit=2, max_limit=12, cut_cooldown_s=0.5, background_share=0.4
     )

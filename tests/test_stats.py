@@ -14,20 +14,7 @@ import pytest
 
 from llmpulse._stats import GroupStats, RollingStats, StatsSnapshot
 from llmpulse.events import CallEvent
-from llmpulse.testing import make_call_event
-
-
-class FakeClock:
-    """Monotonic seconds that only move when a test advances them."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from llmpulse.testing import FakeClock, make_call_event
 
 
 def event(**changes: Any) -> CallEvent:

@@ -28,6 +28,10 @@ class FakeClock:
         """The current time."""
         return self.now
 
+    def __call__(self) -> float:
+        """The current time: the clock also serves where a ``time.monotonic``-like function is asked for."""
+        return self.now
+
     def advance(self, seconds: float) -> None:
         """Move time forward."""
         self.now += seconds
