@@ -51,6 +51,7 @@ from .policies import (
     rate_checks,
     rewrite_body,
 )
+from .policies._quota import throttles
 from .providers import UsageChunkFilter
 from .providers._base import json_malformed
 
@@ -258,6 +259,8 @@ class Call:
             RateLimitedError: A limit would not admit the call within its wait.
 
         """
+        if not self._has_quotas():
+            return
         store = self._policies.state_store()
         budgets = self._budget_checks()
         if budgets:
@@ -287,6 +290,8 @@ class Call:
 
     async def aadmit(self, request: Any) -> None:
         """`admit` for the async shell."""
+        if not self._has_quotas():
+            return
         store = self._policies.state_store()
         budgets = self._budget_checks()
         if budgets:
@@ -340,6 +345,12 @@ class Call:
             self._slot_refused(request, refused)
         finally:
             self._queue_wait += self._clock.monotonic() - started
+
+    def _has_quotas(self) -> bool:
+        # Most clients set no limits: skip building checks on every call.
+        p = self._policies
+        limits = p.rate_limit or p.tenant_rate_limits or p.key_rate_limit or throttles()
+        return bool(limits or p.budget or p.tenant_budgets)
 
     def _priority(self) -> Literal["interactive", "background"]:
         return "background" if self._ctx.priority == "background" else "interactive"
