@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/policies.py            # decisions + 200 concurrent async callers
 
 1. Decision overhead: everything the policies decide for one successful call
-   (breaker permit and release, retry budget deposit, the attempt's timeouts),
+   (concurrency slot, breaker permit and release, retry budget deposit, the
+   attempt's timeouts; no rate limits or budgets configured),
    timed in a loop; and for one failed attempt (the retry decision and the
    budget withdrawal). Target: <= 5 µs per call in memory.
 2. Throughput: 200 concurrent async callers through a wrapped vs a raw
@@ -34,15 +35,20 @@ def decision_cost_us(n: int = 200_000) -> tuple[float, float]:
     breaker = policies.circuit(endpoint, "gpt-4o-mini", lambda *args: None)
     assert breaker is not None
     budget = policies.retry_budget(endpoint)
+    limiter = policies.limiter(endpoint, lambda old, new: None)
+    assert limiter is not None
     timeouts = policies.timeouts
     sdk_timeout = {"connect": 5.0, "read": 600.0, "write": 600.0, "pool": 600.0}
 
     def success() -> None:
+        slot = limiter.try_acquire("interactive")
+        assert slot is not None
         permit = breaker.acquire()
         budget.on_request()
         timeouts.attempt_extension(sdk_timeout, streamed=False, max_tokens=256, remaining_s=30.0)
         assert permit is not None
         breaker.release(permit, "success", 0.5)
+        limiter.release(slot, "success")
 
     def failure() -> None:
         decision = decide_retry(

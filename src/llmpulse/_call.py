@@ -325,6 +325,9 @@ class Call:
         limiter = self._find_limiter()
         if limiter is None or self._slot is not None:
             return
+        self._slot = limiter.try_acquire(self._priority())  # the common case: a free slot, no wait
+        if self._slot is not None:
+            return
         started = self._clock.monotonic()
         try:
             self._slot = limiter.acquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
@@ -337,6 +340,9 @@ class Call:
         """`acquire_slot` for the async shell."""
         limiter = self._find_limiter()
         if limiter is None or self._slot is not None:
+            return
+        self._slot = limiter.try_acquire(self._priority())
+        if self._slot is not None:
             return
         started = self._clock.monotonic()
         try:

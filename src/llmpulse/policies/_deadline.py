@@ -32,6 +32,8 @@ from typing import Any
 
 __all__ = ["Timeouts"]
 
+_NONE: dict[str, Any] = {}
+
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
@@ -98,19 +100,21 @@ class Timeouts:
             remaining_s: Seconds left before the call's deadline.
 
         """
-        sdk = sdk_timeout if isinstance(sdk_timeout, dict) else {}
-        ours = {
-            "connect": self.connect_s,
-            "read": self.attempt_read_s(streamed=streamed, max_tokens=max_tokens),
-            "write": self.connect_s + self.read_s,
-            "pool": self.connect_s,
-        }
-        out: dict[str, Any] = {}
-        for phase, value in ours.items():
+        sdk = sdk_timeout if isinstance(sdk_timeout, dict) else _NONE
+        floor = max(remaining_s, 0.001)
+
+        def cap(ours: float, phase: str) -> float:
+            # Runs four times per attempt: plain comparisons, no min()/max() calls.
             theirs = sdk.get(phase)
-            capped = value if theirs is None else min(value, theirs)
-            out[phase] = max(min(capped, remaining_s), 0.001)
-        return out
+            value = ours if theirs is None or ours < theirs else theirs
+            return value if value < floor else floor
+
+        return {
+            "connect": cap(self.connect_s, "connect"),
+            "read": cap(self.attempt_read_s(streamed=streamed, max_tokens=max_tokens), "read"),
+            "write": cap(self.connect_s + self.read_s, "write"),
+            "pool": cap(self.connect_s, "pool"),
+        }
 
     def body_read_s(self, sdk_timeout: Any, *, streamed: bool) -> float | None:
         """The read timeout for the body once headers arrived (streams: the idle gap)."""
