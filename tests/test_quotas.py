@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 import llmpulse
 from conftest import MESSAGES
-from llmpulse import Fallback, Policies
+from llmpulse import BreakerConfig, Fallback, Policies
 from llmpulse.policies import Budget, ConcurrencyConfig, RateLimit
 from llmpulse.policies import _quota as quota_module
 from llmpulse.state import RedisStore
@@ -255,3 +255,33 @@ def test_a_429_storm_subsides_as_concurrency_adapts(raw_openai: openai.OpenAI, f
     limiter = policies.limiter(("openai", "127.0.0.1", sink.calls[0].api_key_id or ""), lambda old, new: None)
     assert limiter is not None
     assert limiter.limit < 24
+
+
+def test_background_calls_give_way_under_pressure(raw_openai: openai.OpenAI, sink: CapturingSink) -> None:
+    """Background calls stop at 90 % of a budget; interactive ones may spend the rest."""
+    policies = Policies(budget=Budget(tokens_per_hour=100, action="block"), clock=FakeClock())
+    client = _client(raw_openai, policies, sink)
+    store = policies.state_store()
+    store.add("budget:tokens:3600:acme", 95, window_s=3600)  # 95 % spent
+    with llmpulse.context(tenant="acme", priority="background"), pytest.raises(llmpulse.BudgetExceededError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    _call(client, "acme")  # interactive: still within budget
+
+
+def test_a_half_open_breaker_is_probed_by_interactive_calls_only(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """While half-open, a background call fails fast; an interactive one is the probe."""
+    clock = FakeClock()
+    policies = Policies(max_retries=0, breaker=BreakerConfig(failure_threshold=1, open_s=10.0), clock=clock)
+    client = _client(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(500))
+    with pytest.raises(openai.InternalServerError):
+        _call(client, "acme")
+    clock.advance(10.0)
+    with llmpulse.context(priority="background"), pytest.raises(llmpulse.CircuitOpenError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    _call(client, "acme")  # the interactive probe closes it
+    with llmpulse.context(priority="background"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [e.outcome for e in sink.calls] == ["error", "rejected", "ok", "ok"]

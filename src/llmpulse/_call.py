@@ -72,6 +72,8 @@ _RETAIN_LIMIT = 8 * 1024 * 1024
 _OVERLOADED = frozenset({503, 529})
 # Answers that tell the concurrency limiter to back off.
 _SLOWDOWN = frozenset({429, 503, 529})
+# The part of a budget background calls may spend; the rest is kept for interactive ones.
+_BACKGROUND_BUDGET_SHARE = 0.9
 # A Retry-After longer than this pauses only the call that got it, not the process.
 _MAX_SHARED_PAUSE_S = 60.0
 _budget_warned: set[tuple[str, str, int]] = set()
@@ -444,7 +446,9 @@ class Call:
 
     def _judge_budgets(self, request: Any, checks: list[BudgetCheck], totals: list[float]) -> None:
         self._budgets = checks
-        spent = [c for c, total in zip(checks, totals, strict=True) if total >= c.limit]
+        # Background calls stop at 90 % of a budget: the rest is kept for interactive ones.
+        share = _BACKGROUND_BUDGET_SHARE if self._priority() == "background" else 1.0
+        spent = [c for c, total in zip(checks, totals, strict=True) if total >= c.limit * share]
         if not spent:
             return
         budget = self._policies.tenant_budget(self._ctx.tenant)
@@ -619,6 +623,9 @@ class Call:
         if breaker is None:
             return None
         try:
+            # A recovering endpoint is probed by interactive calls: background work waits for it.
+            if self._priority() == "background" and breaker.state == "half_open":
+                return CircuitOpenError
             permit = breaker.acquire()
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
