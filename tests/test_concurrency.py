@@ -711,7 +711,7 @@ def test_a_thread_waiter_gives_up_after_timeout_and_frees_its_place() -> None:
     with pytest.raises(Refused) as info:
         limiter.acquire(timeout_s=0.1)
     elapsed = time.monotonic() - start
-    assert 0.1 <= elapsed < 1.0
+    assert 0.1 <= elapsed < 5.0  # gave up after its timeout, not never (slack for a loaded machine)
     assert info.value.reason == "timeout"
     assert info.value.retry_after_s is None
     assert snap(limiter, "queued") == 0

