@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
@@ -486,3 +487,64 @@ def test_cached_answers_expire_and_routes_can_opt_in(
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert [e.cache_hit for e in sink.calls] == [False, True, False]
     assert len(fake.requests) == 2
+
+
+def test_half_open_admits_exactly_n_probes_across_threads_and_tasks(
+    fake: FakeProvider, raw_openai: openai.OpenAI
+) -> None:
+    """Chaos: 200 threads and 200 asyncio tasks hit a half-open breaker at once; exactly 3 probes go out."""
+    sink = CapturingSink()
+    clock = FakeClock()
+    policies = Policies(
+        max_retries=0,
+        breaker=BreakerConfig(failure_threshold=1, open_s=10.0, half_open_probes=3),
+        clock=clock,
+    )
+    client = _openai(raw_openai, policies, sink)
+    fake.enqueue(Fault.status(500))
+    _fail(client)  # opens it
+    clock.advance(10.0)  # half-open: 3 probes allowed
+    fake.plan = FaultPlan(latency_s=2.0)  # probes stay in flight while the others arrive and are refused
+    aclient_raw = openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url, max_retries=0)
+    aclient = llmpulse.wrap(aclient_raw, sinks=[sink], registry=CollectorRegistry(), policies=policies)
+    start = threading.Barrier(201)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def record(outcome: str) -> None:
+        with lock:
+            outcomes.append(outcome)
+
+    def sync_caller() -> None:
+        start.wait()
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            record("sent")
+        except llmpulse.CircuitOpenError:
+            record("refused")
+
+    async def async_callers() -> None:
+        async def one() -> None:
+            try:
+                await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                record("sent")
+            except llmpulse.CircuitOpenError:
+                record("refused")
+
+        await asyncio.gather(*(one() for _ in range(200)))
+        await aclient_raw.close()
+
+    def async_runner() -> None:
+        start.wait()
+        asyncio.run(async_callers())
+
+    threads = [threading.Thread(target=sync_caller) for _ in range(200)]
+    threads.append(threading.Thread(target=async_runner))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(outcomes) == 400
+    assert outcomes.count("sent") == 3  # exactly N probes reached the provider
+    assert len(fake.requests) == 1 + 3
+    assert len(sink.calls) == 1 + 400  # one event per call, refused ones included
