@@ -54,6 +54,7 @@ from .policies import (
 from .policies._quota import throttles
 from .providers import UsageChunkFilter
 from .providers._base import json_malformed
+from .state import WRITE_BACK, MemoryStore
 
 _log = logging.getLogger("llmpulse")
 
@@ -463,6 +464,17 @@ class Call:
         if action == "downgrade" and self._switch(request, "budget"):
             return
         _warn_budget_once(tenant, spent[0], message)
+
+    def _settle_later(self, event: CallEvent) -> None:
+        # In memory it costs microseconds: inline. A remote store is a round
+        # trip: a background thread does it, off the caller's thread and loop.
+        if isinstance(self._policies.state_store(), MemoryStore):
+            try:
+                self._settle(event)
+            except Exception:  # noqa: BLE001 - a store failure must not reach the caller
+                self._hook.pipeline.internal_error("settle")
+        else:
+            WRITE_BACK.submit(lambda: self._settle(event))
 
     def _settle(self, event: CallEvent) -> None:
         """After the call: charge the budgets, and correct the token reservation with the actual usage."""
@@ -1015,10 +1027,7 @@ class Call:
             self._hook.pipeline.internal_error("build_event")
             return
         if self._budgets or self._rate_reserved:
-            try:
-                self._settle(event)
-            except Exception:  # noqa: BLE001 - a store failure must not reach the caller
-                self._hook.pipeline.internal_error("settle")
+            self._settle_later(event)
         if self._interaction is not None:
             self._interaction.add(event)
         hook = self._hook

@@ -302,10 +302,12 @@ def flush(timeout: float | None = 5.0) -> bool:
 
     """
     from ._call import finish_collected  # noqa: PLC0415
+    from .state import WRITE_BACK  # noqa: PLC0415
 
     finish_collected()
     current = _pipeline
-    return True if current is None else current.dispatcher.flush(timeout)
+    delivered = True if current is None else current.dispatcher.flush(timeout)
+    return WRITE_BACK.join(timeout) and delivered
 
 
 async def aflush(timeout: float | None = 5.0) -> bool:

@@ -9,5 +9,9 @@ by the number of replicas, while Redis is unreachable. Both implement the
 from ._base import GcraResult, StateStore
 from ._memory import MemoryStore
 from ._redis import RedisStore
+from ._writeback import WriteBack
 
-__all__ = ["GcraResult", "MemoryStore", "RedisStore", "StateStore"]
+WRITE_BACK = WriteBack()
+"""The process's worker for store updates made after a call ends (see `WriteBack`)."""
+
+__all__ = ["WRITE_BACK", "GcraResult", "MemoryStore", "RedisStore", "StateStore", "WriteBack"]

@@ -1,0 +1,81 @@
+"""Store updates after a call: off the caller's thread for remote stores, bounded, never raising."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from conftest import MESSAGES
+from llmpulse import Budget, Policies
+from llmpulse.state import WRITE_BACK, RedisStore, WriteBack
+from llmpulse.testing import CapturingSink
+from redis_server import RedisServer
+
+
+def test_updates_run_on_the_worker_thread_in_order() -> None:
+    """Submitted updates run one by one, in order, on the llmpulse-store thread."""
+    writeback = WriteBack()
+    seen: list[tuple[int, str]] = []
+    for i in range(5):
+        writeback.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
+    assert writeback.join(5)
+    assert seen == [(i, "llmpulse-store") for i in range(5)]
+
+
+def test_a_full_backlog_drops_and_counts() -> None:
+    """Beyond max_pending, updates are dropped and counted, never queued without bound."""
+    writeback = WriteBack(max_pending=2)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def block() -> None:
+        entered.set()
+        release.wait(5)
+
+    assert writeback.submit(block)
+    assert entered.wait(5)  # the worker holds the first update
+    assert writeback.submit(lambda: None)
+    assert writeback.submit(lambda: None)
+    assert not writeback.submit(lambda: None)
+    assert writeback.dropped == 1
+    release.set()
+    assert writeback.join(5)
+
+
+def test_a_failing_update_is_counted_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """An update that raises is logged and counted; the next one still runs."""
+    writeback = WriteBack()
+    ran = threading.Event()
+
+    def boom() -> None:
+        raise ConnectionError("store down")
+
+    writeback.submit(boom)
+    writeback.submit(ran.set)
+    assert ran.wait(5)
+    assert writeback.failed == 1
+    assert "store update failed" in caplog.text
+
+
+def test_budget_spend_on_redis_happens_off_the_callers_thread(raw_openai: openai.OpenAI) -> None:
+    """With Redis, a call's spend is charged by the worker; the tenant is blocked once it landed."""
+    sink = CapturingSink()
+    with RedisServer() as server:
+        store = RedisStore(server.url, prefix=f"wb-{uuid.uuid4().hex[:6]}:", timeout_s=2.0)
+        try:
+            policies = Policies(budget=Budget(tokens_per_hour=1, action="block"), store=store)
+            client = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry(), policies=policies)
+            with llmpulse.context(tenant="acme"):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                assert WRITE_BACK.join(10)
+                with pytest.raises(llmpulse.BudgetExceededError):
+                    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            spent = store.add("budget:tokens:3600:acme", 0.0, window_s=3600)
+        finally:
+            store.close()
+    assert spent == (sink.calls[0].input_tokens or 0) + (sink.calls[0].output_tokens or 0)
