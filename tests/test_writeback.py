@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import llmpulse
-from conftest import MESSAGES
+from conftest import MESSAGES, OPENAI_KEY
 from llmpulse import Budget, Policies
 from llmpulse.state import WRITE_BACK, RedisStore, WriteBack
-from llmpulse.testing import CapturingSink
+from llmpulse.testing import CapturingSink, FakeProvider
 from redis_server import RedisServer
 
 
@@ -79,3 +79,33 @@ def test_budget_spend_on_redis_happens_off_the_callers_thread(raw_openai: openai
         finally:
             store.close()
     assert spent == (sink.calls[0].input_tokens or 0) + (sink.calls[0].output_tokens or 0)
+
+
+async def test_replicas_share_cached_answers_through_redis(
+    fake: FakeProvider, raw_openai: openai.OpenAI
+) -> None:
+    """Two replicas on one Redis: what one fetched, the other (sync or async) answers without a call."""
+    sink = CapturingSink()
+    with RedisServer() as server:
+        prefix = f"c-{uuid.uuid4().hex[:6]}:"  # both replicas' stores see the same keys
+        stores = [RedisStore(server.url, prefix=prefix, timeout_s=2.0) for _ in range(2)]
+        try:
+            first = llmpulse.wrap(
+                raw_openai, sinks=[sink], registry=CollectorRegistry(), policies=Policies(store=stores[0])
+            )
+            raw_async = openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url)
+            second = llmpulse.wrap(
+                raw_async, sinks=[sink], registry=CollectorRegistry(), policies=Policies(store=stores[1])
+            )
+            with llmpulse.context(cache=True):
+                fetched = first.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                assert WRITE_BACK.join(10)  # stored off the caller's thread
+                cached = await second.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            await raw_async.close()
+        finally:
+            await stores[1].aclose()
+            for store in stores:
+                store.close()
+    assert cached.choices[0].message.content == fetched.choices[0].message.content
+    assert len(fake.requests) == 1
+    assert [e.cache_hit for e in sink.calls] == [False, True]

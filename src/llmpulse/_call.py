@@ -40,6 +40,7 @@ from .policies import (
     Fallback,
     RateCheck,
     Refused,
+    RemoteCache,
     RetryDecision,
     Slot,
     budget_checks,
@@ -493,22 +494,44 @@ class Call:
     # -- the response cache ---------------------------------------------------
 
     def cached_answer(self, request: Any) -> CacheEntry | None:
-        """The cached answer to this request, when the caller allowed caching and there is one."""
+        """The cached answer to this request, when caching is allowed and there is one (sync shell)."""
+        key = self._cacheable_key(request)
+        if key is None:
+            return None
+        try:
+            entry = self._policies.cache().get(key)
+        except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
+            self._hook.pipeline.internal_error("cache")
+            return None
+        return self._counted_lookup(entry)
+
+    async def acached_answer(self, request: Any) -> CacheEntry | None:
+        """`cached_answer` for the async shell."""
+        key = self._cacheable_key(request)
+        if key is None:
+            return None
+        try:
+            entry = await self._policies.cache().aget(key)
+        except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
+            self._hook.pipeline.internal_error("cache")
+            return None
+        return self._counted_lookup(entry)
+
+    def _cacheable_key(self, request: Any) -> str | None:
         ctx, policies = self._ctx, self._policies
         cacheable = ctx.cache or (ctx.route is not None and ctx.route in policies.cache_routes)
         if not cacheable or ctx.private or self._info.streamed:
             return None
         try:
-            hook = self._hook
-            provider, host, key_id = hook.endpoint
+            provider, host, key_id = self._hook.endpoint
             self._cache_key = cache_key(provider, host, key_id, self._info.path, request.content)
-            if self._cache_key is None:
-                return None
-            entry = policies.cache().get(self._cache_key)
-            hook.pipeline.count_cache(hook.metrics, provider, "hit" if entry is not None else "miss")
-        except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
-            self._hook.pipeline.internal_error("cache")
-            return None
+        except Exception:  # noqa: BLE001 - a streamed upload has no readable content
+            self._cache_key = None
+        return self._cache_key
+
+    def _counted_lookup(self, entry: CacheEntry | None) -> CacheEntry | None:
+        hook = self._hook
+        hook.pipeline.count_cache(hook.metrics, hook.provider.name, "hit" if entry is not None else "miss")
         return entry
 
     def serve_cached(self, entry: CacheEntry) -> None:
@@ -532,10 +555,19 @@ class Call:
             or not 200 <= self._status < 300
         ):
             return
+        status, hook = self._status, self._hook
+        headers = tuple((k, v) for k, v in (self._headers or {}).items() if k != "content-length")
+        cache = self._policies.cache()
+
+        def store() -> None:
+            if cache.put(key, status, headers, data, cost):
+                hook.pipeline.count_cache(hook.metrics, hook.provider.name, "store")
+
+        if isinstance(cache, RemoteCache):
+            WRITE_BACK.submit(store)  # a network round trip: not on the caller's thread
+            return
         try:
-            headers = tuple((k, v) for k, v in (self._headers or {}).items() if k != "content-length")
-            if self._policies.cache().put(key, self._status, headers, data, cost):
-                self._hook.pipeline.count_cache(self._hook.metrics, self._hook.provider.name, "store")
+            store()
         except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
             self._hook.pipeline.internal_error("cache")
 

@@ -160,7 +160,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             base_extensions = request.extensions
             clock = self.hook.policies.clock
             try:
-                cached = call.cached_answer(request)
+                cached = await call.acached_answer(request)
                 if cached is not None:
                     return _cached_response(http, request, call, cached)
                 await call.aadmit(request)

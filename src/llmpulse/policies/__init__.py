@@ -7,7 +7,7 @@ their state per endpoint.
 
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit
 from ._budget import RetryBudget
-from ._cache import CacheEntry, ResponseCache, cache_key
+from ._cache import BlobStore, CacheEntry, RemoteCache, ResponseCache, cache_key
 from ._concurrency import AdaptiveLimiter, ConcurrencyConfig, Refused, Slot
 from ._deadline import Timeouts
 from ._fallback import Fallback, FallbackChains, chain_for, rewrite_body
@@ -17,6 +17,7 @@ from ._retry import RetryDecision, classify_exception, decide_retry, parse_retry
 
 __all__ = [
     "AdaptiveLimiter",
+    "BlobStore",
     "BreakerConfig",
     "BreakerState",
     "Budget",
@@ -32,6 +33,7 @@ __all__ = [
     "RateCheck",
     "RateLimit",
     "Refused",
+    "RemoteCache",
     "ResponseCache",
     "RetryBudget",
     "RetryDecision",

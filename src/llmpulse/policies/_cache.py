@@ -15,16 +15,18 @@ for ``ttl_s`` in a bounded LRU in memory.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
-__all__ = ["CacheEntry", "ResponseCache", "cache_key"]
+__all__ = ["BlobStore", "CacheEntry", "RemoteCache", "ResponseCache", "cache_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,79 @@ class ResponseCache:
             self.stores += 1
         return True
 
+    async def aget(self, key: str) -> CacheEntry | None:
+        """`get` for async callers (memory: no I/O)."""
+        return self.get(key)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+class BlobStore(Protocol):
+    """Bytes with a time to live, shared between replicas (``llmpulse.state.RedisStore``)."""
+
+    def get_blob(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None."""
+
+    async def aget_blob(self, key: str) -> bytes | None:
+        """`get_blob` for async callers."""
+
+    def set_blob(self, key: str, value: bytes, *, ttl_s: float) -> None:
+        """Store ``value`` for ``ttl_s`` seconds."""
+
+
+class RemoteCache:
+    """The response cache on a shared store, so every replica answers from it.
+
+    Entries expire in the store itself; a store that cannot be reached
+    makes every lookup a miss (the call goes out), never an error.
+
+    Args:
+        store: Where the answers live.
+        ttl_s: How long an answer stays valid.
+        max_entry_bytes: Larger answers are not stored.
+
+    """
+
+    def __init__(
+        self, store: BlobStore, *, ttl_s: float = 3600.0, max_entry_bytes: int = 1024 * 1024
+    ) -> None:
+        self._store = store
+        self.ttl_s = ttl_s
+        self.max_entry_bytes = max_entry_bytes
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The answer stored under ``key``, if any."""
+        return _decode(self._store.get_blob("cache:" + key))
+
+    async def aget(self, key: str) -> CacheEntry | None:
+        """`get` for async callers."""
+        return _decode(await self._store.aget_blob("cache:" + key))
+
+    def put(
+        self, key: str, status: int, headers: tuple[tuple[str, str], ...], body: bytes, cost_usd: float | None
+    ) -> bool:
+        """Store an answer; False when it is too large to keep."""
+        if len(body) > self.max_entry_bytes:
+            return False
+        record = {
+            "s": status,
+            "h": headers,
+            "b": base64.b64encode(body).decode(),
+            "c": cost_usd,
+            "t": time.time(),
+        }
+        self._store.set_blob("cache:" + key, orjson.dumps(record), ttl_s=self.ttl_s)
+        return True
+
+
+def _decode(raw: bytes | None) -> CacheEntry | None:
+    if raw is None:
+        return None
+    try:
+        record = orjson.loads(raw)
+        headers = tuple((str(k), str(v)) for k, v in record["h"])
+        return CacheEntry(int(record["s"]), headers, base64.b64decode(record["b"]), record["c"], record["t"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # an entry written by another version: a miss

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ._budget import RetryBudget
-from ._cache import ResponseCache
+from ._cache import RemoteCache, ResponseCache
 from ._concurrency import AdaptiveLimiter, ConcurrencyConfig
 from ._deadline import Timeouts
 from ._fallback import FallbackChains
@@ -172,8 +172,8 @@ class Policies:
         """The budget of ``tenant``."""
         return self.tenant_budgets.get(tenant, self.budget) if tenant else None
 
-    def cache(self) -> ResponseCache:
-        """The response cache (made on first use)."""
+    def cache(self) -> ResponseCache | RemoteCache:
+        """The response cache: on the store when it is shared (Redis), else in memory."""
         return self._state.cache(self)
 
     def circuit(
@@ -195,7 +195,7 @@ class _State:
         self._lock = threading.Lock()
         self._budgets: dict[Endpoint, RetryBudget] = {}
         self._breakers: dict[tuple[str, str, str, str], CircuitBreaker] = {}
-        self._cache: ResponseCache | None = None
+        self._cache: ResponseCache | RemoteCache | None = None
         self._limiters: dict[Endpoint, AdaptiveLimiter] = {}
         self._memory: MemoryStore | None = None
 
@@ -220,15 +220,19 @@ class _State:
                     self._memory = MemoryStore(policies.clock.monotonic)
         return self._memory
 
-    def cache(self, policies: Policies) -> ResponseCache:
+    def cache(self, policies: Policies) -> ResponseCache | RemoteCache:
         if self._cache is None:
             with self._lock:
                 if self._cache is None:
-                    self._cache = ResponseCache(
-                        ttl_s=policies.cache_ttl_s,
-                        max_entries=policies.cache_max_entries,
-                        clock=policies.clock.monotonic,
-                    )
+                    store = policies.store
+                    if store is not None and hasattr(store, "set_blob"):
+                        self._cache = RemoteCache(store, ttl_s=policies.cache_ttl_s)  # type: ignore[arg-type]
+                    else:
+                        self._cache = ResponseCache(
+                            ttl_s=policies.cache_ttl_s,
+                            max_entries=policies.cache_max_entries,
+                            clock=policies.clock.monotonic,
+                        )
         return self._cache
 
     def budget(self, endpoint: Endpoint, policies: Policies) -> RetryBudget:

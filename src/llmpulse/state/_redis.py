@@ -144,6 +144,11 @@ return 1
 _GCRA_NS = "gcra:"
 _WINDOW_NS = "window:"
 _UNTIL_NS = "until:"
+_BLOB_NS = "blob:"
+_SET_BLOB = _Script("""\
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+""")
 _SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -307,6 +312,21 @@ class RedisStore:
         raw = await self._arun(None, _UNTIL_NS + key, (), lambda: None)
         return max(_until(raw), self._local.get_until(key))
 
+    def get_blob(self, key: str) -> bytes | None:
+        """The bytes stored under ``key`` (see `set_blob`), or None; None too while Redis is down."""
+        raw = self._run(None, _BLOB_NS + key, (), lambda: None)
+        return bytes(raw) if isinstance(raw, bytes | bytearray) else None
+
+    async def aget_blob(self, key: str) -> bytes | None:
+        """`get_blob` for asyncio code."""
+        raw = await self._arun(None, _BLOB_NS + key, (), lambda: None)
+        return bytes(raw) if isinstance(raw, bytes | bytearray) else None
+
+    def set_blob(self, key: str, value: bytes, *, ttl_s: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl_s`` seconds (lost, not queued, while Redis is down)."""
+        ttl_ms = str(max(1, int(ttl_s * 1000)))
+        self._run(_SET_BLOB, _BLOB_NS + key, (value, ttl_ms), lambda: None)
+
     def set_until(self, key: str, until: float) -> None:
         """Keep the later of the shared and the new "until" (see `StateStore.set_until`)."""
         self._run(_SET_UNTIL, _UNTIL_NS + key, (repr(until),), lambda: self._local.set_until(key, until))
@@ -333,7 +353,9 @@ class RedisStore:
 
     # The two shells: the only code that does I/O. They differ only by `await`.
 
-    def _run(self, script: _Script | None, key: str, args: tuple[str, ...], local: Callable[[], _T]) -> Any:
+    def _run(
+        self, script: _Script | None, key: str, args: tuple[str | bytes, ...], local: Callable[[], _T]
+    ) -> Any:
         """Run ``script`` (None: GET) on ``key``; on failure, or while Redis is down, return ``local()``."""
         if self._down and not self._claim_retry():
             return self._fall_back(local, self._reason)
