@@ -716,6 +716,8 @@ def test_recorded_requests_and_keep_alive(oai: openai.OpenAI, fake: FakeProvider
     assert first.headers["authorization"] == "Bearer sk-test"
     assert first.json == {"messages": MESSAGES, "model": "gpt-4o", "max_tokens": 1}
     assert before <= first.received_at <= last.received_at
+    # The client has its answer before the server's bookkeeping of it ends: wait for that.
+    assert fake.wait_idle(5)
     stats = fake.stats()
     assert (stats.requests, stats.connections, stats.in_flight, stats.peak_concurrency) == (3, 1, 0, 1)
 
