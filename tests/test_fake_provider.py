@@ -773,12 +773,15 @@ def test_command_line_serves_until_interrupted() -> None:
     code = "import sys; from llmpulse.testing._fake_provider import main; sys.exit(main(sys.argv[1:]))"
     args = ["--port", "0", "--latency", "0.01", "--error-rate", "500=0.0", "--max-concurrency", "5"]
     with subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        base_url = line.split()[3]
-        assert httpx2.get(base_url + "/v1/models").status_code == 200
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            base_url = line.split()[3]
+            assert httpx2.get(base_url + "/v1/models").status_code == 200
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()  # a failed assertion must not leave the test waiting for the server forever
 
 
 def test_command_line_rejects_bad_rates(capsys: pytest.CaptureFixture[str]) -> None:

@@ -915,5 +915,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            stop = threading.Event()
+            # Wake now and then: Ctrl-C may be delivered to the server's thread,
+            # and only the main thread runs Python's signal handlers, when it wakes.
+            while not stop.wait(0.2):
+                pass
     return 0
