@@ -356,6 +356,7 @@ def test_overloaded_model_falls_back_to_the_next_in_its_chain(
     labels = {
         "gen_ai_provider_name": "anthropic",
         "gen_ai_request_model": "claude-sonnet-4-6",
+        "served_provider": "anthropic",
         "served_model": "claude-haiku-4-5",
         "reason": "overloaded",
     }

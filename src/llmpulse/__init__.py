@@ -47,6 +47,7 @@ from .policies import (
     Policies,
     RateLimit,
     Timeouts,
+    UnavailableCall,
     throttle,
 )
 from .sinks import JsonlSink, Sink, StructlogSink
@@ -84,6 +85,7 @@ __all__ = [
     "StatsSnapshot",
     "StructlogSink",
     "Timeouts",
+    "UnavailableCall",
     "UnsupportedClientError",
     "aflush",
     "configure",

@@ -11,16 +11,19 @@ or cancellation escapes.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
+import orjson
+
 from ._content import output_content
-from ._context import Context, InteractionTotals, current_interaction
+from ._context import Context, InteractionTotals, context, current_interaction
 from ._redact import redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .exceptions import (
@@ -52,6 +55,16 @@ from .policies import (
     rate_checks,
     rewrite_body,
 )
+from .policies._elsewhere import (
+    Served,
+    ServeElsewhere,
+    UnavailableCall,
+    UnavailableReason,
+    collecting_served,
+    encode_answer,
+    record_served,
+    stop_collecting,
+)
 from .policies._quota import throttles
 from .providers import UsageChunkFilter
 from .providers._base import json_malformed
@@ -78,6 +91,12 @@ _SLOWDOWN = frozenset({429, 503, 529})
 _BACKGROUND_BUDGET_SHARE = 0.9
 # A Retry-After longer than this pauses only the call that got it, not the process.
 _MAX_SHARED_PAUSE_S = 60.0
+# The answer a cross-provider function returns is handed to the SDK as this.
+_JSON_HEADERS = (("content-type", "application/json"),)
+# Headers that describe the bytes on the wire, not the (decoded) body handed over again.
+_REENCODED_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+_ELSEWHERE_WARN_EVERY_S = 60.0
+_elsewhere_warned: dict[str, float] = {}
 _budget_warned: set[tuple[str, str, int]] = set()
 _budget_warned_lock = threading.Lock()
 
@@ -92,6 +111,16 @@ def _warn_budget_once(tenant: str, check: BudgetCheck, message: str) -> None:
             _budget_warned.clear()
         _budget_warned.add(key)
     _log.warning("llmpulse %s; calls go on (action: alert)", message)
+
+
+def _warn_elsewhere_failed(provider: str, problem: object) -> None:
+    # During an outage every call may hit it: one line a minute per provider.
+    now = time.monotonic()
+    if now - _elsewhere_warned.get(provider, -_ELSEWHERE_WARN_EVERY_S) < _ELSEWHERE_WARN_EVERY_S:
+        return
+    _elsewhere_warned[provider] = now
+    detail = f"{type(problem).__name__}: {redact(str(problem))}"
+    _log.warning("llmpulse cross_provider function failed for %s; going on without it: %s", provider, detail)
 
 
 _TAIL_LIMIT = 256 * 1024
@@ -131,6 +160,7 @@ class Call:
         "_correlation_id",
         "_ctx",
         "_deadline",
+        "_elsewhere_offered",
         "_fallback_next",
         "_fallback_reason",
         "_fallbacks",
@@ -154,6 +184,7 @@ class Call:
         "_retained",
         "_sdk_timeout",
         "_served_model",
+        "_served_provider",
         "_slot",
         "_sse",
         "_status",
@@ -241,6 +272,8 @@ class Call:
         self._fallbacks: list[Fallback] | None = None  # the chain still untried, made on first need
         self._fallback_next: str | None = None  # why the next attempt switches model
         self._fallback_reason: str | None = None
+        self._served_provider: str | None = None  # set when another provider served the call
+        self._elsewhere_offered = False
         self._cache_key: str | None = None
         self._cache_hit: CacheEntry | None = None
         self._limiter: AdaptiveLimiter | None = None
@@ -551,6 +584,7 @@ class Call:
         if (
             key is None
             or self._cache_hit is not None
+            or self._served_provider is not None  # another provider's stand-in answer
             or self._status is None
             or not 200 <= self._status < 300
         ):
@@ -570,6 +604,97 @@ class Call:
             store()
         except Exception:  # noqa: BLE001 - a bug in the cache must not stop the call
             self._hook.pipeline.internal_error("cache")
+
+    # -- serving elsewhere: the cross-provider fallback -----------------------
+    # Offered where the call would otherwise fail because its provider cannot
+    # serve it; the shell calls the user's function (sync or awaited), and
+    # `_served_elsewhere` makes every decision on what it returned.
+
+    def _offer_elsewhere(
+        self, request: Any, reason: UnavailableReason, refuse: Callable[[], tuple[int, Any, bytes]]
+    ) -> None:
+        """Raise `ServeElsewhere` when the user's cross-provider function may serve this call."""
+        if self._policies.cross_provider is None or self._info.streamed or self._elsewhere_offered:
+            return
+        self._elsewhere_offered = True
+        try:
+            body = orjson.loads(request.content)
+        except Exception:  # noqa: BLE001 - not a JSON request (or a streamed upload): nothing to translate
+            return
+        if not isinstance(body, dict):
+            return
+        info, hook = self._info, self._hook
+        offer = UnavailableCall(
+            hook.provider.name, info.model, info.operation, info.path, body, reason, self._ctx.tenant
+        )
+        raise ServeElsewhere(offer, refuse)
+
+    def serve_elsewhere(self, offer: ServeElsewhere) -> tuple[int, Any, bytes]:
+        """Run the cross-provider function (sync shell); the answer to hand over, or the original failure."""
+        serve = self._policies.cross_provider
+        assert serve is not None
+        served, token = collecting_served()
+        try:
+            # Its calls belong to this one: same tenant, same correlation id.
+            with context(correlation_id=self._correlation_id):
+                answer = serve(offer.call)
+            if inspect.isawaitable(answer):
+                getattr(answer, "close", lambda: None)()  # never awaited: no "was never awaited" warning
+                answer = TypeError("an async cross_provider function needs a wrapped async client")
+        except Exception as exc:  # noqa: BLE001 - the user's function failed: the call fails as it would have
+            answer = exc
+        finally:
+            stop_collecting(token)
+        return self._served_elsewhere(offer, answer, served)
+
+    async def aserve_elsewhere(self, offer: ServeElsewhere) -> tuple[int, Any, bytes]:
+        """`serve_elsewhere` for the async shell: the function may be sync or ``async def``."""
+        serve = self._policies.cross_provider
+        assert serve is not None
+        served, token = collecting_served()
+        try:
+            with context(correlation_id=self._correlation_id):
+                answer = serve(offer.call)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except Exception as exc:  # noqa: BLE001 - the user's function failed: the call fails as it would have
+            answer = exc
+        finally:
+            stop_collecting(token)
+        return self._served_elsewhere(offer, answer, served)
+
+    def _served_elsewhere(
+        self, offer: ServeElsewhere, answer: object, served: list[Served]
+    ) -> tuple[int, Any, bytes]:
+        hook, reason = self._hook, offer.call.reason
+        body = None
+        if answer is not None and not isinstance(answer, BaseException):
+            try:
+                body = encode_answer(answer)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                answer = exc
+        if body is None:
+            if answer is not None:
+                _warn_elsewhere_failed(hook.provider.name, answer)
+            return offer.refuse()  # declined: as if there were no function
+        # Who served it: the last wrapped call the function made (its own event has the tokens and cost).
+        by = next((s for s in reversed(served) if s.ok), served[-1] if served else None)
+        provider = by.provider if by is not None else "unknown"
+        model = by.model if by is not None else None
+        hook.pipeline.count_fallback(
+            hook.metrics, hook.provider.name, self._served_model, model or "unknown", reason, provider
+        )
+        self._served_provider, self._served_model, self._fallback_reason = provider, model, reason
+        self._status, self._headers, self._nbytes = 200, dict(_JSON_HEADERS), len(body)
+        self._finish("ok", None, data=body)
+        return 200, _JSON_HEADERS, body
+
+    def _original_answer(self, status: int, raw_headers: Any, body: bytes) -> tuple[int, Any, bytes]:
+        """Hand over the provider's own error answer, as if no cross-provider function were set."""
+        self.observe_body()
+        body = self.consume(body)
+        headers = [(k, v) for k, v in raw_headers.multi_items() if k.lower() not in _REENCODED_HEADERS]
+        return status, headers, body
 
     # -- attempts -------------------------------------------------------------
 
@@ -645,9 +770,8 @@ class Call:
             request.stream = hook.http.ByteStream(body)
             request._content = body
             request.headers["Content-Length"] = str(len(body))
-            hook.pipeline.count_fallback(
-                hook.metrics, hook.provider.name, self._served_model, fallback.model, reason
-            )
+            name = hook.provider.name
+            hook.pipeline.count_fallback(hook.metrics, name, self._served_model, fallback.model, reason, name)
             self._served_model = fallback.model
             self._fallback_reason = reason
             self._find_breaker()
@@ -686,6 +810,9 @@ class Call:
         message: str | None = None,
         retry_after_s: float | None = None,
     ) -> NoReturn:
+        if cls is CircuitOpenError or cls is OverloadedError:
+            reason: UnavailableReason = "circuit_open" if cls is CircuitOpenError else "queue_full"
+            self._offer_elsewhere(request, reason, lambda: self._refuse(request, cls, message, retry_after_s))
         hook, info = self._hook, self._info
         wait = retry_after_s
         if message is not None:
@@ -740,10 +867,12 @@ class Call:
         if self._prev_trace is not None:
             await self._prev_trace(name, info)
 
-    @staticmethod
-    def wants_error_body(status: int) -> bool:
-        """Whether the retry decision needs the body of a response with this status."""
-        return status == 429  # only its error code tells a spent quota from a rate limit
+    def wants_error_body(self, status: int) -> bool:
+        """Whether the call's decisions need the body of a response with this status."""
+        if status == 429:
+            return True  # only its error code tells a spent quota from a rate limit
+        # An overloaded answer may be replaced by another provider's: keep it to hand over otherwise.
+        return status in _OVERLOADED and self._policies.cross_provider is not None and not self._info.streamed
 
     def attempt_answered(self, status: int, raw_headers: Any, body: bytes | None = None) -> float | None:
         """Record response headers; return the sleep before a retry, or None to keep this response."""
@@ -770,6 +899,10 @@ class Call:
         if delay is not None:
             self._release_slot(status)  # backoff does not hold a slot
         self._attempt_event(status, None, headers, delay)
+        if delay is None and body is not None and status in _OVERLOADED:
+            self._offer_elsewhere(
+                self._request, "overloaded", lambda: self._original_answer(status, raw_headers, body)
+            )
         return delay
 
     def attempt_failed(self, exc: Exception) -> float | None:
@@ -1064,6 +1197,7 @@ class Call:
             self._interaction.add(event)
         hook = self._hook
         hook.pipeline.emit_call(event, hook.routes, hook.metrics, self._app_ctx)
+        record_served(event.provider, event.served_model, event.outcome == "ok")
 
     def _build_event(
         self,
@@ -1114,6 +1248,8 @@ class Call:
             )
         elif self._status is not None and self._status >= 400:
             cost = 0.0  # rejected by the provider before generating: not billed
+        elif self._served_provider is not None:
+            cost = 0.0  # billed on the call that served it, which has its own event
         saved = None
         if self._cache_hit is not None:
             saved, cost = self._cache_hit.cost_usd if self._cache_hit.cost_usd is not None else cost, 0.0
@@ -1166,6 +1302,7 @@ class Call:
             retry_stop_reason=self._stop_reason if outcome != "ok" else None,
             rejected_reason=self._rejected_reason,
             served_model=self._served_model,
+            served_provider=self._served_provider or hook.provider.name,
             fallback_reason=self._fallback_reason,
             cache_hit=self._cache_hit is not None,
             cost_saved_usd=saved,

@@ -120,11 +120,12 @@ class Pipeline:
         from_model: str | None,
         to_model: str,
         reason: str,
+        served_provider: str,
     ) -> None:
         """Count a call sent on to a fallback model."""
         target = metrics or self.metrics
         if target is not None:
-            target.count_fallback(provider, from_model, to_model, reason)
+            target.count_fallback(provider, from_model, to_model, reason, served_provider)
 
     def circuit_changed(
         self,

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .policies._elsewhere import ServeElsewhere
+
 if TYPE_CHECKING:
     from ._call import Call
     from ._hook import Hook
-    from .policies import CacheEntry
 
 __all__ = ["transport_classes"]
 
@@ -114,7 +115,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             try:
                 cached = call.cached_answer(request)
                 if cached is not None:
-                    return _cached_response(http, request, call, cached)
+                    call.serve_cached(cached)
+                    return _response(http, request, (cached.status, cached.headers, cached.body))
                 call.admit(request)
                 while True:
                     call.acquire_slot(request)
@@ -139,6 +141,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                             return response
                         response.close()
                     clock.sleep(delay)
+            except ServeElsewhere as offer:
+                # The provider cannot serve it; the user's function may (else the original failure).
+                return _response(http, request, call.serve_elsewhere(offer))
             except BaseException as exc:
                 call.abort(exc)
                 raise
@@ -162,7 +167,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             try:
                 cached = await call.acached_answer(request)
                 if cached is not None:
-                    return _cached_response(http, request, call, cached)
+                    call.serve_cached(cached)
+                    return _response(http, request, (cached.status, cached.headers, cached.body))
                 await call.aadmit(request)
                 while True:
                     await call.aacquire_slot(request)
@@ -187,6 +193,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                             return response
                         await response.aclose()
                     await clock.asleep(delay)
+            except ServeElsewhere as offer:
+                return _response(http, request, await call.aserve_elsewhere(offer))
             except BaseException as exc:
                 call.abort(exc)
                 raise
@@ -202,11 +210,11 @@ def _already_read(response: Any) -> bool:
     return hasattr(response, "_content")
 
 
-def _cached_response(http: ModuleType, request: Any, call: Call, entry: CacheEntry) -> Any:
-    # The SDK parses it as it would the provider's own answer.
-    response = http.Response(entry.status, headers=list(entry.headers), content=entry.body, request=request)
-    call.serve_cached(entry)
-    return response
+def _response(http: ModuleType, request: Any, answer: tuple[int, Any, bytes]) -> Any:
+    # An answer made without an attempt (cache, another provider): the SDK
+    # parses it as it would the provider's own.
+    status, headers, body = answer
+    return http.Response(status, headers=list(headers), content=body, request=request)
 
 
 def _replace_content(http: ModuleType, response: Any, call: Call) -> None:

@@ -132,6 +132,7 @@ class CallEvent:
     retry_stop_reason: str | None = None
     rejected_reason: str | None = None
     served_model: str | None = None
+    served_provider: str | None = None
     fallback_reason: str | None = None
     cache_hit: bool = False
     cost_saved_usd: float | None = None

@@ -10,6 +10,7 @@ from ._budget import RetryBudget
 from ._cache import BlobStore, CacheEntry, RemoteCache, ResponseCache, cache_key
 from ._concurrency import AdaptiveLimiter, ConcurrencyConfig, Refused, Slot
 from ._deadline import Timeouts
+from ._elsewhere import CrossProvider, UnavailableCall
 from ._fallback import Fallback, FallbackChains, chain_for, rewrite_body
 from ._policies import Clock, Policies, SystemClock
 from ._quota import Budget, BudgetCheck, RateCheck, RateLimit, budget_checks, rate_checks, throttle
@@ -26,6 +27,7 @@ __all__ = [
     "CircuitBreaker",
     "Clock",
     "ConcurrencyConfig",
+    "CrossProvider",
     "Fallback",
     "FallbackChains",
     "Permit",
@@ -40,6 +42,7 @@ __all__ = [
     "Slot",
     "SystemClock",
     "Timeouts",
+    "UnavailableCall",
     "budget_checks",
     "cache_key",
     "chain_for",

@@ -27,6 +27,7 @@ from ._budget import RetryBudget
 from ._cache import RemoteCache, ResponseCache
 from ._concurrency import AdaptiveLimiter, ConcurrencyConfig
 from ._deadline import Timeouts
+from ._elsewhere import CrossProvider
 from ._fallback import FallbackChains
 from ._quota import Budget, RateLimit
 
@@ -110,6 +111,12 @@ class Policies:
         fallbacks: Requested model -> models to serve the call instead when it
             is overloaded (503/529) or its breaker is open, in order
             (``"gpt-4o-mini"`` or ``Fallback("claude-haiku-4-5", max_tokens=1024)``).
+        cross_provider: Serves a non-streaming call on another provider when
+            its own is overloaded, its breaker open or its queue full, after
+            the fallback models: ``fn(llmpulse.UnavailableCall)`` returns the
+            answer's JSON body in the requested provider's format (a dict or
+            an SDK model), or None to decline. May be ``async def`` for async
+            clients. See docs/resilience.md.
         clock: Time source (tests inject a fake one).
         random: Jitter source.
 
@@ -123,6 +130,7 @@ class Policies:
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
     fallbacks: FallbackChains = field(default_factory=dict)
+    cross_provider: CrossProvider | None = None
     rate_limit: RateLimit | None = None
     tenant_rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     key_rate_limit: RateLimit | None = None

@@ -176,8 +176,8 @@ class _Metrics:
         )
         self.fallbacks = Counter(
             "llmpulse_fallbacks_total",
-            "Calls sent on to a fallback model, by why (overloaded, circuit_open).",
-            ("gen_ai_provider_name", "gen_ai_request_model", "served_model", "reason"),
+            "Calls served by a fallback model or provider, by why (overloaded, circuit_open, ...).",
+            ("gen_ai_provider_name", "gen_ai_request_model", "served_provider", "served_model", "reason"),
             registry=r,
         )
         self.circuit_state = Gauge(
@@ -601,17 +601,22 @@ class PrometheusSink:
         """
         self._bump(self._m.cache, ("cache", provider, result), 1)
 
-    def count_fallback(self, provider: str, from_model: str | None, to_model: str, reason: str) -> None:
-        """Count a switch to a fallback model (``llmpulse_fallbacks_total``).
+    def count_fallback(
+        self, provider: str, from_model: str | None, to_model: str, reason: str, served_provider: str
+    ) -> None:
+        """Count a switch to a fallback model or provider (``llmpulse_fallbacks_total``).
 
         Args:
             provider: The ``gen_ai_provider_name``.
             from_model: The model that could not serve the call.
             to_model: The model asked instead.
-            reason: "overloaded" or "circuit_open".
+            reason: "overloaded", "circuit_open", "queue_full" or "budget".
+            served_provider: ``provider``, or the one the cross-provider fallback used.
 
         """
-        key = ("fallback", provider, self._models.resolve(from_model), self._models.resolve(to_model), reason)
+        models = self._models
+        from_model, to_model = models.resolve(from_model), models.resolve(to_model)
+        key = ("fallback", provider, from_model, served_provider, to_model, reason)
         self._bump(self._m.fallbacks, key, 1)
 
     def record_circuit(self, provider: str, host: str, model: str, old: str, new: str) -> None:
