@@ -519,7 +519,9 @@ class Call:
             if amount:
                 store.add(check.key, amount, window_s=check.window_s)
         for bucket in self._rate_reserved:
-            if bucket.key.startswith("rl:tok:") and event.input_tokens is not None:
+            if event.attempts == 0 and event.outcome != "ok":  # never sent: give it all back
+                store.gcra(bucket.key, rate_per_s=bucket.rate_per_s, burst=bucket.burst, cost=-bucket.cost)
+            elif bucket.key.startswith("rl:tok:") and event.input_tokens is not None:
                 delta = used - bucket.cost  # a refund when the estimate was high
                 if delta:
                     store.gcra(bucket.key, rate_per_s=bucket.rate_per_s, burst=bucket.burst, cost=delta)
