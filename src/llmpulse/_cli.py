@@ -1,4 +1,4 @@
-"""The ``llmpulse`` command: ``demo`` and ``fake-provider``."""
+"""The ``llmpulse`` command: ``demo``, ``report`` and ``fake-provider``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     from ._demo import add_arguments  # noqa: PLC0415
 
     add_arguments(demo)
+    report = commands.add_parser("report", help="summarise latency, errors and cost from JSON log files")
+    from ._report import add_arguments as add_report_arguments  # noqa: PLC0415
+
+    add_report_arguments(report)
     commands.add_parser("fake-provider", help="serve the OpenAI/Anthropic fake provider", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "fake-provider":
@@ -24,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         return fake_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "report":
+        from ._report import run_report  # noqa: PLC0415
+
+        return run_report(args)
     from ._demo import run_demo  # noqa: PLC0415
 
     return run_demo(args)
