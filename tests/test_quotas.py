@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +20,8 @@ from conftest import MESSAGES
 from llmpulse import BreakerConfig, Fallback, Policies
 from llmpulse.policies import Budget, ConcurrencyConfig, RateLimit
 from llmpulse.policies import _quota as quota_module
-from llmpulse.state import RedisStore
+from llmpulse.policies import _shared as shared_module
+from llmpulse.state import WRITE_BACK, RedisStore
 from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, Fault, FaultPlan
 from redis_server import RedisServer
 
@@ -288,3 +291,67 @@ def test_a_half_open_breaker_is_probed_by_interactive_calls_only(
     with llmpulse.context(priority="background"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert [e.outcome for e in sink.calls] == ["error", "rejected", "ok", "ok"]
+
+
+def _replica(
+    raw: openai.OpenAI, sink: CapturingSink, url: str, prefix: str
+) -> tuple[openai.OpenAI, FakeClock]:
+    clock = FakeClock()
+    store = RedisStore(url, prefix=prefix, timeout_s=2.0)
+    policies = Policies(rate_limit_wait_s=0.0, store=store, clock=clock)
+    return _client(raw, policies, sink), clock
+
+
+def _outcome(client: openai.OpenAI, tenant: str = "acme") -> str:
+    try:
+        _call(client, tenant)
+    except llmpulse.RateLimitedError:
+        return "limited"
+    return "ok"
+
+
+def test_a_throttle_applied_by_another_replica_reaches_this_one(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """llmpulse.throttle() in another process, on the shared store, limits this one within a refresh."""
+    with RedisServer() as server:
+        prefix = f"t-{uuid.uuid4().hex[:6]}:"
+        client, clock = _replica(raw_openai, sink, server.url, prefix)
+        outcomes = [_outcome(client)]
+        operator = (
+            "import llmpulse, sys; from llmpulse.state import RedisStore;"
+            "policies = llmpulse.Policies(store=RedisStore(sys.argv[1], prefix=sys.argv[2]));"
+            "llmpulse.throttle('acme', requests_per_min=1, for_s=60)"
+        )
+        subprocess.run([sys.executable, "-c", operator, server.url, prefix], check=True, timeout=60)
+        assert quota_module.throttles() == {}  # not applied in this process
+        clock.advance(shared_module.REFRESH_S)
+        outcomes.append(_outcome(client))  # the snapshot is a second old: refreshed after this call
+        assert WRITE_BACK.join(10)
+        outcomes += [_outcome(client), _outcome(client), _outcome(client, "globex")]
+    assert outcomes == ["ok", "ok", "ok", "limited", "ok"]
+    assert sink.calls[3].rejected_reason == "rate_limited"
+
+
+def test_a_retry_after_pauses_every_replica(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A 429's Retry-After seen by one replica pauses new calls to that endpoint on the others too."""
+    with RedisServer() as server:
+        prefix = f"p-{uuid.uuid4().hex[:6]}:"
+        first, _ = _replica(raw_openai, sink, server.url, prefix)
+        second, clock = _replica(raw_openai, sink, server.url, prefix)
+        _call(second, "acme")
+        fake.enqueue(Fault.status(429, retry_after=60))
+        with pytest.raises(openai.RateLimitError):
+            _call(first, "acme")  # 60 s is past its deadline: it fails at once
+        assert WRITE_BACK.join(10)
+        clock.advance(shared_module.REFRESH_S)
+        _call(second, "acme")  # the snapshot is a second old: refreshed after this call
+        assert WRITE_BACK.join(10)
+        sent = len(fake.requests)
+        with pytest.raises(llmpulse.RateLimitedError, match="asked every caller to wait") as info:
+            _call(second, "acme")
+    assert len(fake.requests) == sent  # nothing sent while paused
+    assert info.value.retry_after_s is not None
+    assert 50 < info.value.retry_after_s <= 60

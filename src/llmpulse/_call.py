@@ -65,7 +65,6 @@ from .policies._elsewhere import (
     record_served,
     stop_collecting,
 )
-from .policies._quota import throttles
 from .providers import UsageChunkFilter
 from .providers._base import json_malformed
 from .state import WRITE_BACK, MemoryStore
@@ -392,19 +391,24 @@ class Call:
     def _has_quotas(self) -> bool:
         # Most clients set no limits: skip building checks on every call.
         p = self._policies
-        limits = p.rate_limit or p.tenant_rate_limits or p.key_rate_limit or throttles()
+        limits = p.rate_limit or p.tenant_rate_limits or p.key_rate_limit or p.has_throttles()
         return bool(limits or p.budget or p.tenant_budgets)
 
     def _priority(self) -> Literal["interactive", "background"]:
         return "background" if self._ctx.priority == "background" else "interactive"
 
     def _find_limiter(self) -> AdaptiveLimiter | None:
-        if self._limiter is None:
-            hook = self._hook
-            try:
+        hook = self._hook
+        try:
+            if self._limiter is None:
                 self._limiter = self._policies.limiter(hook.endpoint, hook.concurrency_changed)
-            except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
-                hook.pipeline.internal_error("policies")
+            signals = self._policies.shared_signals()
+            if signals is not None and self._limiter is not None:
+                until = signals.pause_until(hook.endpoint)  # another replica's Retry-After
+                if until is not None:
+                    self._limiter.pause(until)
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            hook.pipeline.internal_error("policies")
         return self._limiter
 
     def _slot_refused(self, request: Any, refused: Refused) -> NoReturn:
@@ -437,6 +441,9 @@ class Call:
                 pause = parse_retry_after(self._headers)
                 if pause is not None and 0 < pause <= _MAX_SHARED_PAUSE_S:
                     self._limiter.pause(self._clock.monotonic() + pause)  # for everybody in the process
+                    signals = self._policies.shared_signals()
+                    if signals is not None:
+                        signals.publish_pause(self._hook.endpoint, pause)  # and every replica
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
 
@@ -455,7 +462,7 @@ class Call:
             tenant=tenant,
             key_id=self._hook.endpoint[2],
             tokens=self._reserved_tokens(),
-            now=time.time(),
+            throttle_rpm=policies.throttle_of(tenant, time.time()) if tenant else None,
         )
 
     def _rate_verdict(

@@ -29,7 +29,8 @@ from ._concurrency import AdaptiveLimiter, ConcurrencyConfig
 from ._deadline import Timeouts
 from ._elsewhere import CrossProvider
 from ._fallback import FallbackChains
-from ._quota import Budget, RateLimit
+from ._quota import Budget, RateLimit, throttles
+from ._shared import SharedSignals, is_shared, register
 
 __all__ = ["Clock", "Policies", "SystemClock"]
 
@@ -157,6 +158,8 @@ class Policies:
                 f" and {self.backoff_max_s!r}"
             )
         RetryBudget(self.retry_budget_ratio, self.retry_budget_reserve)  # validates both
+        if is_shared(self.store):
+            register(self.store)  # throttle() publishes to it, even before this process makes a call
 
     def retry_budget(self, endpoint: Endpoint) -> RetryBudget:
         """The retry budget of ``endpoint``."""
@@ -184,6 +187,24 @@ class Policies:
         """The response cache: on the store when it is shared (Redis), else in memory."""
         return self._state.cache(self)
 
+    def shared_signals(self) -> SharedSignals | None:
+        """Throttles and Retry-After pauses every replica sees (None without a shared store)."""
+        return self._state.signals(self) if is_shared(self.store) else None
+
+    def has_throttles(self) -> bool:
+        """Whether any emergency throttle may apply (this process's, or the shared ones)."""
+        if throttles():
+            return True
+        signals = self.shared_signals()
+        return signals is not None and bool(signals.throttles())
+
+    def throttle_of(self, tenant: str, now: float) -> float | None:
+        """The emergency requests-per-minute limit on ``tenant`` at epoch ``now`` (the strictest on)."""
+        signals = self.shared_signals()
+        tables = (throttles(), signals.throttles()) if signals is not None else (throttles(),)
+        limits = [t[0] for table in tables if (t := table.get(tenant)) is not None and t[1] > now]
+        return min(limits) if limits else None
+
     def circuit(
         self, endpoint: Endpoint, model: str | None, on_transition: TransitionListener
     ) -> CircuitBreaker | None:
@@ -206,6 +227,7 @@ class _State:
         self._cache: ResponseCache | RemoteCache | None = None
         self._limiters: dict[Endpoint, AdaptiveLimiter] = {}
         self._memory: MemoryStore | None = None
+        self._signals: SharedSignals | None = None
 
     def limiter(
         self, endpoint: Endpoint, policies: Policies, on_change: Callable[[int, int], None]
@@ -227,6 +249,15 @@ class _State:
                 if self._memory is None:
                     self._memory = MemoryStore(policies.clock.monotonic)
         return self._memory
+
+    def signals(self, policies: Policies) -> SharedSignals:
+        if self._signals is None:
+            with self._lock:
+                if self._signals is None:
+                    store = policies.store
+                    assert is_shared(store)
+                    self._signals = SharedSignals(store, policies.clock.monotonic)
+        return self._signals
 
     def cache(self, policies: Policies) -> ResponseCache | RemoteCache:
         if self._cache is None:

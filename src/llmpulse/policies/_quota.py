@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from ._shared import publish_throttle
+
 __all__ = [
     "Budget",
     "BudgetAction",
@@ -119,7 +121,7 @@ def rate_checks(
     tenant: str | None,
     key_id: str,
     tokens: int,
-    now: float,
+    throttle_rpm: float | None,
 ) -> list[RateCheck]:
     """The buckets a call must fit in: its tenant's, its API key's, and any emergency throttle."""
     checks: list[RateCheck] = []
@@ -134,13 +136,11 @@ def rate_checks(
             checks.append(
                 RateCheck(f"rl:tok:{scope}:{name}", tpm / 60.0, tpm, float(tokens), f"{scope} tokens")
             )
-    if tenant:
-        emergency = throttles().get(tenant)
-        if emergency is not None and emergency[1] > now:
-            rpm = emergency[0]
-            checks.append(
-                RateCheck(f"rl:throttle:{tenant}:{rpm:g}", rpm / 60.0, max(rpm / 60.0, 1.0), 1.0, "throttle")
-            )
+    if tenant and throttle_rpm is not None:
+        rpm = throttle_rpm
+        checks.append(
+            RateCheck(f"rl:throttle:{tenant}:{rpm:g}", rpm / 60.0, max(rpm / 60.0, 1.0), 1.0, "throttle")
+        )
     return checks
 
 
@@ -168,10 +168,12 @@ _throttles: dict[str, tuple[float, float]] = {}
 
 
 def throttle(tenant: str, *, requests_per_min: float, for_s: float) -> None:
-    """Apply an emergency limit to ``tenant`` in this process, now, for ``for_s`` seconds.
+    """Apply an emergency limit to ``tenant``, now, for ``for_s`` seconds.
 
     The runbook's first move when one tenant floods a provider: it applies on
-    top of any configured limit, to every wrapped client of the process.
+    top of any configured limit, to every wrapped client of the process and,
+    when a shared store (Redis) is configured, of every replica (within about
+    a second; the limit itself is then one bucket for all replicas).
 
     Args:
         tenant: The tenant (as set with ``llmpulse.context(tenant=...)``).
@@ -184,8 +186,10 @@ def throttle(tenant: str, *, requests_per_min: float, for_s: float) -> None:
     """
     if not requests_per_min > 0 or not for_s > 0:
         raise ValueError("throttle() needs requests_per_min > 0 and for_s > 0")
+    until = time.time() + for_s
     with _throttle_lock:
-        _throttles[tenant] = (requests_per_min, time.time() + for_s)
+        _throttles[tenant] = (requests_per_min, until)
+    publish_throttle(tenant, requests_per_min, until)
 
 
 def throttles() -> Mapping[str, tuple[float, float]]:

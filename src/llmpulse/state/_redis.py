@@ -179,6 +179,7 @@ class RedisStore:
     """
 
     __slots__ = (
+        "__weakref__",  # llmpulse.throttle() publishes to the stores in use, without keeping them alive
         "_aclients",
         "_callback_errors",
         "_client",
