@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -355,3 +357,46 @@ def test_a_retry_after_pauses_every_replica(
     assert len(fake.requests) == sent  # nothing sent while paused
     assert info.value.retry_after_s is not None
     assert 50 < info.value.retry_after_s <= 60
+
+
+def test_settings_redis_fail_open_is_a_metric(fake: FakeProvider, free_tcp_port: int) -> None:
+    """LLMPULSE_REDIS_URL pointing at nothing: quotas are decided locally at limit / replicas, and counted."""
+    script = textwrap.dedent(
+        """
+        import llmpulse, openai, sys
+        from prometheus_client import REGISTRY
+        client = llmpulse.wrap(openai.OpenAI(api_key="sk-x", base_url=sys.argv[1], max_retries=0))
+        hi = [{"role": "user", "content": "hi"}]
+        outcomes = []
+        for _ in range(3):
+            try:
+                with llmpulse.context(tenant="acme"):
+                    client.chat.completions.create(model="gpt-4o-mini", messages=hi)
+                outcomes.append("ok")
+            except llmpulse.RateLimitedError:
+                outcomes.append("limited")
+        print(outcomes)
+        print(REGISTRY.get_sample_value("llmpulse_state_store_fallbacks_total", {"reason": "unreachable"}))
+        """
+    )
+    env = {
+        **os.environ,
+        "LLMPULSE_SINKS": "none",
+        "LLMPULSE_REDIS_URL": f"redis://127.0.0.1:{free_tcp_port}/0",
+        "LLMPULSE_REPLICAS": "2",
+        "LLMPULSE_TENANT_REQUESTS_PER_MIN": "4",
+        "LLMPULSE_RATE_LIMIT_WAIT_S": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script, fake.openai_base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    outcomes, fallbacks = result.stdout.splitlines()
+    assert outcomes == "['ok', 'ok', 'limited']"  # 4 per minute / 2 replicas, decided here
+    assert float(fallbacks) >= 3  # every quota decision (and each background read of the shared signals)
+    assert result.stderr.count("Redis") >= 1  # logged once, never per call
+    assert result.stderr.count("Redis") <= 2

@@ -151,10 +151,18 @@ def default_policies(settings: Settings) -> Policies:
         concurrency=ConcurrencyConfig(initial_limit=settings.concurrency_limit)
         if settings.concurrency
         else None,
-        store=RedisStore(settings.redis_url, replicas=settings.replicas) if settings.redis_url else None,
+        store=RedisStore(settings.redis_url, replicas=settings.replicas, on_fallback=_count_store_fallback)
+        if settings.redis_url
+        else None,
     )
     _defaults[:] = [(settings, policies)]
     return policies
+
+
+def _count_store_fallback(reason: str) -> None:
+    metrics = get_pipeline().metrics
+    if metrics is not None:
+        metrics.record_store_fallback(reason)
 
 
 def _rate_limit(requests: float | None, tokens: float | None) -> RateLimit | None:

@@ -199,6 +199,12 @@ class _Metrics:
             ("sink", "reason"),
             registry=r,
         )
+        self.store_fallbacks = Counter(
+            "llmpulse_state_store_fallbacks_total",
+            "Quota decisions made locally (limit / replicas) because Redis did not answer, by why.",
+            ("reason",),
+            registry=r,
+        )
         self.internal_errors = Counter(
             "llmpulse_internal_errors_total",
             "Bugs inside llmpulse that the calls survived.",
@@ -645,6 +651,15 @@ class PrometheusSink:
 
         """
         self._bump(self._m.dropped, ("dropped", sink, reason), n)
+
+    def record_store_fallback(self, reason: str) -> None:
+        """Count a quota decided locally because Redis failed (``llmpulse_state_store_fallbacks_total``).
+
+        Args:
+            reason: "unreachable", "timeout" or "error".
+
+        """
+        self._bump(self._m.store_fallbacks, ("store_fallback", reason), 1)
 
     def record_internal_error(self, where: str) -> None:
         """Count a bug inside llmpulse that a call survived (``llmpulse_internal_errors_total``).
