@@ -238,8 +238,12 @@ async def test_cancelled_in_backoff_sends_nothing_more(
         breaker_failures,
         0,
     )
-    # The retry was granted (and paid for) before the cancellation; the cancellation took nothing more.
-    assert _budget(policies, event).spent == 1
+    # The retry was granted before the cancellation but never sent: the budget has it back.
+    budget = _budget(policies, event)
+    assert budget.spent == 0
+    untouched = RetryBudget(policies.retry_budget_ratio, policies.retry_budget_reserve)
+    untouched.on_request()  # what one call that never retried leaves
+    assert budget.balance == untouched.balance
 
     clock.gate.set()
     await _create(client, "gpt-4o")  # a fresh call: the cancelled one does not come back to life

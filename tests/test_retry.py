@@ -127,6 +127,21 @@ def test_retry_budget_has_no_float_drift() -> None:
         assert not budget.try_spend()
 
 
+def test_retry_budget_refund_gives_back_an_unsent_retry() -> None:
+    """A retry granted but never sent is given back: balance and spend as if never asked, capped."""
+    budget = RetryBudget(ratio=0.1, reserve=2)
+    assert budget.try_spend()
+    assert budget.try_spend()
+    assert not budget.try_spend()
+    budget.refund()
+    assert (budget.balance, budget.spent) == (1, 1)
+    assert budget.try_spend()
+    budget.refund()
+    budget.refund()
+    budget.refund()  # more refunds than spends never bank beyond the reserve
+    assert budget.balance == 2
+
+
 def test_retry_budget_rejects_negative_values() -> None:
     """A negative ratio or reserve is a mistake, named in the error."""
     with pytest.raises(ValueError, match="ratio"):

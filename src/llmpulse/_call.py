@@ -181,6 +181,7 @@ class Call:
         "_rejected_reason",
         "_request",
         "_retained",
+        "_retry_unsent",
         "_sdk_timeout",
         "_served_model",
         "_served_provider",
@@ -273,6 +274,7 @@ class Call:
         self._fallback_reason: str | None = None
         self._served_provider: str | None = None  # set when another provider served the call
         self._elsewhere_offered = False
+        self._retry_unsent = False  # a retry paid from the budget, not sent yet
         self._cache_key: str | None = None
         self._cache_hit: CacheEntry | None = None
         self._limiter: AdaptiveLimiter | None = None
@@ -730,6 +732,7 @@ class Call:
             self._refuse(request, refusal)
         if first:
             self._earn_retry_budget()  # only calls actually sent earn retries
+        self._retry_unsent = False
         self.attempts += 1
         self._trace = []
         self._attempt_started = time.perf_counter()
@@ -964,7 +967,7 @@ class Call:
         # or this very failure opened its breaker.
         fall_back = overloaded or (breaker_open and decision.delay_s is not None)
         if fall_back and decision.reason != "max_retries" and self._fallback_chain():
-            if not policies.retry_budget(self._hook.endpoint).try_spend():
+            if not self._spend_retry():
                 return RetryDecision(None, "budget")
             self._fallback_next = "overloaded" if overloaded else "circuit_open"
             return RetryDecision(0.0, "fallback")  # another model: no need to wait
@@ -972,9 +975,21 @@ class Call:
             return decision
         if breaker_open:
             return RetryDecision(None, "circuit_open")  # this very failure may have opened it
-        if not policies.retry_budget(self._hook.endpoint).try_spend():
+        if not self._spend_retry():
             return RetryDecision(None, "budget")
         return decision
+
+    def _spend_retry(self) -> bool:
+        self._retry_unsent = self._policies.retry_budget(self._hook.endpoint).try_spend()
+        return self._retry_unsent
+
+    def _refund_unsent_retry(self) -> None:
+        # Cancelled or refused in backoff (or waiting for a slot): the retry never reached the provider.
+        self._retry_unsent = False
+        try:
+            self._policies.retry_budget(self._hook.endpoint).refund()
+        except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
+            self._hook.pipeline.internal_error("policies")
 
     def _attempt_event(
         self,
@@ -1195,6 +1210,8 @@ class Call:
         if not self._finish_lock.acquire(blocking=False):
             return  # finished already (close after end, GC after close)
         self._release_slot(self._status)  # the provider is done with this call
+        if self._retry_unsent:
+            self._refund_unsent_retry()
         try:
             event = self._build_event(outcome, parsed, data, stream_interrupted, error_type, error_message)
         except Exception:  # noqa: BLE001 - a bug of ours must never reach the caller

@@ -69,6 +69,12 @@ class RetryBudget:
             self.refused += 1
             return False
 
+    def refund(self) -> None:
+        """Give back a retry that was granted but never sent (the call was cancelled or refused first)."""
+        with self._lock:
+            self._balance = min(self._capacity, self._balance + _MILLI)
+            self.spent -= 1
+
     @property
     def balance(self) -> float:
         """Retries available right now."""
