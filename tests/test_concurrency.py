@@ -477,7 +477,7 @@ def test_background_cap_follows_the_limit(limit: int, share: float, cap: int) ->
 
 def test_background_cap_moves_with_cuts_and_growth() -> None:
     """A cut lowers the background cap with the limit; growth raises it."""
-    limiter = make(initial_limit=10)
+    limiter = make(initial_limit=10, probe_interval_s=0.0)
     slots = take(limiter, 10)
     limiter.release(slots.pop(), "overload")
     assert snap(limiter, "background_cap") == 3
@@ -1088,7 +1088,7 @@ def test_callback_errors_are_logged_sparingly(caplog: pytest.LogCaptureFixture) 
     def boom(old: int, new: int) -> None:
         raise RuntimeError("sink down")
 
-    config = ConcurrencyConfig(initial_limit=1, max_limit=2, cut_cooldown_s=0.0)
+    config = ConcurrencyConfig(initial_limit=1, max_limit=2, cut_cooldown_s=0.0, probe_interval_s=0.0)
     limiter = AdaptiveLimiter(config, clock=FakeClock(0.0), on_change=boom)
     with caplog.at_level(logging.WARNING, logger="llmpulse"):
         for _ in range(5):
@@ -1101,6 +1101,7 @@ def test_callback_errors_are_logged_sparingly(caplog: pytest.LogCaptureFixture) 
 # --- config ----------------------------------------------------------------------
 
 BAD_CONFIGS: list[tuple[dict[str, Any], str, str]] = [
+    ({"probe_interval_s": -1.0}, "probe_interval_s", ">= 0"),
     ({"initial_limit": 0}, "initial_limit", ">= 1"),
     ({"initial_limit": 2.5}, "initial_limit", "int"),
     ({"initial_limit": True}, "initial_limit", "int"),
@@ -1259,3 +1260,54 @@ async def test_aacquire_with_a_free_slot_does_not_wait() -> None:
     limiter.release(a)
     limiter.release(b)
     assert snap(limiter, "in_flight") == 0
+
+
+# --- holding below the ceiling ----------------------------------------------------
+
+
+def _grow(limiter: AdaptiveLimiter, times: int) -> None:
+    for _ in range(times):
+        for slot in take(limiter, limiter.limit):
+            limiter.release(slot, "success")
+
+
+def test_after_a_cut_the_limit_holds_below_the_ceiling_until_the_probe_interval() -> None:
+    """A cut from 10: quick regrowth to 9, 10 only after probe_interval_s; past 10 the ceiling is gone."""
+    clock = FakeClock(0.0)
+    limiter = make(clock, initial_limit=10, cut_cooldown_s=0.0, probe_interval_s=5.0)
+    slots = take(limiter, 10)
+    limiter.release(slots.pop(), "overload")  # 10 -> 6
+    for slot in slots:
+        limiter.release(slot, "ignored")
+    assert limiter.limit == 6
+    _grow(limiter, 10)
+    assert limiter.limit == 9  # one below the limit that overloaded, and no further
+    clock.advance(4.9)
+    _grow(limiter, 3)
+    assert limiter.limit == 9
+    clock.advance(0.1)
+    _grow(limiter, 1)
+    assert limiter.limit == 10  # the probe
+    _grow(limiter, 3)
+    assert limiter.limit == 13  # the probe held: the ceiling is forgotten, growth is quick again
+
+
+def test_a_failed_probe_doubles_the_hold() -> None:
+    """Each probe that overloads again waits twice as long for the next one (up to 16x)."""
+    clock = FakeClock(0.0)
+    limiter = make(clock, initial_limit=5, cut_cooldown_s=0.0, probe_interval_s=1.0)
+    waits = []
+    for _ in range(6):
+        wave = take(limiter, limiter.limit)
+        limiter.release(wave[0], "overload")  # the probe at 5 fails
+        for slot in wave[1:]:
+            limiter.release(slot, "ignored")
+        _grow(limiter, 5)
+        assert limiter.limit == 4
+        waited = 0.0
+        while limiter.limit == 4:
+            clock.advance(0.5)
+            waited += 0.5
+            _grow(limiter, 1)
+        waits.append(waited)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]

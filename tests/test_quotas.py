@@ -228,11 +228,12 @@ def test_replicas_share_a_tenant_limit_through_redis(
 def test_a_429_storm_subsides_as_concurrency_adapts(raw_openai: openai.OpenAI, fake: FakeProvider) -> None:
     """Chaos: 24 callers against a provider that takes 3 at a time and answers 429 + Retry-After beyond.
 
-    The limit is cut on the 429s and everybody pauses on Retry-After, so the
-    share of attempts answered 429 falls. Measured on 2 cores: 0.80 in the
-    first third of the run, 0.15 in the last (0.32 on a loaded machine);
-    without adaptive concurrency the last third stays at 0.63-0.65. Every call
-    still yields exactly one event.
+    The limit is cut on the 429s, everybody pauses on Retry-After, and the
+    limit then holds one below the limit that overloaded, so the share of
+    attempts answered 429 falls under the issue's 1 %. Measured on 2 cores:
+    0.60 in the first third of the run, 0.0 in the last two thirds (plain AIMD,
+    ``probe_interval_s=0``: 0.15-0.32; no adaptive concurrency: 0.63-0.65).
+    Every call still yields exactly one event.
     """
     sink = CapturingSink()
     policies = Policies(concurrency=ConcurrencyConfig(initial_limit=24, cut_cooldown_s=0.05))
@@ -258,7 +259,7 @@ def test_a_429_storm_subsides_as_concurrency_adapts(raw_openai: openai.OpenAI, f
     def share(part: list[int | None]) -> float:
         return sum(status == 429 for status in part) / len(part)
 
-    assert share(last) < 0.5  # adapted; without the limiter it stays above 0.6
+    assert share(last) < 0.01  # adapted; plain AIMD stays at 0.15-0.32, no limiter above 0.6
     assert share(last) < share(first)
     limiter = policies.limiter(("openai", "127.0.0.1", sink.calls[0].api_key_id or ""), lambda old, new: None)
     assert limiter is not None
