@@ -138,6 +138,7 @@ class CallEvent:
     cost_saved_usd: float | None = None
     queue_wait_s: float = 0.0
     budget_action: str | None = None
+    sampled: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""
