@@ -649,3 +649,24 @@ def test_bad_configuration_never_echoes_the_url() -> None:
     assert "unix socket" in repr(RedisStore("unix:///tmp/redis.sock"))
     assert "'localhost:6379'" in repr(RedisStore("redis://"))
     assert "'db:" not in repr(RedisStore(f"redis://:{PASSWORD}@db:port"))
+
+
+def test_memory_fields_add_up_and_expire(mem: MemoryStore, clock: FakeClock) -> None:
+    """add_fields sums per field; the record lives ttl_s after its last write."""
+    mem.add_fields("agg:1", {"t:acme": 10, "T": 10}, ttl_s=60)
+    mem.add_fields("agg:1", {"t:acme": 5, "t:globex": 1, "T": 6}, ttl_s=60)
+    assert mem.get_fields("agg:1") == {"t:acme": 15, "t:globex": 1, "T": 16}
+    assert mem.get_fields("agg:2") == {}
+    clock.now += 59
+    assert mem.get_fields("agg:1")["T"] == 16
+    clock.now += 1
+    assert mem.get_fields("agg:1") == {}
+
+
+def test_redis_fields_add_up_and_expire(store: RedisStore, raw: redis.Redis) -> None:
+    """The Redis record is a hash summed by HINCRBYFLOAT, with the ttl of the last write."""
+    store.add_fields("agg:1", {"t:acme": 10.5, "T": 10.5}, ttl_s=60)
+    store.add_fields("agg:1", {"t:acme": 5, "t:gl:obex": 1}, ttl_s=60)
+    assert store.get_fields("agg:1") == {"t:acme": 15.5, "t:gl:obex": 1, "T": 10.5}
+    assert store.get_fields("agg:2") == {}
+    assert 0 < raw.pttl(f"{store._prefix}fields:agg:1") <= 60_000

@@ -43,6 +43,7 @@ plus one microsecond's worth of the rate.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -148,6 +149,18 @@ class StateStore(Protocol):
 
     async def aset_until(self, key: str, until: float) -> None:
         """`set_until` for asyncio code."""
+        ...
+
+    def add_fields(self, key: str, amounts: Mapping[str, float], *, ttl_s: float) -> None:
+        """Add each amount to its field of the record ``key``, kept ``ttl_s`` seconds after this write.
+
+        For aggregates written in the background (hourly token totals per
+        tenant for the alerts' baselines): no async twin.
+        """
+        ...
+
+    def get_fields(self, key: str) -> dict[str, float]:
+        """The fields of the record ``key`` (empty when there is none)."""
         ...
 
 

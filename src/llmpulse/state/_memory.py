@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ._base import GcraResult, check_gcra_args, check_window, gcra_step
 
@@ -51,7 +51,7 @@ class MemoryStore:
 
     """
 
-    __slots__ = ("_clock", "_data", "_lock", "_max_keys", "evicted")
+    __slots__ = ("_clock", "_data", "_fields", "_lock", "_max_keys", "evicted")
 
     def __init__(self, clock: Callable[[], float] = time.time, *, max_keys: int = 100_000) -> None:
         if max_keys < 1:
@@ -59,6 +59,8 @@ class MemoryStore:
         self._clock = clock
         self._max_keys = max_keys
         self._data: OrderedDict[_Key, tuple[float, float]] = OrderedDict()
+        # Records of fields: key -> (expiry, fields).
+        self._fields: OrderedDict[str, tuple[float, dict[str, float]]] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0  # keys evicted by the cap, for telemetry
 
@@ -132,6 +134,28 @@ class MemoryStore:
     async def aset_until(self, key: str, until: float) -> None:
         """`set_until` for asyncio code (no I/O: it does not yield)."""
         self.set_until(key, until)
+
+    def add_fields(self, key: str, amounts: Mapping[str, float], *, ttl_s: float) -> None:
+        """Add to the fields of the record ``key`` (see `StateStore.add_fields`)."""
+        with self._lock:
+            now = self._clock()
+            found = self._fields.get(key)
+            fields = found[1] if found is not None and found[0] > now else {}
+            for name, amount in amounts.items():
+                fields[name] = fields.get(name, 0.0) + amount
+            self._fields[key] = (now + ttl_s, fields)
+            self._fields.move_to_end(key)
+            if len(self._fields) > self._max_keys:
+                self._fields.popitem(last=False)
+                self.evicted += 1
+
+    def get_fields(self, key: str) -> dict[str, float]:
+        """The fields of the record ``key`` (see `StateStore.get_fields`)."""
+        with self._lock:
+            found = self._fields.get(key)
+            if found is None or found[0] <= self._clock():
+                return {}
+            return dict(found[1])
 
     def _put(self, k: _Key, value: tuple[float, float]) -> None:
         """Store and mark as most recent, evicting the least recent beyond the cap (lock held)."""

@@ -46,13 +46,14 @@ turned off (it would retry 10 times by default).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
@@ -141,10 +142,20 @@ end
 return 1
 """)
 
+# Add to the fields of a hash, then keep it ttl ms after this write.
+_ADD_FIELDS = _Script("""\
+for i = 2, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+""")
+_GET_FIELDS = _Script("""\
+return redis.call('HGETALL', KEYS[1])
+""")
 _GCRA_NS = "gcra:"
 _WINDOW_NS = "window:"
 _UNTIL_NS = "until:"
 _BLOB_NS = "blob:"
+_FIELDS_NS = "fields:"
 _SET_BLOB = _Script("""\
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
@@ -327,6 +338,22 @@ class RedisStore:
         """Store ``value`` under ``key`` for ``ttl_s`` seconds (lost, not queued, while Redis is down)."""
         ttl_ms = str(max(1, int(ttl_s * 1000)))
         self._run(_SET_BLOB, _BLOB_NS + key, (value, ttl_ms), lambda: None)
+
+    def add_fields(self, key: str, amounts: Mapping[str, float], *, ttl_s: float) -> None:
+        """Add to the fields of the shared record ``key`` (kept in this process while Redis is down)."""
+        args: list[str] = [str(max(1, int(ttl_s * 1000)))]
+        for name, amount in amounts.items():
+            args += (name, repr(float(amount)))
+        fallback = functools.partial(self._local.add_fields, key, amounts, ttl_s=ttl_s)
+        self._run(_ADD_FIELDS, _FIELDS_NS + key, tuple(args), fallback)
+
+    def get_fields(self, key: str) -> dict[str, float]:
+        """The fields of the shared record ``key`` (this process's part only while Redis is down)."""
+        raw = self._run(_GET_FIELDS, _FIELDS_NS + key, (), lambda: self._local.get_fields(key))
+        if isinstance(raw, dict):
+            return raw
+        pairs = iter(raw or ())
+        return {_text(name): float(value) for name, value in zip(pairs, pairs, strict=False)}
 
     def set_until(self, key: str, until: float) -> None:
         """Keep the later of the shared and the new "until" (see `StateStore.set_until`)."""
@@ -527,3 +554,7 @@ def _gcra_result(raw: Any) -> GcraResult:
 
 def _until(raw: Any) -> float:
     return 0.0 if raw is None else float(raw)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
