@@ -50,7 +50,7 @@ from .policies import (
     UnavailableCall,
     throttle,
 )
-from .sinks import JsonlSink, Sink, StructlogSink
+from .sinks import JsonlSink, OtelSink, Sink, StructlogSink
 from .sinks._dispatch import SinkStats
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "MalformedResponseError",
     "MetricsServer",
     "NetworkTimings",
+    "OtelSink",
     "OverloadedError",
     "Policies",
     "PolicyError",

@@ -2,6 +2,7 @@
 
 from ._base import Sink
 from ._jsonl import JsonlSink
+from ._otel import OtelSink
 from ._structlog import StructlogSink
 
-__all__ = ["JsonlSink", "Sink", "StructlogSink"]
+__all__ = ["JsonlSink", "OtelSink", "Sink", "StructlogSink"]

@@ -14,7 +14,10 @@ ran on every call: the in-flight gauge reads a locked counter at scrape time
 (except in multiprocess mode, where each process writes its own value), and
 a duration exemplar is attached at most once a second per bucket: exemplar
 validation cost as much as the rest of the call's metrics, and Prometheus
-keeps only the latest exemplar of a bucket per scrape anyway.
+keeps only the latest exemplar of a bucket per scrape anyway. The exemplar
+carries the caller's OpenTelemetry ``trace_id``/``span_id`` (when a sampled
+span is current) and the ``correlation_id``; exemplars are exposed in the
+OpenMetrics format only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import bisect
 import contextlib
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -50,12 +54,54 @@ _SHORT = ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name
 _EXEMPLAR_KEY = "correlation_id"
 # prometheus_client rejects exemplars whose label names + values exceed 128
 # characters, but only after it has counted the observation.
-_EXEMPLAR_MAX_VALUE = 128 - len(_EXEMPLAR_KEY)
+_EXEMPLAR_MAX_CHARS = 128
 _OTHER = "other"
 _EXEMPLAR_EVERY_S = 1.0
 _DURATION_BOUNDS = (*DURATION_BUCKETS, math.inf)
 _monotonic = time.monotonic  # the exemplar clock (tests replace it)
 _CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _exemplar(correlation_id: str) -> dict[str, str]:
+    """The exemplar labels: the caller's current trace and span ids, and the correlation id.
+
+    OTel's Prometheus compatibility spec names the keys ``trace_id`` and
+    ``span_id`` (what Grafana links to a trace by). The span is the caller's:
+    llmpulse's own call span is made later, by `OtelSink`, as its child in the
+    same trace. When everything does not fit in 128 characters, ``span_id``
+    makes room for the correlation id, if that is enough; else the correlation
+    id is left out. The trace id, what links, is always kept.
+    """
+    labels: dict[str, str] = {}
+    room = _EXEMPLAR_MAX_CHARS
+    ids = _current_trace_ids()
+    if ids is not None:
+        trace_id, span_id = ids
+        labels["trace_id"] = trace_id
+        room -= len("trace_id") + len(trace_id)
+        span_cost = len("span_id") + len(span_id)
+        cid_cost = len(_EXEMPLAR_KEY) + len(correlation_id) if correlation_id else 0
+        # span_id gives way only to a correlation id that then fits.
+        if span_cost + cid_cost <= room or cid_cost > room:
+            labels["span_id"] = span_id
+            room -= span_cost
+    if correlation_id and len(_EXEMPLAR_KEY) + len(correlation_id) <= room:
+        labels[_EXEMPLAR_KEY] = correlation_id
+    return labels
+
+
+def _current_trace_ids() -> tuple[str, str] | None:
+    """The caller's current (trace id, span id) in hex, or None when no valid span is current."""
+    # No import: an app that never imported opentelemetry.trace has no
+    # current span, and importing it here would cost every app that does not use it.
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is None:
+        return None
+    span_context = otel_trace.get_current_span().get_span_context()
+    # An unsampled trace is never exported: its id would link to nothing.
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
 class _Metrics:
@@ -433,14 +479,15 @@ class PrometheusSink:
                 duration = s.duration[error_type] = self._m.duration.labels(*key, error_type or "")
                 s.exemplar_due[error_type] = [0.0] * len(_DURATION_BOUNDS)
             latency = e.latency_s
-            cid = e.correlation_id
-            if self._exemplars and cid and len(cid) <= _EXEMPLAR_MAX_VALUE:
+            if self._exemplars:
                 due = s.exemplar_due[error_type]
                 bucket = bisect.bisect_left(_DURATION_BOUNDS, latency)  # the first bound >= latency
                 now = _monotonic()
-                if now >= due[bucket]:
+                # The labels are only worked out when one is due: once a second per bucket.
+                exemplar = _exemplar(e.correlation_id) if now >= due[bucket] else None
+                if exemplar:
                     due[bucket] = now + _EXEMPLAR_EVERY_S
-                    duration.observe(latency, {_EXEMPLAR_KEY: cid})
+                    duration.observe(latency, exemplar)
                 else:
                     duration.observe(latency)
             else:
