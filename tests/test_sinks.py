@@ -295,3 +295,30 @@ def test_jsonl_line_is_type_then_the_event_fields(tmp_path: os.PathLike[str]) ->
         [line] = f.read().splitlines()
     assert line.startswith('{"type":"llm.call",')
     assert json.loads(line) == {"type": "llm.call", **event.to_dict()}
+
+
+def test_an_inline_sink_and_a_threaded_one_share_a_call_context() -> None:
+    """The delivery thread inside a call's context does not stop an inline sink from entering it too."""
+    import contextvars  # noqa: PLC0415
+
+    from llmpulse.sinks._dispatch import Dispatcher  # noqa: PLC0415
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def emit(self, event: object) -> None:
+            entered.set()
+            release.wait(10)
+
+    inline = CapturingSink()
+    drops: list[tuple[str, str, int]] = []
+    dispatcher = Dispatcher(capacity=10, on_drop=lambda *drop: drops.append(drop))
+    routes = (dispatcher.route(Slow()), dispatcher.route(inline))
+    app_ctx = contextvars.copy_context()  # one call's context, for its attempt and call events
+    dispatcher.submit(make_call_event(call_id="a"), routes[:1], app_ctx)
+    assert entered.wait(10)  # the delivery thread is inside app_ctx now
+    dispatcher.submit(make_call_event(call_id="b"), routes[1:], app_ctx)
+    release.set()
+    assert dispatcher.flush(10)
+    assert [e.call_id for e in inline.calls] == ["b"]
+    assert drops == []

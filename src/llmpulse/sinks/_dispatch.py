@@ -136,7 +136,9 @@ class Dispatcher:
                 continue
             if route.inline:
                 route.emitted += 1
-                self._deliver(route, event, app_ctx)
+                # A copy: the delivery thread may be inside this very context for
+                # another event of the call, and a context cannot be entered twice.
+                self._deliver(route, event, app_ctx.copy())
                 continue
             item: tuple[Any, contextvars.Context | None] = (event, app_ctx)
             if route.render is not None:
