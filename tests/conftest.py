@@ -17,6 +17,10 @@ from llmpulse.testing import CapturingSink, FakeProvider, FaultPlan
 # Tests must never reach a real provider or download anything.
 os.environ.setdefault("OPENAI_API_KEY", "sk-test-not-a-real-key")
 os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+# Tests look at every call's details (test_alerts.py checks the sampling itself), and alerts
+# stay out of the output of the subprocesses they start (test_alerts.py picks its alert sinks).
+os.environ.setdefault("LLMPULSE_SAMPLE_RATE", "1")
+os.environ.setdefault("LLMPULSE_ALERT_SINKS", "none")
 
 OPENAI_KEY = "sk-test-abcdefghijklmnop"
 ANTHROPIC_KEY = "sk-ant-test-abcdefghijklmnop"

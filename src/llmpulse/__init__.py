@@ -17,8 +17,10 @@ from ._context import (
     with_context,
 )
 from ._pipeline import aflush, flush, shutdown, sink_stats, stats
+from ._runbook import elevate_sampling, top_tenants
 from ._stats import GroupStats, StatsSnapshot
 from ._wrap import unwrap, wrap
+from .alerts import Alert, AlertConfig, LogAlertSink, WebhookAlertSink
 from .events import (
     AttemptEvent,
     CallEvent,
@@ -54,6 +56,8 @@ from .sinks import JsonlSink, OtelSink, Sink, StructlogSink
 from .sinks._dispatch import SinkStats
 
 __all__ = [
+    "Alert",
+    "AlertConfig",
     "AttemptEvent",
     "BreakerConfig",
     "Budget",
@@ -70,6 +74,7 @@ __all__ = [
     "InteractionSummary",
     "JsonlSink",
     "LLMPulseError",
+    "LogAlertSink",
     "MalformedResponseError",
     "MetricsServer",
     "NetworkTimings",
@@ -88,11 +93,13 @@ __all__ = [
     "Timeouts",
     "UnavailableCall",
     "UnsupportedClientError",
+    "WebhookAlertSink",
     "aflush",
     "configure",
     "context",
     "context_from_headers",
     "current_context",
+    "elevate_sampling",
     "flush",
     "interaction",
     "metrics_asgi_app",
@@ -102,6 +109,7 @@ __all__ = [
     "start_metrics_server",
     "stats",
     "throttle",
+    "top_tenants",
     "unwrap",
     "with_context",
     "wrap",

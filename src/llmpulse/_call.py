@@ -142,6 +142,7 @@ class Call:
 
     __slots__ = (
         "_app_ctx",
+        "_attempt_log",
         "_attempt_started",
         "_attempt_timeout",
         "_backoff",
@@ -238,6 +239,7 @@ class Call:
         sampler = hook.network_sampler
         self._timed = sampler is not None and sampler.pick()
         self._attempt_started = 0.0
+        self._attempt_log: list[AttemptEvent] | None = None
         self._body_done = False
         self._chunks: list[bytes] = []
         self._tail: list[bytes] = []
@@ -1021,7 +1023,9 @@ class Call:
                 backoff_s=delay or 0.0,
                 network=self._network(),
             )
-            pipeline.emit_attempt(event, hook.routes, self._app_ctx)
+            if self._attempt_log is None:
+                self._attempt_log = []
+            self._attempt_log.append(event)  # sent with the call's event, if the call is sampled
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             pipeline.internal_error("attempt_event")
 
@@ -1222,6 +1226,9 @@ class Call:
         if self._interaction is not None:
             self._interaction.add(event)
         hook = self._hook
+        if self._attempt_log is not None and event.sampled:
+            for attempt in self._attempt_log:
+                hook.pipeline.emit_attempt(attempt, hook.routes, self._app_ctx)
         hook.pipeline.emit_call(event, hook.routes, hook.metrics, self._app_ctx)
         record_served(event.provider, event.served_model, event.outcome == "ok")
 
@@ -1282,6 +1289,13 @@ class Call:
         elif outcome == "ok" and not self._sse and self._cache_key is not None:
             self._store_answer(data, cost)
         ctx = self._ctx
+        # Decided once, here: traces, attempt events and content follow it.
+        sampled = hook.pipeline.sampler.keep(
+            failed=outcome == "error" or (self._status or 0) >= 400,
+            retried=self.attempts > 1,
+            latency_s=now - self._t0,
+            model=model,
+        )
         return CallEvent(
             call_id=self.call_id,
             correlation_id=self._correlation_id,
@@ -1334,8 +1348,9 @@ class Call:
             cost_saved_usd=saved,
             queue_wait_s=self._queue_wait,
             budget_action=self._budget_action,
-            input_content=self._input_content,
-            output_content=output,
+            input_content=self._input_content if sampled else None,
+            output_content=output if sampled else None,
+            sampled=sampled,
         )
 
     def _network(self) -> NetworkTimings | None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .alerts import AlertConfig
 
 __all__ = ["Settings", "configure", "get_settings"]
 
@@ -27,6 +31,8 @@ _LOG_FORMATS = ("json", "console")
 _LOG_STREAMS = ("stdout", "stderr")
 _NETWORK_TIMINGS = ("sampled", "all", "off")
 _BUDGET_ACTIONS = ("alert", "downgrade", "block")
+_ALERT_SINK_NAMES = ("log", "webhook", "none")
+_WEBHOOK_FORMATS = ("json", "slack", "discord")
 # Settings that must be > 0 when set.
 _POSITIVE = (
     "backoff_base_s",
@@ -122,6 +128,21 @@ class Settings:
         cache_routes: Routes whose calls are cacheable without ``context(cache=True)``.
         fallbacks: Requested model -> models to use instead when it is
             overloaded or its breaker is open (env: ``gpt-4o=gpt-4o-mini|gpt-4.1-mini,...``).
+        sample_rate: Share of healthy calls whose traces, attempt events and
+            captured content are kept (the summary event, metrics and stats
+            always see every call).
+        sample_errors: Keep the details of every failed or retried call.
+        sample_slow_for_s: After a latency spike, keep the details of every
+            call slower than the spike's p95 for this long.
+        alerts: Run the in-process alert rules (see `llmpulse.AlertConfig` for each threshold).
+        alert_sinks: Where alerts go: "log" (a JSON line), "webhook", "none", or
+            in code any object with ``emit(alert)``.
+        alert_webhook_url: The "webhook" sink's URL (a secret: never logged).
+        alert_webhook_format: "json", "slack" or "discord".
+        alert_p95_latency_s: ... and the other ``alert_*`` thresholds: the
+            `llmpulse.AlertConfig` field of the same name; "off" (env) or None
+            turns a rule off.
+        alert_rules: Your own per-call rules (code only).
 
     """
 
@@ -178,13 +199,32 @@ class Settings:
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 1000
     cache_routes: tuple[str, ...] = ()
+    sample_rate: float = 0.01
+    sample_errors: bool = True
+    sample_slow_for_s: float = 600.0
+    alerts: bool = True
+    alert_sinks: tuple[Any, ...] = ("log",)
+    alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)
+    alert_webhook_format: str = "json"
+    alert_p95_latency_s: float | None = 0.6
+    alert_rate_5xx: float | None = 0.02
+    alert_rate_429: float | None = 0.01
+    alert_latency_jump_s: float | None = 0.3
+    alert_slo: float | None = 0.99
+    alert_token_burn: float | None = 0.25
+    alert_expected_tokens_per_hour: float | None = None
+    alert_hourly_budget_usd: float | None = None
+    alert_tenant_hourly_budget_usd: float | None = None
+    alert_tenant_anomaly_factor: float | None = 10.0
+    alert_baseline_days: int = 7
+    alert_slow_call_s: float | None = 15.0
+    alert_max_output_tokens: int | None = 8000
+    alert_page_factor: float = 1.3
+    alert_min_calls: int = 20
+    alert_rules: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
-        names = tuple(s for s in self.sinks if isinstance(s, str))
-        _check_choice("sinks", names, _SINK_NAMES, many=True)
-        for sink in self.sinks:
-            if not isinstance(sink, str) and not callable(getattr(sink, "emit", None)):
-                raise ConfigError(f"sinks: {sink!r} is neither a sink name nor an object with emit(event)")
+        _check_sinks("sinks", self.sinks, _SINK_NAMES)
         _check_choice("log_format", self.log_format, _LOG_FORMATS)
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
         _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
@@ -206,16 +246,57 @@ class Settings:
                 f"{_var('backoff_base_s')}={self.backoff_base_s!r} is larger than "
                 f"{_var('backoff_max_s')}={self.backoff_max_s!r}"
             )
-        if not 0.0 < self.network_sample_rate <= 1.0:
-            raise ConfigError(
-                f"{_var('network_sample_rate')}={self.network_sample_rate!r} is not valid: "
-                "use a fraction greater than 0 and at most 1 (0.01 = one call in 100)"
-            )
+        for name in ("sample_rate", "network_sample_rate"):
+            rate = getattr(self, name)
+            if not 0.0 < rate <= 1.0:
+                raise ConfigError(
+                    f"{_var(name)}={rate!r} is not valid: "
+                    "use a fraction greater than 0 and at most 1 (0.01 = one call in 100)"
+                )
         for name in ("max_tenants", "max_routes", "max_models", "buffer_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_var(name)} must be a positive integer, got {getattr(self, name)}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"{_var('metrics_port')} must be a port number 0-65535")
+        self._check_alerts()
+
+    def _check_alerts(self) -> None:
+        names = _check_sinks("alert_sinks", self.alert_sinks, _ALERT_SINK_NAMES)
+        _check_choice("alert_webhook_format", self.alert_webhook_format, _WEBHOOK_FORMATS)
+        if "webhook" in names and not self.alert_webhook_url:
+            raise ConfigError(
+                f"{_var('alert_sinks')} names webhook but {_var('alert_webhook_url')} is not set"
+            )
+        try:
+            self.alert_config()
+        except ConfigError as exc:
+            # "AlertConfig.slo must be ..." -> "LLMPULSE_ALERT_SLO must be ...", the name the user set.
+            raise ConfigError(
+                re.sub(r"AlertConfig\.(\w+)", lambda m: _var("alert_" + m[1]), str(exc))
+            ) from None
+
+    def alert_config(self) -> AlertConfig:
+        """The `llmpulse.AlertConfig` these settings describe."""
+        from .alerts import AlertConfig  # noqa: PLC0415 - keep `import llmpulse` light
+
+        return AlertConfig(
+            p95_latency_s=self.alert_p95_latency_s,
+            rate_5xx=self.alert_rate_5xx,
+            rate_429=self.alert_rate_429,
+            latency_jump_s=self.alert_latency_jump_s,
+            slo=self.alert_slo,
+            token_burn=self.alert_token_burn,
+            expected_tokens_per_hour=self.alert_expected_tokens_per_hour,
+            hourly_budget_usd=self.alert_hourly_budget_usd,
+            tenant_hourly_budget_usd=self.alert_tenant_hourly_budget_usd,
+            tenant_anomaly_factor=self.alert_tenant_anomaly_factor,
+            baseline_days=self.alert_baseline_days,
+            slow_call_s=self.alert_slow_call_s,
+            max_output_tokens=self.alert_max_output_tokens,
+            rules=self.alert_rules,
+            page_factor=self.alert_page_factor,
+            min_calls=self.alert_min_calls,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -244,16 +325,28 @@ class Settings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        if "sinks" in overrides:
-            sinks = overrides["sinks"]
-            overrides["sinks"] = (
-                (sinks,) if isinstance(sinks, str) or hasattr(sinks, "emit") else tuple(sinks)
-            )
+        for name in ("sinks", "alert_sinks"):
+            if name in overrides:
+                sinks = overrides[name]
+                overrides[name] = (
+                    (sinks,) if isinstance(sinks, str) or hasattr(sinks, "emit") else tuple(sinks)
+                )
+        if "alert_rules" in overrides and callable(overrides["alert_rules"]):
+            overrides["alert_rules"] = (overrides["alert_rules"],)
         return dataclasses.replace(self, **overrides)
 
 
 def _var(name: str) -> str:
     return f"LLMPULSE_{name.upper()}"
+
+
+def _check_sinks(name: str, sinks: tuple[Any, ...], accepted: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(s for s in sinks if isinstance(s, str))
+    _check_choice(name, names, accepted, many=True)
+    for sink in sinks:
+        if not isinstance(sink, str) and not callable(getattr(sink, "emit", None)):
+            raise ConfigError(f"{name}: {sink!r} is neither a sink name nor an object with emit()")
+    return names
 
 
 def _check_choice(name: str, value: Any, accepted: tuple[str, ...], *, many: bool = False) -> None:
@@ -330,6 +423,14 @@ def _parse_optional_int(name: str, raw: str) -> int | None:
     return None if raw == "" else _parse_int(name, raw)
 
 
+def _parse_threshold(name: str, raw: str) -> float | None:
+    return None if raw.lower() in ("", "off") else _parse_float(name, raw)
+
+
+def _parse_int_threshold(name: str, raw: str) -> int | None:
+    return None if raw.lower() in ("", "off") else _parse_int(name, raw)
+
+
 def _parse_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -395,6 +496,28 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "cache_ttl_s": _parse_float,
     "cache_max_entries": _parse_int,
     "cache_routes": _parse_list,
+    "sample_rate": _parse_float,
+    "sample_errors": _parse_bool,
+    "sample_slow_for_s": _parse_float,
+    "alerts": _parse_bool,
+    "alert_sinks": _parse_list,
+    "alert_webhook_url": _parse_optional_str,
+    "alert_webhook_format": _parse_str,
+    "alert_p95_latency_s": _parse_threshold,
+    "alert_rate_5xx": _parse_threshold,
+    "alert_rate_429": _parse_threshold,
+    "alert_latency_jump_s": _parse_threshold,
+    "alert_slo": _parse_threshold,
+    "alert_token_burn": _parse_threshold,
+    "alert_expected_tokens_per_hour": _parse_threshold,
+    "alert_hourly_budget_usd": _parse_threshold,
+    "alert_tenant_hourly_budget_usd": _parse_threshold,
+    "alert_tenant_anomaly_factor": _parse_threshold,
+    "alert_baseline_days": _parse_int,
+    "alert_slow_call_s": _parse_threshold,
+    "alert_max_output_tokens": _parse_int_threshold,
+    "alert_page_factor": _parse_float,
+    "alert_min_calls": _parse_int,
 }
 
 _lock = threading.Lock()

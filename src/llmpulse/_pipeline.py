@@ -18,12 +18,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._config import Settings, get_settings, on_configure
+from ._sampling import DetailSampler
 from .events import AttemptEvent, CallEvent, Event, InteractionSummary
 from .sinks._dispatch import Dispatcher, Route, SinkStats
 
 if TYPE_CHECKING:
     from ._context import Context, InteractionTotals
     from ._stats import RollingStats, StatsSnapshot
+    from .alerts import AlertEngine
     from .policies import RetryDecision
     from .sinks._prometheus import PrometheusSink
 
@@ -54,6 +56,8 @@ class Pipeline:
         self.stats: RollingStats = RollingStats()
         self.dispatcher = Dispatcher(capacity=settings.buffer_size, on_drop=self._dropped)
         self.default_routes: tuple[Route, ...] = self.routes_for(default_sinks(settings))
+        self.sampler = make_sampler(settings)
+        self.alerts: AlertEngine | None = make_alerts(settings, self.stats, self.sampler)
         self._internal_errors = 0
 
     def routes_for(self, sinks: Iterable[Any]) -> tuple[Route, ...]:
@@ -167,6 +171,12 @@ class Pipeline:
             self.stats.record(event)
         except Exception:  # noqa: BLE001 - stats must never break a call
             self.internal_error("stats")
+        alerts = self.alerts
+        if alerts is not None:
+            try:
+                alerts.record(event)
+            except Exception:  # noqa: BLE001 - alerting must never break a call
+                self.internal_error("alerts")
         self.dispatcher.submit(event, self.default_routes if routes is None else routes, app_ctx)
 
     def emit_other(self, event: Event) -> None:
@@ -197,6 +207,54 @@ def make_metrics(registry: Any, settings: Settings) -> PrometheusSink:
         max_models=settings.max_models,
         tenant_allowlist=settings.tenant_allowlist,
     )
+
+
+def make_sampler(settings: Settings) -> DetailSampler:
+    """The sampler of detailed telemetry the settings describe."""
+    from .policies._shared import elevated_until  # noqa: PLC0415
+
+    return DetailSampler(
+        settings.sample_rate,
+        errors=settings.sample_errors,
+        slow_for_s=settings.sample_slow_for_s,
+        elevated=elevated_until if settings.redis_url else None,
+    )
+
+
+def make_alerts(settings: Settings, stats: RollingStats, sampler: DetailSampler) -> AlertEngine | None:
+    """The alert engine the settings describe (None when alerts are off)."""
+    if not settings.alerts:
+        return None
+    from .alerts import AlertEngine, LogAlertSink, WebhookAlertSink  # noqa: PLC0415
+    from .alerts._metrics import AlertMetrics  # noqa: PLC0415
+
+    sinks: list[Any] = []
+    for sink in settings.alert_sinks:
+        if sink == "log":
+            sinks.append(LogAlertSink(sys.stdout if settings.log_stream == "stdout" else sys.stderr))
+        elif sink == "webhook":
+            assert settings.alert_webhook_url is not None  # checked by Settings
+            sinks.append(WebhookAlertSink(settings.alert_webhook_url, format=settings.alert_webhook_format))  # type: ignore[arg-type]
+        elif not isinstance(sink, str):
+            sinks.append(sink)
+    counters = AlertMetrics() if settings.metrics else None
+    if counters is not None:
+        sinks.append(counters)
+    return AlertEngine(
+        settings.alert_config(),
+        sinks,
+        store=_alert_store(settings),
+        stats=stats,
+        on_delivery=counters.delivered if counters is not None else None,
+        on_spike=sampler.spike,
+    )
+
+
+def _alert_store(settings: Settings) -> Any:
+    # The policies' shared store when there is one: hourly totals add up across replicas.
+    from ._wrap import default_policies  # noqa: PLC0415
+
+    return default_policies(settings).state_store() if settings.redis_url else None
 
 
 def default_sinks(settings: Settings) -> list[Any]:
@@ -254,6 +312,10 @@ def _reconfigure(settings: Settings) -> None:
             old.metrics = None
         old.dispatcher.capacity = settings.buffer_size
         old.default_routes = old.routes_for(default_sinks(settings))
+        if old.alerts is not None:
+            old.alerts.close()
+        old.sampler = make_sampler(settings)
+        old.alerts = make_alerts(settings, old.stats, old.sampler)
     _start_metrics_server(settings)
 
 
@@ -308,6 +370,8 @@ def flush(timeout: float | None = 5.0) -> bool:
     finish_collected()
     current = _pipeline
     delivered = True if current is None else current.dispatcher.flush(timeout)
+    if current is not None and current.alerts is not None:
+        delivered = current.alerts.flush(5.0 if timeout is None else timeout) and delivered
     return WRITE_BACK.join(timeout) and delivered
 
 

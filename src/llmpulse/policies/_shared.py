@@ -25,7 +25,7 @@ import orjson
 from ..state import WRITE_BACK, StateStore
 from ._cache import BlobStore
 
-__all__ = ["SharedSignals", "is_shared", "publish_throttle"]
+__all__ = ["SharedSignals", "elevated_until", "is_shared", "publish_elevation", "publish_throttle"]
 
 # How stale a replica's view of the shared signals may get.
 REFRESH_S = 1.0
@@ -132,3 +132,29 @@ class SharedSignals:
 
 def _pause_key(endpoint: Endpoint) -> str:
     return "pause:" + ":".join(endpoint)
+
+
+# -- elevated sampling: llmpulse.elevate_sampling() in any replica ---------------------
+
+_ELEVATED_KEY = "sampling:elevated"
+_elevation = [0.0, -1.0]  # [until (epoch), next refresh (monotonic)]
+
+
+def publish_elevation(until: float) -> None:
+    """Elevate sampling in every replica until the epoch ``until`` (an operator's action: done at once)."""
+    for store in list(_stores):
+        store.set_until(_ELEVATED_KEY, until)
+    _elevation[0] = max(_elevation[0], until)
+
+
+def elevated_until() -> float:
+    """Until when (epoch) some replica elevated sampling; refreshed at most once a second, off this thread."""
+    now = time.monotonic()
+    if now >= _elevation[1] and len(_stores):
+        _elevation[1] = now + REFRESH_S
+        WRITE_BACK.submit(_read_elevation)
+    return _elevation[0]
+
+
+def _read_elevation() -> None:
+    _elevation[0] = max((store.get_until(_ELEVATED_KEY) for store in list(_stores)), default=0.0)

@@ -1,0 +1,153 @@
+"""Built-in alert sinks: a JSON log line, and webhooks for Slack, Discord or any JSON receiver.
+
+Both run on the alert engine's thread, never on a caller's. A webhook's URL
+is a secret (Slack's and Discord's carry their token in the path): it never
+appears in a log line, an exception message or a repr; errors name the host.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from ._alert import Alert
+
+__all__ = ["LogAlertSink", "WebhookAlertSink", "WebhookError"]
+
+WebhookFormat = Literal["json", "slack", "discord"]
+_FORMATS = ("json", "slack", "discord")
+_DISCORD_MAX = 2000  # characters in a Discord message
+
+
+class LogAlertSink:
+    """One JSON line per alert (``"event": "llmpulse.alert"``), for log-based alerting and humans.
+
+    Args:
+        stream: Where lines go (default: stdout, like the event log).
+
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+
+    def emit(self, alert: Alert) -> None:
+        """Write the alert as one JSON line."""
+        level = "warning" if alert.status == "firing" else "info"
+        line = {"event": "llmpulse.alert", "level": level, **alert.to_dict()}
+        stream = self._stream or sys.stdout
+        stream.write(orjson.dumps(line).decode() + "\n")
+        stream.flush()
+
+
+class WebhookError(Exception):
+    """A webhook kept failing; the message names the host, never the URL."""
+
+
+class WebhookAlertSink:
+    """POST each alert to a webhook, with a timeout and retries.
+
+    Args:
+        url: The webhook URL (kept out of logs and errors).
+        format: "json" (the alert's fields), "slack" (an incoming-webhook
+            ``text``) or "discord" (a webhook ``content``).
+        timeout_s: Per attempt.
+        retries: Attempts after the first, with doubling backoff from ``backoff_s``.
+        backoff_s: The first backoff.
+        sleep: How to wait between attempts (tests pass a fake).
+
+    Raises:
+        ValueError: An unknown format or a URL that is not http(s).
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        format: WebhookFormat = "json",
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "WebhookAlertSink needs an http(s) URL (the URL itself is not shown: it is a secret)"
+            )
+        if format not in _FORMATS:
+            raise ValueError(f"WebhookAlertSink format must be one of {_FORMATS}, got {format!r}")
+        self._url = url
+        self.host = parts.hostname
+        self.format = format
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"WebhookAlertSink(host={self.host!r}, format={self.format!r})"
+
+    def emit(self, alert: Alert) -> None:
+        """POST the alert; retry on errors and 5xx/429 answers.
+
+        Raises:
+            WebhookError: Every attempt failed (the engine counts and logs it).
+
+        """
+        import urllib.error  # noqa: PLC0415 - only a process with a webhook pays for urllib
+        import urllib.request  # noqa: PLC0415
+
+        body = orjson.dumps(self.payload(alert))
+        problem = ""
+        for attempt in range(self._retries + 1):
+            if attempt:
+                self._sleep(self._backoff_s * 2 ** (attempt - 1))
+            request = urllib.request.Request(
+                self._url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                    response.read()
+            except urllib.error.HTTPError as exc:
+                problem = f"HTTP {exc.code}"
+                if exc.code < 500 and exc.code != 429:
+                    break  # the receiver refuses this payload: retrying will not help
+            except (OSError, TimeoutError) as exc:
+                problem = type(exc).__name__
+            else:
+                return
+        raise WebhookError(f"webhook at {self.host} failed after {attempt + 1} attempt(s): {problem}")
+
+    def payload(self, alert: Alert) -> dict[str, Any]:
+        """The JSON body sent for ``alert`` in this sink's format."""
+        if self.format == "json":
+            return alert.to_dict()
+        text = _text(alert)
+        if self.format == "slack":
+            return {"text": text}
+        return {"content": text[:_DISCORD_MAX]}
+
+
+def _text(alert: Alert) -> str:
+    """The alert as a chat message: the headline, then the evidence."""
+    mark = "RESOLVED" if alert.status == "resolved" else alert.severity.upper()
+    about = ", ".join(f"{k}={v}" for k, v in alert.labels.items())
+    lines = [f"[{mark}] {alert.rule}{f' ({about})' if about else ''}: {alert.summary}"]
+    evidence = alert.evidence
+    if evidence.top_tenants_by_requests:
+        top = ", ".join(f"{t} {n:,.0f}" for t, n in evidence.top_tenants_by_requests)
+        lines.append(f"top tenants by calls (5 min): {top}")
+    if evidence.top_tenants_by_tokens:
+        top = ", ".join(f"{t} {n:,.0f}" for t, n in evidence.top_tenants_by_tokens)
+        lines.append(f"top tenants by tokens (5 min): {top}")
+    if evidence.correlation_ids:
+        lines.append("example correlation ids: " + ", ".join(evidence.correlation_ids))
+    if evidence.request_ids:
+        lines.append("provider request ids: " + ", ".join(evidence.request_ids))
+    return "\n".join(lines)

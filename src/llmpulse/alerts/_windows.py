@@ -1,0 +1,130 @@
+"""The counters alert rules read: one-minute buckets in fixed rings, per model and in total.
+
+Recording a call is O(1): a handful of counter updates in the current
+minute's bucket. Memory is bounded by the rings (70 minutes with latency
+histograms per model, 6 hours of totals for the SLO), the model cap, and the
+histogram bins (5 % wide, sparse), never by the number of calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["Counts", "LatencyHistogram", "Ring", "Totals"]
+
+T = TypeVar("T")
+
+_MIN_S = 0.001
+_RATIO = 1.05  # a percentile is read within 5 % of the true value
+_INV_LOG_RATIO = 1.0 / math.log(_RATIO)
+_MAX_BIN = 320  # ~5.7 h; anything longer shares the last bin
+
+
+class LatencyHistogram:
+    """Seconds in sparse log bins 5 % wide (one bin under 1 ms)."""
+
+    __slots__ = ("bins", "count")
+
+    def __init__(self) -> None:
+        self.bins: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        """Count one value (inf, NaN and negatives land in an edge bin instead of raising)."""
+        if seconds >= _MIN_S:
+            index = min(_MAX_BIN, int(math.log(seconds / _MIN_S) * _INV_LOG_RATIO) + 1)
+        else:
+            index = 0
+        self.bins[index] = self.bins.get(index, 0) + 1
+        self.count += 1
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add ``other``'s counts to this one."""
+        for index, n in other.bins.items():
+            self.bins[index] = self.bins.get(index, 0) + n
+        self.count += other.count
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile, interpolated inside its bin; None when empty."""
+        if not self.count:
+            return None
+        rank, seen = q * self.count, 0
+        for index in sorted(self.bins):
+            n = self.bins[index]
+            if seen + n >= rank:
+                frac = (rank - seen) / n
+                return _MIN_S * frac if index == 0 else float(_MIN_S * _RATIO ** (index - 1 + frac))
+            seen += n
+        return float(_MIN_S * _RATIO**_MAX_BIN)  # unreachable for q <= 1
+
+
+class Counts:
+    """One scope's calls in one minute (or merged over a window)."""
+
+    __slots__ = ("cost", "errors", "latency", "s5xx", "s429", "sent", "tokens")
+
+    def __init__(self) -> None:
+        self.sent = 0  # calls that reached the provider and ended ok or in error
+        self.errors = 0  # of those, the ones that ended in error
+        self.s5xx = 0  # of those, final answer 5xx
+        self.s429 = 0  # of those, final answer 429
+        self.tokens = 0
+        self.cost = 0.0
+        self.latency = LatencyHistogram()
+
+    def merge(self, other: Counts) -> None:
+        """Add ``other`` to this one."""
+        self.sent += other.sent
+        self.errors += other.errors
+        self.s5xx += other.s5xx
+        self.s429 += other.s429
+        self.tokens += other.tokens
+        self.cost += other.cost
+        self.latency.merge(other.latency)
+
+
+class Totals:
+    """The SLO's two counters for one minute, for every call: kept 6 hours."""
+
+    __slots__ = ("errors", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.errors = 0
+
+
+class Ring(Generic[T]):
+    """``size`` one-minute buckets; a bucket is reset when its slot comes round again."""
+
+    __slots__ = ("_factory", "_minutes", "_slots")
+
+    def __init__(self, size: int, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._minutes = [-1] * size
+        self._slots: list[dict[str, T]] = [{} for _ in range(size)]
+
+    def bucket(self, minute: int) -> dict[str, T]:
+        """The bucket of ``minute`` (scope -> counters), emptied if it held an older minute."""
+        i = minute % len(self._slots)
+        if self._minutes[i] != minute:
+            self._minutes[i] = minute
+            self._slots[i] = {}
+        return self._slots[i]
+
+    def scope(self, minute: int, name: str) -> T:
+        """The counters of ``name`` in the bucket of ``minute``, made on first use."""
+        bucket = self.bucket(minute)
+        found = bucket.get(name)
+        if found is None:
+            found = bucket[name] = self._factory()
+        return found
+
+    def window(self, first: int, last: int) -> Iterable[dict[str, T]]:
+        """The buckets of minutes ``first`` to ``last`` (inclusive) still held."""
+        size = len(self._slots)
+        for minute in range(max(first, last - size + 1), last + 1):
+            i = minute % size
+            if self._minutes[i] == minute:
+                yield self._slots[i]
