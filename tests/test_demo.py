@@ -23,6 +23,7 @@ def test_demo_runs_and_writes_json_logs(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "Summary" in out
     assert "TOTAL" in out  # the live table
+    assert "Alerts (in-process rules" in out  # what fired (if anything), after the run
     lines = [json.loads(x) for x in (tmp_path / "llmpulse-events.jsonl").read_text().splitlines()]
     calls = [x for x in lines if x["type"] == "llm.call"]
     assert calls

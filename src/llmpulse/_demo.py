@@ -20,6 +20,7 @@ from typing import Any
 
 import llmpulse
 
+from ._pipeline import get_pipeline
 from ._stats import GroupStats, StatsSnapshot
 
 __all__ = ["run_demo"]
@@ -55,7 +56,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "llmpulse-events.jsonl")
-    llmpulse.configure(sinks=("jsonl",), jsonl_path=log_path)
+    alerts = _Alerts()  # shown after the run: JSON lines would break the live table
+    llmpulse.configure(sinks=("jsonl",), jsonl_path=log_path, alert_sinks=(alerts,))
     with ExitStack() as stack:
         if args.real:
             oai_kwargs: dict[str, Any] = {}
@@ -111,9 +113,35 @@ def run_demo(args: argparse.Namespace) -> int:
         for thread in threads:
             thread.join()
         llmpulse.flush(10)
+        engine = get_pipeline().alerts
+        if engine is not None:
+            engine.evaluate()  # the last word on the run, not the last 10-second tick's
         snapshot = llmpulse.stats(window_s=duration + 60)
         _print_summary(snapshot, log_path, server.url)
+        _print_alerts(alerts.got)
     return 0
+
+
+class _Alerts:
+    """The demo's alert sink: keeps them for the summary."""
+
+    def __init__(self) -> None:
+        self.got: list[llmpulse.Alert] = []
+
+    def emit(self, alert: llmpulse.Alert) -> None:
+        self.got.append(alert)
+
+
+def _print_alerts(alerts: list[llmpulse.Alert]) -> None:
+    print("\nAlerts (in-process rules; see docs/alerting.md)")
+    if not alerts:
+        print("  none fired")
+    for alert in alerts:
+        mark = "resolved" if alert.status == "resolved" else alert.severity.upper()
+        print(f"  {alert.at:%H:%M:%S} [{mark}] {alert.rule}: {alert.summary}")
+        top = ", ".join(f"{t} {n:.0f}" for t, n in alert.evidence.top_tenants_by_requests[:3])
+        if alert.status == "firing" and top:
+            print(f"           top tenants by calls: {top}")
 
 
 def _pick_tenant(rng: random.Random) -> str:
