@@ -47,6 +47,7 @@ test: lint typecheck pytest test-legacy
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/policies.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) $(LEGACY) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache
