@@ -132,6 +132,7 @@ class TestCallSpan:
             "gen_ai.usage.cache_read.input_tokens": 0,
             "gen_ai.usage.reasoning.output_tokens": 0,
             "server.address": event.server_address,
+            "server.port": client.base_url.port,
             "openai.api.type": "chat_completions",
         }
         assert "gen_ai.response.id" not in a  # the event has the request id header, not the response id
@@ -450,6 +451,7 @@ class TestMetrics:
             "gen_ai.request.model": "gpt-4o-mini",
             "gen_ai.response.model": plain.response_model,
             "server.address": plain.server_address,
+            "server.port": plain.server_port,
         }
         tokens = {p.attributes["gen_ai.token.type"]: p for p in points(reader, "gen_ai.client.token.usage")}
         assert tokens["input"].sum == (plain.input_tokens or 0) + (streamed.input_tokens or 0)

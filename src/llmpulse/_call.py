@@ -1337,6 +1337,7 @@ class Call:
             ratelimit=None if headers is None else hook.provider.ratelimit(headers),
             started_at=datetime.fromtimestamp(time.time() - (now - self._t0), UTC),
             server_address=hook.server_address,
+            server_port=hook.server_port,
             error_message=_redacted(error_message) if outcome != "ok" else None,
             path=info.path,
             retry_stop_reason=self._stop_reason if outcome != "ok" else None,

@@ -39,6 +39,7 @@ class Hook:
         metrics: Prometheus sink of this client; None means the process default.
         api_key_id: Fingerprint of the client's API key.
         server_address: Host of the client's base URL.
+        server_port: Its port (the scheme's default when the URL has none).
         inject_stream_usage: Ask OpenAI chat streams for usage.
         capture_content: Capture prompt and completion text (opt-in).
         network_sampler: Picks the calls whose network phases are timed
@@ -58,6 +59,7 @@ class Hook:
     metrics: PrometheusSink | None = None
     api_key_id: str | None = None
     server_address: str = ""
+    server_port: int | None = None
     inject_stream_usage: bool = True
     network_sampler: Sampler | None = None
     capture_content: bool = False

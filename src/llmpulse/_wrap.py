@@ -97,6 +97,7 @@ def wrap(
             metrics=None if registry is None else make_metrics(registry, settings),
             api_key_id=api_key_id,
             server_address=host,
+            server_port=_port(client.base_url),  # type: ignore[attr-defined]
             inject_stream_usage=settings.include_stream_usage,
             network_sampler=_network_sampler(settings),
             capture_content=settings.capture_content,
@@ -163,6 +164,13 @@ def _count_store_fallback(reason: str) -> None:
     metrics = get_pipeline().metrics
     if metrics is not None:
         metrics.record_store_fallback(reason)
+
+
+def _port(url: Any) -> int | None:
+    port = getattr(url, "port", None)
+    if port is not None:
+        return int(port)
+    return {"https": 443, "http": 80}.get(str(getattr(url, "scheme", "")))
 
 
 def _rate_limit(requests: float | None, tokens: float | None) -> RateLimit | None:

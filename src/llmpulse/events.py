@@ -125,6 +125,7 @@ class CallEvent:
     ratelimit: RateLimitInfo | None
     started_at: datetime
     server_address: str = ""
+    server_port: int | None = None
     error_message: str | None = None
     path: str = ""
     input_content: str | None = None

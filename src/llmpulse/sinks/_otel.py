@@ -326,6 +326,7 @@ class OtelSink:
             ("gen_ai.usage.cache_creation.input_tokens", e.cache_write_tokens),
             ("gen_ai.usage.reasoning.output_tokens", e.reasoning_tokens),
             ("server.address", e.server_address or None),
+            ("server.port", e.server_port if e.server_address else None),
             ("error.type", _error_type(e)),
             ("llmpulse.tenant", e.tenant),
             ("llmpulse.route", e.route),
@@ -372,6 +373,8 @@ class OtelSink:
             attrs["gen_ai.response.model"] = e.response_model
         if e.server_address:
             attrs["server.address"] = e.server_address
+            if e.server_port is not None:
+                attrs["server.port"] = e.server_port
         error_type = _error_type(e)
         duration_attrs = attrs if error_type is None else {**attrs, "error.type": error_type}
         self._duration.record(e.latency_s, duration_attrs)
