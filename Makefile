@@ -10,7 +10,7 @@ LEGACY_STAMP := $(LEGACY)/.installed
 # The smoke subset run on the previous SDK majors (httpx stack).
 LEGACY_TESTS := tests/test_calls.py tests/test_streaming.py tests/test_context.py tests/test_policies.py
 
-.PHONY: venv demo test lint typecheck pytest test-legacy bench clean
+.PHONY: venv demo test lint typecheck pytest test-legacy bench scenarios clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ demo: $(STAMP)
 	$(BIN)/llmpulse demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks scenarios
+	$(BIN)/ruff format --check src tests examples benchmarks scenarios
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -48,6 +48,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/policies.py
 	$(BIN)/python benchmarks/report.py
+
+# The field's scenarios, measured against the fake provider (minutes; not part of `make test`).
+scenarios: $(STAMP)
+	$(BIN)/python scenarios/run.py
 
 clean:
 	rm -rf $(VENV) $(LEGACY) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache
