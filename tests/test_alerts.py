@@ -615,3 +615,16 @@ def test_top_tenants_in_one_process(fake: FakeProvider, raw_openai: openai.OpenA
         llmpulse.top_tenants(by="latency")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="minutes must be positive"):
         llmpulse.elevate_sampling(minutes=0)
+
+
+def test_the_provider_side_rates_see_what_retries_hide(clock: FakeClock, sink: Alerts) -> None:
+    """5 % of attempts answered 503 and retried: callers saw none, the provider-side rule pages."""
+    e = engine(clock, sink, rate_5xx=0.02, p95_latency_s=None)
+    for i in range(200):
+        if i % 20 == 0:
+            e.record_attempt("gpt-4o-mini", 503)  # retried...
+        e.record_attempt("gpt-4o-mini", 200)  # ...and answered
+        e.record(make_call_event(attempts=2 if i % 20 == 0 else 1))
+    e.evaluate()
+    assert [(a.rule, a.severity) for a in sink.got] == [("provider_error_5xx_rate", "page")]
+    assert "4.8% of 210 attempts to gpt-4o-mini were answered 5xx" in sink.got[0].summary

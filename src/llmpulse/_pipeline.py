@@ -82,6 +82,9 @@ class Pipeline:
         target = metrics or self.metrics
         if target is not None:
             target.count_attempt(provider, model, operation, status)
+        alerts = self.alerts
+        if alerts is not None:
+            alerts.record_attempt(model, status)
 
     def count_retry(
         self, metrics: PrometheusSink | None, provider: str, model: str | None, decision: RetryDecision

@@ -186,6 +186,17 @@ class AlertEngine:
         if self._background:
             self._ensure_thread()
 
+    def record_attempt(self, model: str | None, status: int | None) -> None:
+        """Count one HTTP attempt and its status (retries included: the provider's side); O(1)."""
+        minute = int(self._clock() // 60)
+        code = status or 0
+        with self._lock:
+            for scope in (_ALL, self._model_scope(model)):
+                c = self._short.scope(minute, scope)
+                c.attempts += 1
+                c.a5xx += code >= 500
+                c.a429 += code == 429
+
     def _model_scope(self, model: str | None) -> str:
         name = model or "unknown"
         if name not in self._models:
@@ -354,6 +365,14 @@ class AlertEngine:
                 share = (counts.s5xx if name == "5xx" else counts.s429) / counts.sent
                 text = f"{share:.1%} of {counts.sent} calls to {scope} ended in {name} over {minutes} min"
                 yield self._reading(rule, labels, share, threshold, minutes, text, "%", name)
+            # The provider's side: retries hide its 5xx and 429 from callers, not from the latency.
+            if counts.attempts >= config.min_calls:
+                share = (counts.a5xx if name == "5xx" else counts.a429) / counts.attempts
+                text = (
+                    f"{share:.1%} of {counts.attempts} attempts to {scope} were answered {name} "
+                    f"over {minutes} min (retries included)"
+                )
+                yield self._reading(f"provider_{rule}", labels, share, threshold, minutes, text, "%", name)
         if config.latency_jump_s is not None:
             recent = self._merged(scope, minute - 1, minute)
             before = self._merged(scope, minute - 61, minute - 2)

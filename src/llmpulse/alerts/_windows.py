@@ -63,7 +63,7 @@ class LatencyHistogram:
 class Counts:
     """One scope's calls in one minute (or merged over a window)."""
 
-    __slots__ = ("cost", "errors", "latency", "s5xx", "s429", "sent", "tokens")
+    __slots__ = ("a5xx", "a429", "attempts", "cost", "errors", "latency", "s5xx", "s429", "sent", "tokens")
 
     def __init__(self) -> None:
         self.sent = 0  # calls that reached the provider and ended ok or in error
@@ -73,6 +73,9 @@ class Counts:
         self.tokens = 0
         self.cost = 0.0
         self.latency = LatencyHistogram()
+        self.attempts = 0  # HTTP attempts answered or failed: the provider's side, retries included
+        self.a5xx = 0
+        self.a429 = 0
 
     def merge(self, other: Counts) -> None:
         """Add ``other`` to this one."""
@@ -83,6 +86,9 @@ class Counts:
         self.tokens += other.tokens
         self.cost += other.cost
         self.latency.merge(other.latency)
+        self.attempts += other.attempts
+        self.a5xx += other.a5xx
+        self.a429 += other.a429
 
 
 class Totals:
