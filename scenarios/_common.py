@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 import llmpulse
 from llmpulse.alerts import Alert, AlertEngine
-from llmpulse.events import CallEvent, Event
+from llmpulse.events import AttemptEvent, CallEvent, Event
 from llmpulse.testing import FakeClock, FakeProvider
 
 __all__ = [
@@ -143,6 +143,7 @@ class EngineFeed:
 
     name = "engine-feed"
     inline = True
+    event_types = (CallEvent, AttemptEvent)  # attempts feed the provider-side rules (sample rate 1)
 
     def __init__(
         self,
@@ -162,6 +163,10 @@ class EngineFeed:
 
     def emit(self, event: Event) -> None:
         """Count a finished call at its simulated time; evaluate when an evaluation is due."""
+        if isinstance(event, AttemptEvent):  # sent just before their call's event
+            with self._lock:
+                self.engine.record_attempt(event.model, event.http_status)
+            return
         if not isinstance(event, CallEvent):
             return
         with self._lock:

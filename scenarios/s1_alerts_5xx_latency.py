@@ -171,6 +171,13 @@ def main() -> int:
             f"{retried_5xx:.3%} ({round(retried_5xx * len(retried.seen))} of {len(retried.seen):,} calls)",
         ),
         Row("  ...alerts fired in 1 min", "-", ", ".join(retried_rules) or "none"),
+        Row(
+            "  ...provider_error_5xx_rate (every attempt): tier",
+            "page (> 2.6 %)",
+            fmt_fire(retried, "provider_error_5xx_rate", T0),
+            first(retried, "provider_error_5xx_rate", "page", T0) is not None,
+            "pages",
+        ),
     ]
     notes = [
         f"every rule that fired in the main run: {', '.join(rules) or 'none'}",
