@@ -8,48 +8,35 @@ Its storage is a temporary directory removed on `stop`. Without the ``prometheus
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import pytest
-
-from redis_server import free_port
-
-START_TIMEOUT_S = 20.0
+from local_server import LocalServer, free_port, system_binary
 
 
 def prometheus_binary(name: str) -> str:
     """The path of ``prometheus`` or ``promtool``; skips the test (fails it under CI=true) without it."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must run the Prometheus tests")
-        pytest.skip(reason)
-    return path
+    return system_binary(name, "prometheus")
 
 
-class PrometheusServer:
+class PrometheusServer(LocalServer):
     """One ``prometheus`` process with the given configuration (rule files copied next to it)."""
+
+    name = "prometheus"
+    start_timeout_s = 20.0
 
     def __init__(self, config: str, rule_files: dict[str, str] | None = None) -> None:
         self.binary = prometheus_binary("prometheus")
+        super().__init__()
         self.port = free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="llmpulse-prometheus-")
         self.dir = Path(self._dir.name)
         for name, text in (rule_files or {}).items():
             (self.dir / name).write_text(text)
         (self.dir / "prometheus.yml").write_text(config)
-        self._proc: subprocess.Popen[bytes] | None = None
         self._log = self.dir / "prometheus.log"
 
     @property
@@ -58,7 +45,7 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start the server and wait until ``/-/ready`` answers 200, at most `START_TIMEOUT_S`."""
+        """Start the server and wait until ``/-/ready`` answers 200, at most `start_timeout_s`."""
         args = [
             self.binary,
             f"--config.file={self.dir / 'prometheus.yml'}",
@@ -68,20 +55,15 @@ class PrometheusServer:
         ]
         with self._log.open("wb") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._proc.returncode}: {self.log()}")
+
+        def ready() -> bool:
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus not ready within {START_TIMEOUT_S} s: {self.log()}")
-            time.sleep(0.05)
+                    return bool(response.status == 200)
+            except urllib.error.URLError:
+                return False
+
+        self.wait_until_ready(ready, self.log)
 
     def log(self) -> str:
         """What the server logged so far."""
@@ -111,24 +93,3 @@ class PrometheusServer:
         assert status == 200, body
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
-
-    def stop(self) -> None:
-        """Stop the server, wait for it to exit and remove its storage."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=START_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._dir.cleanup()
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -8,48 +8,30 @@ skipping the only test of the shared store.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
-from types import TracebackType
 
-import pytest
 import redis
 
-START_TIMEOUT_S = 10.0
+from local_server import LocalServer, free_port, system_binary
+
+__all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
 
 def redis_server_binary() -> str:
     """The path of ``redis-server``; skips the test (fails it under CI=true) when there is none."""
-    path = shutil.which("redis-server")
-    if path is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must run the Redis tests")
-        pytest.skip(reason)
-    return path
+    return system_binary("redis-server", "redis-server")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class RedisServer:
+class RedisServer(LocalServer):
     """One ``redis-server`` process: `start`, `stop`, and `start` again on the same port."""
+
+    name = "redis-server"
 
     def __init__(self, *, password: str | None = None, port: int | None = None) -> None:
         self.binary = redis_server_binary()
+        super().__init__()
         self.password = password
         self.port = free_port() if port is None else port
-        self._dir = tempfile.TemporaryDirectory(prefix="llmpulse-redis-")
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -62,7 +44,7 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2.0)
 
     def start(self) -> None:
-        """Start the server and wait for PING, at most `START_TIMEOUT_S`."""
+        """Start the server and wait for PING, at most `start_timeout_s`."""
         args = [
             self.binary,
             "--port",
@@ -77,43 +59,18 @@ class RedisServer:
         args += ["--dir", self._dir.name, "--loglevel", "warning", "--daemonize", "no"]
         if self.password:
             args += ["--requirepass", self.password]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self._proc.poll() is not None:
-                stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"redis-server exited with {self._proc.returncode}: {stderr}")
+        self._proc = proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def ping() -> bool:
             try:
                 with self.client() as c:
-                    if c.ping():
-                        return
+                    return bool(c.ping())
             except redis.exceptions.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not answer PING within {START_TIMEOUT_S} s")
-            time.sleep(0.01)
+                return False
 
-    def stop(self) -> None:
-        """Stop the server and wait for it to exit (the port is free again after)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=START_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        def stderr() -> str:
+            return (
+                proc.stderr.read().decode(errors="replace") if proc.stderr and proc.poll() is not None else ""
+            )
 
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-        self._dir.cleanup()
+        self.wait_until_ready(ping, stderr)
