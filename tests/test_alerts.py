@@ -628,3 +628,17 @@ def test_the_provider_side_rates_see_what_retries_hide(clock: FakeClock, sink: A
     e.evaluate()
     assert [(a.rule, a.severity) for a in sink.got] == [("provider_error_5xx_rate", "page")]
     assert "4.8% of 210 attempts to gpt-4o-mini were answered 5xx" in sink.got[0].summary
+
+
+def test_resolved_keys_are_forgotten_after_the_longest_window(clock: FakeClock, sink: Alerts) -> None:
+    """Per-tenant keys come and go: what resolved is not kept past 6 hours."""
+    e = engine(clock, sink, tenant_hourly_budget_usd=0.5, p95_latency_s=None)
+    for i in range(20):
+        calls(e, 60, tenant=f"t{i}", cost_usd=0.01)
+    e.evaluate()
+    clock.advance(HOUR)
+    e.evaluate()
+    assert len(e._resolved_at) == 20
+    clock.advance(6 * HOUR + 60)
+    e.evaluate()
+    assert e._resolved_at == {}

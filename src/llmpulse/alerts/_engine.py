@@ -332,6 +332,10 @@ class AlertEngine:
         for key, firing in list(self._firing.items()):
             if key not in seen and not self._per_call_active(key, now):
                 self._change(key, firing.reading, None, now)
+        # A resolved key only matters for one window (6 h at most): tenants come and go.
+        stale = [key for key, at in self._resolved_at.items() if now - at > _LONG_MINUTES * 60]
+        for key in stale:
+            del self._resolved_at[key]
         return self.sent[before:]
 
     def _readings(self, now: float) -> Iterable[_Reading]:
