@@ -642,3 +642,29 @@ def test_resolved_keys_are_forgotten_after_the_longest_window(clock: FakeClock, 
     clock.advance(6 * HOUR + 60)
     e.evaluate()
     assert e._resolved_at == {}
+
+
+def test_replicas_send_each_change_once(clock: FakeClock) -> None:
+    """Four workers see the same incident: with Redis, one of them sends each firing and resolve."""
+    with RedisServer() as server:
+        prefix = f"c-{uuid.uuid4().hex[:6]}:"
+        stores = [RedisStore(server.url, prefix=prefix, timeout_s=2.0) for _ in range(4)]
+        sinks = [Alerts() for _ in stores]
+        try:
+            engines = [
+                engine(clock, sink, store=store, rate_429=0.01)
+                for sink, store in zip(sinks, stores, strict=True)
+            ]
+            for e in engines:
+                calls(e, 50, outcome="error", http_status=429)
+                e.evaluate()
+            clock.advance(5 * 60)
+            for e in engines:
+                calls(e, 50)
+                e.evaluate()
+        finally:
+            for store in stores:
+                store.close()
+    sent = [a for sink in sinks for a in sink.got]
+    assert sorted((a.rule, a.status) for a in sent) == [("rate_429", "firing"), ("rate_429", "resolved")]
+    assert sum(e.suppressed for e in engines) == 6

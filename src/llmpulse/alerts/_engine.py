@@ -148,6 +148,7 @@ class AlertEngine:
         reset = weakref.WeakMethod(self._new_thread_state)  # an engine replaced by configure() may go
         os.register_at_fork(after_in_child=lambda: _call_if_alive(reset))
         self.dropped = 0
+        self.suppressed = 0  # changes another replica had already sent
         self.sent: list[Alert] = []  # the last alerts sent, for tests and `llmpulse.alerts()`
 
     # -- the caller's path -------------------------------------------------------
@@ -513,6 +514,9 @@ class AlertEngine:
     def _send(
         self, key: str, reading: _Reading, status: str, severity: Severity, since: float, now: float
     ) -> None:
+        if self.shared and not self._claim(key, status, severity, reading.window_s):
+            self.suppressed += 1
+            return  # another replica said it already
         threshold = reading.page if severity == "page" else reading.warning
         summary = reading.text + _threshold_text(threshold, reading.unit)
         if status == "resolved":
@@ -541,6 +545,17 @@ class AlertEngine:
                 self._delivered(name, "failed")
             else:
                 self._delivered(name, "ok")
+
+    def _claim(self, key: str, status: str, severity: str, window_s: float) -> bool:
+        """Whether this replica sends this change: the first to claim it in its window, across replicas."""
+        # A GCRA bucket of one per window is an atomic "first one wins" on the shared store.
+        window = max(window_s, 60.0)
+        try:
+            result = self._store.gcra(f"alert:{key}:{status}:{severity}", rate_per_s=1.0 / window, burst=1.0)
+        except Exception:  # noqa: BLE001 - no claim possible: better twice than never
+            _log.debug("llmpulse alert claim failed", exc_info=True)
+            return True
+        return bool(result.allowed)
 
     def _evidence(self, kind: str) -> Evidence:
         stats = self._stats
