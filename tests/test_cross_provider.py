@@ -323,3 +323,18 @@ def test_example_serves_claude_on_openai(fake: FakeProvider) -> None:
         [sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert "asked anthropic claude-sonnet-4-6, served by openai gpt-4o-mini" in result.stdout
+
+
+def test_the_overloaded_providers_slot_is_released_as_an_overload(
+    fake: FakeProvider, sink: CapturingSink, gpt: openai.OpenAI, raw_claude: anthropic.Anthropic
+) -> None:
+    """Served elsewhere, the call still tells Anthropic's limiter its last answer was a 529, not a success."""
+    policies = Policies(clock=FakeClock(), cross_provider=serve_on_openai(gpt))
+    claude = llmpulse.wrap(raw_claude, sinks=[sink], registry=CollectorRegistry(), policies=policies)
+    fake.enqueue(*OVERLOADED)
+    _ask(claude)
+    endpoint = ("anthropic", "127.0.0.1", sink.calls[-1].api_key_id or "")
+    limiter = policies.limiter(endpoint, lambda old, new: None)
+    assert limiter is not None
+    snap = limiter.snapshot()
+    assert (snap["overloads"], snap["grows"], snap["in_flight"]) == (3, 0, 0)

@@ -698,6 +698,7 @@ class Call:
             hook.metrics, hook.provider.name, self._served_model, model or "unknown", reason, provider
         )
         self._served_provider, self._served_model, self._fallback_reason = provider, model, reason
+        self._release_slot(self._status)  # its own provider's slot goes back with its own answer (a 529)
         self._status, self._headers, self._nbytes = 200, dict(_JSON_HEADERS), len(body)
         self._finish("ok", None, data=body)
         return 200, _JSON_HEADERS, body
