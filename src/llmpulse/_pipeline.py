@@ -83,7 +83,7 @@ class Pipeline:
         if target is not None:
             target.count_attempt(provider, model, operation, status)
         alerts = self.alerts
-        if alerts is not None:
+        if alerts is not None and status is not None and (status >= 500 or status == 429):
             alerts.record_attempt(model, status)
 
     def count_retry(

@@ -167,6 +167,7 @@ class AlertEngine:
                 c = self._short.scope(minute, scope)
                 c.tokens += tokens
                 c.cost += cost
+                c.attempts += event.attempts
                 if sent:
                     c.sent += 1
                     c.latency.add(event.latency_s)
@@ -188,15 +189,20 @@ class AlertEngine:
             self._ensure_thread()
 
     def record_attempt(self, model: str | None, status: int | None) -> None:
-        """Count one HTTP attempt and its status (retries included: the provider's side); O(1)."""
+        """Count an attempt answered 5xx or 429, retries included (the provider's side); O(1).
+
+        Other statuses change nothing: the attempts themselves are counted
+        from each finished call's ``attempts``, so a healthy call costs one
+        update, not one per attempt.
+        """
+        if status is None or not (status >= 500 or status == 429):
+            return
         minute = int(self._clock() // 60)
-        code = status or 0
         with self._lock:
             for scope in (_ALL, self._model_scope(model)):
                 c = self._short.scope(minute, scope)
-                c.attempts += 1
-                c.a5xx += code >= 500
-                c.a429 += code == 429
+                c.a5xx += status >= 500
+                c.a429 += status == 429
 
     def _model_scope(self, model: str | None) -> str:
         name = model or "unknown"

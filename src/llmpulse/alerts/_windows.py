@@ -73,7 +73,7 @@ class Counts:
         self.tokens = 0
         self.cost = 0.0
         self.latency = LatencyHistogram()
-        self.attempts = 0  # HTTP attempts answered or failed: the provider's side, retries included
+        self.attempts = 0  # HTTP attempts of the calls that ended: the provider's side, retries included
         self.a5xx = 0
         self.a429 = 0
 
