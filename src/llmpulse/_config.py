@@ -13,12 +13,10 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from .alerts._config import AlertConfig
 from .exceptions import ConfigError
-
-if TYPE_CHECKING:
-    from .alerts import AlertConfig
 
 __all__ = ["Settings", "configure", "get_settings"]
 
@@ -33,6 +31,25 @@ _NETWORK_TIMINGS = ("sampled", "all", "off")
 _BUDGET_ACTIONS = ("alert", "downgrade", "block")
 _ALERT_SINK_NAMES = ("log", "webhook", "none")
 _WEBHOOK_FORMATS = ("json", "slack", "discord")
+# The thresholds set as LLMPULSE_ALERT_<NAME>: AlertConfig's fields, with its defaults.
+_ALERT = AlertConfig()
+_ALERT_FIELDS = (
+    "p95_latency_s",
+    "rate_5xx",
+    "rate_429",
+    "latency_jump_s",
+    "slo",
+    "token_burn",
+    "expected_tokens_per_hour",
+    "hourly_budget_usd",
+    "tenant_hourly_budget_usd",
+    "tenant_anomaly_factor",
+    "baseline_days",
+    "slow_call_s",
+    "max_output_tokens",
+    "page_factor",
+    "min_calls",
+)
 # Settings that must be > 0 when set.
 _POSITIVE = (
     "backoff_base_s",
@@ -206,21 +223,21 @@ class Settings:
     alert_sinks: tuple[Any, ...] = ("log",)
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)
     alert_webhook_format: str = "json"
-    alert_p95_latency_s: float | None = 0.6
-    alert_rate_5xx: float | None = 0.02
-    alert_rate_429: float | None = 0.01
-    alert_latency_jump_s: float | None = 0.3
-    alert_slo: float | None = 0.99
-    alert_token_burn: float | None = 0.25
-    alert_expected_tokens_per_hour: float | None = None
-    alert_hourly_budget_usd: float | None = None
-    alert_tenant_hourly_budget_usd: float | None = None
-    alert_tenant_anomaly_factor: float | None = 10.0
-    alert_baseline_days: int = 7
-    alert_slow_call_s: float | None = 15.0
-    alert_max_output_tokens: int | None = 8000
-    alert_page_factor: float = 1.3
-    alert_min_calls: int = 20
+    alert_p95_latency_s: float | None = _ALERT.p95_latency_s
+    alert_rate_5xx: float | None = _ALERT.rate_5xx
+    alert_rate_429: float | None = _ALERT.rate_429
+    alert_latency_jump_s: float | None = _ALERT.latency_jump_s
+    alert_slo: float | None = _ALERT.slo
+    alert_token_burn: float | None = _ALERT.token_burn
+    alert_expected_tokens_per_hour: float | None = _ALERT.expected_tokens_per_hour
+    alert_hourly_budget_usd: float | None = _ALERT.hourly_budget_usd
+    alert_tenant_hourly_budget_usd: float | None = _ALERT.tenant_hourly_budget_usd
+    alert_tenant_anomaly_factor: float | None = _ALERT.tenant_anomaly_factor
+    alert_baseline_days: int = _ALERT.baseline_days
+    alert_slow_call_s: float | None = _ALERT.slow_call_s
+    alert_max_output_tokens: int | None = _ALERT.max_output_tokens
+    alert_page_factor: float = _ALERT.page_factor
+    alert_min_calls: int = _ALERT.min_calls
     alert_rules: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
@@ -277,26 +294,8 @@ class Settings:
 
     def alert_config(self) -> AlertConfig:
         """The `llmpulse.AlertConfig` these settings describe."""
-        from .alerts import AlertConfig  # noqa: PLC0415 - keep `import llmpulse` light
-
-        return AlertConfig(
-            p95_latency_s=self.alert_p95_latency_s,
-            rate_5xx=self.alert_rate_5xx,
-            rate_429=self.alert_rate_429,
-            latency_jump_s=self.alert_latency_jump_s,
-            slo=self.alert_slo,
-            token_burn=self.alert_token_burn,
-            expected_tokens_per_hour=self.alert_expected_tokens_per_hour,
-            hourly_budget_usd=self.alert_hourly_budget_usd,
-            tenant_hourly_budget_usd=self.alert_tenant_hourly_budget_usd,
-            tenant_anomaly_factor=self.alert_tenant_anomaly_factor,
-            baseline_days=self.alert_baseline_days,
-            slow_call_s=self.alert_slow_call_s,
-            max_output_tokens=self.alert_max_output_tokens,
-            rules=self.alert_rules,
-            page_factor=self.alert_page_factor,
-            min_calls=self.alert_min_calls,
-        )
+        values = {name: getattr(self, "alert_" + name) for name in _ALERT_FIELDS}
+        return AlertConfig(**values, rules=self.alert_rules)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
