@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
+from ._bins import LogBins
 from .events import CallEvent
 
 __all__ = ["Dimension", "GroupStats", "RollingStats", "StatsSnapshot", "TopBy"]
@@ -52,13 +53,10 @@ UNKNOWN = "unknown"
 
 _DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
 
-_MIN_S = 0.001
-_RATIO = 1.25
-_LOG_BINS = 63
-_TOP_S = _MIN_S * _RATIO**_LOG_BINS  # ~1272 s: longer than any SDK default timeout
-_OVERFLOW = _LOG_BINS + 1
-_INV_LOG_RATIO = 1.0 / math.log(_RATIO)
-_log = math.log
+# Percentiles within 25 %: ~20 bins cover the usual 0.1-30 s, so a bucket's histogram stays small.
+_BINS = LogBins(min_s=0.001, ratio=1.25, bins=63)  # up to ~1272 s: longer than any SDK default timeout
+_bin = _BINS.index
+_percentiles = _BINS.quantiles
 
 # The _Acc counter of each outcome but "ok".
 _OUTCOME_COUNTER = {
@@ -67,44 +65,6 @@ _OUTCOME_COUNTER = {
     "abandoned": "abandoned",
     "rejected": "rejected",
 }
-
-
-def _bin(seconds: float) -> int:
-    # The comparisons are ordered so that inf and NaN (and negatives) land in a
-    # bin instead of raising: record() must never fail on an odd value.
-    if seconds >= _TOP_S:
-        return _OVERFLOW
-    if seconds >= _MIN_S:
-        return int(_log(seconds / _MIN_S) * _INV_LOG_RATIO) + 1
-    return 0
-
-
-def _bin_value(index: int, frac: float) -> float:
-    """The value at fraction ``frac`` of bin ``index`` (geometric inside log bins)."""
-    if index == 0:
-        return _MIN_S * frac
-    if index >= _OVERFLOW:
-        return _TOP_S
-    return float(_MIN_S * _RATIO ** (index - 1 + frac))
-
-
-def _percentiles(hist: dict[int, int], qs: tuple[float, ...]) -> list[float | None]:
-    total = sum(hist.values())
-    if not total:
-        return [None] * len(qs)
-    bins = sorted(hist.items())
-    out: list[float | None] = []
-    for q in qs:
-        rank = q * total
-        seen = 0
-        for index, count in bins:
-            if seen + count >= rank:
-                out.append(_bin_value(index, (rank - seen) / count))
-                break
-            seen += count
-        else:  # unreachable while q <= 1; keeps the result aligned with qs
-            out.append(_bin_value(bins[-1][0], 1.0))
-    return out
 
 
 class _Acc:

@@ -8,22 +8,21 @@ histogram bins (5 % wide, sparse), never by the number of calls.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
+
+from .._bins import LogBins
 
 __all__ = ["Counts", "LatencyHistogram", "Ring", "Totals"]
 
 T = TypeVar("T")
 
-_MIN_S = 0.001
-_RATIO = 1.05  # a percentile is read within 5 % of the true value
-_INV_LOG_RATIO = 1.0 / math.log(_RATIO)
-_MAX_BIN = 320  # ~5.7 h; anything longer shares the last bin
+# Percentiles within 5 %: a 600 ms threshold is not crossed by a bin's width (stats() bins are 25 %).
+_BINS = LogBins(min_s=0.001, ratio=1.05, bins=319)  # up to ~5.7 h
 
 
 class LatencyHistogram:
-    """Seconds in sparse log bins 5 % wide (one bin under 1 ms)."""
+    """Seconds in sparse log bins 5 % wide (see `llmpulse._bins`)."""
 
     __slots__ = ("bins", "count")
 
@@ -33,10 +32,7 @@ class LatencyHistogram:
 
     def add(self, seconds: float) -> None:
         """Count one value (inf, NaN and negatives land in an edge bin instead of raising)."""
-        if seconds >= _MIN_S:
-            index = min(_MAX_BIN, int(math.log(seconds / _MIN_S) * _INV_LOG_RATIO) + 1)
-        else:
-            index = 0
+        index = _BINS.index(seconds)
         self.bins[index] = self.bins.get(index, 0) + 1
         self.count += 1
 
@@ -48,16 +44,7 @@ class LatencyHistogram:
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile, interpolated inside its bin; None when empty."""
-        if not self.count:
-            return None
-        rank, seen = q * self.count, 0
-        for index in sorted(self.bins):
-            n = self.bins[index]
-            if seen + n >= rank:
-                frac = (rank - seen) / n
-                return _MIN_S * frac if index == 0 else float(_MIN_S * _RATIO ** (index - 1 + frac))
-            seen += n
-        return float(_MIN_S * _RATIO**_MAX_BIN)  # unreachable for q <= 1
+        return _BINS.quantiles(self.bins, (q,))[0]
 
 
 class Counts:
