@@ -96,7 +96,7 @@ def run_calls(port: int, rounds: int, n: int) -> list[tuple[str, dict[str, float
     import llmpulse
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
-    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)])
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)], alert_sinks=[llmpulse.LogAlertSink(devnull)])
     base = f"http://127.0.0.1:{port}"
     oai_raw = openai.OpenAI(api_key="sk-bench", base_url=base + "/v1", max_retries=0)
     ant_raw = anthropic.Anthropic(api_key="sk-ant-bench", base_url=base, max_retries=0)
@@ -201,7 +201,7 @@ def memory(events: int, tenants: int) -> tuple[float, float, float]:
     from llmpulse._pipeline import get_pipeline
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
-    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)])
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)], alert_sinks=[llmpulse.LogAlertSink(devnull)])
     pipeline = get_pipeline()
     base = llmpulse.CallEvent(
         call_id="c", correlation_id="x" * 16, interaction_id=None, provider="openai", operation="chat",
@@ -239,7 +239,7 @@ def real_calls(port: int, calls: int, tenants: int = 1_000) -> list[tuple[int, f
     import llmpulse
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
-    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)])
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)], alert_sinks=[llmpulse.LogAlertSink(devnull)])
     base = f"http://127.0.0.1:{port}"
     oai = llmpulse.wrap(openai.OpenAI(api_key="sk-bench", base_url=base + "/v1", max_retries=0))
     ant = llmpulse.wrap(anthropic.Anthropic(api_key="sk-ant-bench", base_url=base, max_retries=0))

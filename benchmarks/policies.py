@@ -88,7 +88,8 @@ def throughput(port: int, callers: int = 200, calls_each: int = 5, rounds: int =
 
     import llmpulse
 
-    llmpulse.configure(sinks=[llmpulse.StructlogSink(open("/dev/null", "w"))])  # noqa: SIM115
+    devnull = open("/dev/null", "w")  # noqa: SIM115 - kept open for the whole run
+    llmpulse.configure(sinks=[llmpulse.StructlogSink(devnull)], alert_sinks=[llmpulse.LogAlertSink(devnull)])
     base = f"http://127.0.0.1:{port}/v1"
 
     async def run() -> tuple[float, float]:
