@@ -6,16 +6,16 @@ requests for 200 users. llmpulse must keep attempts <= 1.1 x requests + 10.
 
 What is real: the same ``openai.OpenAI(timeout=30, max_retries=5)`` client
 makes every call, once as it is (the naive service) and once wrapped by
-`llmpulse.wrap` with the default policies (retries from the client, the
-10 % + 10 retry budget, the breaker at 10 consecutive failures, the default
-deadlines). 200 user threads each make 3 requests (in sequence) to the fake
+`llmpulse.wrap` with the default policies (retries and timeouts from the
+client, as llmpulse sets no deadline of its own by default; the 10 % + 10
+retry budget; the breaker at 10 consecutive failures). 200 user threads each make 3 requests (in sequence) to the fake
 provider over HTTP, which answers every request after 100 s: later than
 any attempt waits. Attempts are counted by the fake (requests it received).
 
 What is simulated: time is divided by 100, for everything that waits: the
 fake's 100 s is 1 s, the client's 30 s timeout 0.3 s, the SDK's own backoff
 (0.5 s doubling to 8 s: its two module constants are divided by 100 for the
-run), and llmpulse's deadlines, backoff and breaker open time likewise. Only
+run), and llmpulse's backoff and breaker open time likewise. Only
 wall time changes; no count depends on the scale, since every attempt times
 out either way.
 """
@@ -30,7 +30,7 @@ import openai._base_client as sdk_base
 from _common import MESSAGES, Row, parse_args, quiet_llmpulse, raw_openai, report
 
 import llmpulse
-from llmpulse import BreakerConfig, Timeouts
+from llmpulse import BreakerConfig
 from llmpulse.testing import CapturingSink, FakeProvider, FaultPlan
 
 SCALE = 100.0
@@ -38,19 +38,14 @@ FIELD_TIMEOUT_S, FIELD_RETRIES = 30.0, 5
 
 
 def scaled_defaults() -> llmpulse.Policies:
-    """Llmpulse's default policies with every duration divided by SCALE (counts unchanged)."""
-    d, t, b = llmpulse.Policies(), Timeouts(), BreakerConfig()
+    """Llmpulse's default policies with every duration divided by SCALE (counts unchanged).
+
+    The defaults set no timeout of llmpulse's: each attempt gets the client's (scaled) timeout.
+    """
+    d, b = llmpulse.Policies(), BreakerConfig()
     return llmpulse.Policies(
         backoff_base_s=d.backoff_base_s / SCALE,
         backoff_max_s=d.backoff_max_s / SCALE,
-        timeouts=Timeouts(
-            connect_s=t.connect_s / SCALE,
-            read_s=t.read_s / SCALE,
-            read_per_token_s=t.read_per_token_s / SCALE,
-            read_max_s=t.read_max_s / SCALE,
-            stream_first_byte_s=t.stream_first_byte_s / SCALE,
-            stream_idle_s=t.stream_idle_s / SCALE,
-        ),
         breaker=BreakerConfig(open_s=b.open_s / SCALE),
     )
 

@@ -20,8 +20,9 @@ smoke test flaky on a loaded machine: client timeouts opened the breaker).
 Every 429 is an attempt the fake answered, as counted from the attempt events.
 
 What is simulated: time runs 5 times faster, for everything that waits: the
-fake's latencies and Retry-After, and llmpulse's deadlines, backoff, breaker
-open time, cut cooldown (1 s) and probe interval (10 s) are divided by 5, so
+fake's latencies and Retry-After, the client's timeout (the SDK's default
+600 s: llmpulse sets none of its own by default), and llmpulse's backoff,
+breaker open time, cut cooldown (1 s) and probe interval (10 s) are divided by 5, so
 the 5-minute surge takes 1 minute of wall time. Minutes below are simulated.
 
 The capacity (23.5 calls/s) is below the surge's 33 calls/s for the whole
@@ -42,7 +43,7 @@ import openai
 from _common import MESSAGES, Row, parse_args, quiet_llmpulse, report, wrapped
 
 import llmpulse
-from llmpulse import BreakerConfig, Timeouts
+from llmpulse import BreakerConfig
 from llmpulse.events import AttemptEvent, CallEvent, Event
 from llmpulse.policies import ConcurrencyConfig
 from llmpulse.testing import FakeProvider, FakeStats, FaultPlan
@@ -50,6 +51,7 @@ from llmpulse.testing import FakeProvider, FakeStats, FaultPlan
 EXCESS = 0.3  # the field's "30 % 429": the share of the surge's demand beyond the provider's capacity
 LATENCY_S = (1.0, 3.0)  # simulated, uniform
 RETRY_AFTER_S = 1.0  # simulated
+SDK_TIMEOUT_S = 600.0  # the SDKs' default per-attempt timeout
 
 
 class TimedSink:
@@ -70,19 +72,11 @@ class TimedSink:
 
 def scaled_defaults(scale: float) -> llmpulse.Policies:
     """Llmpulse's default policies with every duration divided by ``scale`` (counts unchanged)."""
-    d, t, b = llmpulse.Policies(), Timeouts(), BreakerConfig()
+    d, b = llmpulse.Policies(), BreakerConfig()
     c = d.concurrency or ConcurrencyConfig()
     return llmpulse.Policies(
         backoff_base_s=d.backoff_base_s / scale,
         backoff_max_s=d.backoff_max_s / scale,
-        timeouts=Timeouts(
-            connect_s=t.connect_s / scale,
-            read_s=t.read_s / scale,
-            read_per_token_s=t.read_per_token_s / scale,
-            read_max_s=t.read_max_s / scale,
-            stream_first_byte_s=t.stream_first_byte_s / scale,
-            stream_idle_s=t.stream_idle_s / scale,
-        ),
         breaker=BreakerConfig(open_s=b.open_s / scale),
         concurrency=ConcurrencyConfig(
             initial_limit=c.initial_limit,
@@ -101,7 +95,7 @@ def surge(
         Attempts and 429s per simulated minute (by when each attempt ended), the events, the fake's counters.
     """
     sink = TimedSink()
-    client, _ = wrapped(fake, [sink], policies)
+    client, _ = wrapped(fake, [sink], policies, timeout=SDK_TIMEOUT_S / scale)
     gap = surge_s / scale / total
 
     def call() -> None:

@@ -481,7 +481,7 @@ def test_sync_calls_refused_while_queued_return_everything(
     with ThreadPoolExecutor(2) as pool:
         a = pool.submit(call, "a")
         assert fake.wait_for_requests(1, WAIT_S)
-        b = pool.submit(call, "b", timeout=0.3)  # a per-call timeout caps the whole call
+        b = pool.submit(call, "b", timeout=0.3)  # its pool timeout bounds its wait for a slot
         assert thread_queued.acquire(timeout=WAIT_S)
         with pytest.raises(llmpulse.OverloadedError):
             call("c")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import openai
 import pytest
@@ -12,31 +14,33 @@ from conftest import MESSAGES, http_errors
 from llmpulse.testing import CapturingSink, FakeProvider, Fault
 
 
-def test_malformed_json_body_still_yields_an_event(
-    oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+def test_malformed_json_body_raises_what_the_sdk_raises(
+    raw_openai: openai.OpenAI, oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
 ) -> None:
-    """A 200 with a broken JSON body raises MalformedResponseError (an openai.APIError), not a parse error."""
+    """A 200 with a broken JSON body raises the SDK's own JSONDecodeError, as bare; the event says why."""
     fake.enqueue(Fault.malformed_json())
-    with pytest.raises(llmpulse.MalformedResponseError) as info:
+    with pytest.raises(json.JSONDecodeError) as bare:
+        raw_openai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    fake.enqueue(Fault.malformed_json())
+    with pytest.raises(json.JSONDecodeError) as wrapped:
         oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    assert isinstance(info.value, openai.APIConnectionError)
-    assert "not valid JSON" in str(info.value)
+    assert str(wrapped.value) == str(bare.value)
     [event] = sink.calls
     assert (event.outcome, event.http_status, event.attempts) == ("error", 200, 1)
-    assert event.error_type == "MalformedResponseError"
-    assert event.rejected_reason == "malformed_response"
+    assert (event.error_type, event.body_malformed) == ("JSONDecodeError", True)
+    assert event.rejected_reason is None
     assert event.input_tokens is None
     assert event.cost_usd is None
 
 
 async def test_malformed_json_through_async_anthropic(
-    aant: anthropic.AsyncAnthropic, fake: FakeProvider
+    aant: anthropic.AsyncAnthropic, sink: CapturingSink, fake: FakeProvider
 ) -> None:
-    """The async loop and the Anthropic adapter check the body the same way."""
+    """The async path and the Anthropic adapter hand the broken body to the SDK the same way."""
     fake.enqueue(Fault.malformed_json())
-    with pytest.raises(llmpulse.MalformedResponseError) as info:
+    with pytest.raises(json.JSONDecodeError):
         await aant.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=MESSAGES)
-    assert isinstance(info.value, anthropic.APIConnectionError)
+    assert sink.calls[0].body_malformed
 
 
 def test_truncated_body_is_an_error(oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider) -> None:

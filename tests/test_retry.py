@@ -150,9 +150,19 @@ def test_retry_budget_rejects_negative_values() -> None:
         RetryBudget(reserve=-1)
 
 
-def test_non_streamed_read_budget_grows_with_max_tokens() -> None:
-    """8 s plus 20 ms per requested token; an unset max_tokens counts as 500; capped."""
+def test_by_default_attempts_get_the_sdks_timeout_and_calls_no_deadline() -> None:
+    """Unset limits leave the SDK's timeout as it is (the same object) and set no whole-call deadline."""
     timeouts = Timeouts()
+    sdk = {"connect": 5.0, "read": 600.0, "write": 600.0, "pool": 600.0}
+    assert timeouts.attempt_extension(sdk, streamed=False, max_tokens=None, remaining_s=None) is sdk
+    assert timeouts.attempt_extension(None, streamed=True, max_tokens=None, remaining_s=None) is None
+    assert timeouts.total_for(streamed=False, max_tokens=None) is None
+    assert timeouts.body_read_s(sdk, streamed=True) is None
+
+
+def test_the_fixed_preset_is_the_fields_recipe() -> None:
+    """8 s plus 20 ms per requested token; an unset max_tokens counts as 500; capped; room for a retry."""
+    timeouts = Timeouts.fixed()
     assert timeouts.attempt_read_s(streamed=False, max_tokens=16) == pytest.approx(8.32)
     assert timeouts.attempt_read_s(streamed=False, max_tokens=None) == pytest.approx(18.0)
     assert timeouts.attempt_read_s(streamed=False, max_tokens=1_000_000) == 300.0
@@ -161,22 +171,34 @@ def test_non_streamed_read_budget_grows_with_max_tokens() -> None:
     assert Timeouts(total_s=3.0).total_for(streamed=True, max_tokens=None) == 3.0
 
 
-def test_attempt_timeouts_are_capped_by_the_call_and_the_deadline() -> None:
-    """Each phase takes the smaller of ours, the SDK's (per-call timeout=) and the time left."""
-    timeouts = Timeouts()
+def test_a_limit_that_is_set_caps_the_users_timeout_never_lengthens_it() -> None:
+    """Each phase takes the smaller of ours, the SDK's (the user's timeout) and the time left."""
+    timeouts = Timeouts.fixed()
     sdk = {"connect": 5.0, "read": 600.0, "write": 600.0, "pool": 600.0}
     ext = timeouts.attempt_extension(sdk, streamed=False, max_tokens=16, remaining_s=100.0)
-    assert ext == {"connect": 5.0, "read": pytest.approx(8.32), "write": 13.0, "pool": 5.0}
+    assert ext == {"connect": 5.0, "read": pytest.approx(8.32), "write": 100.0, "pool": 5.0}
+    assert ext is not sdk
+    assert sdk["read"] == 600.0  # the SDK's own dict is never changed
     tight = {"connect": 1.0, "read": 2.0, "write": 2.0, "pool": 2.0}
-    assert timeouts.attempt_extension(tight, streamed=False, max_tokens=16, remaining_s=100.0)["read"] == 2.0
+    assert timeouts.attempt_extension(tight, streamed=False, max_tokens=16, remaining_s=100.0) == tight
     assert timeouts.attempt_extension(sdk, streamed=False, max_tokens=16, remaining_s=3.0)["read"] == 3.0
     assert timeouts.body_read_s(sdk, streamed=True) == 30.0
     assert timeouts.body_read_s(tight, streamed=True) == 2.0
     assert timeouts.body_read_s(sdk, streamed=False) is None
+    only_read = Timeouts(read_s=1.0, read_per_token_s=0.0)
+    assert only_read.attempt_extension(sdk, streamed=False, max_tokens=None, remaining_s=None) == {
+        **sdk,
+        "read": 1.0,
+    }
+    assert Timeouts().attempt_extension(
+        sdk, streamed=False, max_tokens=None, remaining_s=2.0
+    ) == dict.fromkeys(sdk, 2.0)
 
 
 @pytest.mark.parametrize("field", ["connect_s", "read_s", "stream_first_byte_s", "stream_idle_s", "total_s"])
 def test_timeouts_must_be_positive(field: str) -> None:
-    """A zero or negative limit names the field."""
+    """A zero, negative or infinite limit names the field."""
     with pytest.raises(ValueError, match=field):
         Timeouts(**{field: 0.0})
+    with pytest.raises(ValueError, match=field):
+        Timeouts(**{field: float("inf")})

@@ -16,12 +16,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import orjson
 
+from ._body import BodyWatcher, MarkerWatch
 from ._content import output_content
 from ._context import Context, InteractionTotals, context, current_interaction
 from ._redact import redact
@@ -30,7 +31,6 @@ from .exceptions import (
     BudgetExceededError,
     CircuitOpenError,
     DeadlineExceededError,
-    MalformedResponseError,
     OverloadedError,
     PolicyError,
     RateLimitedError,
@@ -65,7 +65,6 @@ from .policies._elsewhere import (
     record_served,
     stop_collecting,
 )
-from .providers import UsageChunkFilter
 from .providers._base import json_malformed
 from .state import WRITE_BACK, MemoryStore
 
@@ -79,9 +78,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Call"]
 
-# Bodies up to this size are kept whole for parsing at the end; beyond it
-# only the head and a tail survive (usage lives at the end of every format).
-_RETAIN_LIMIT = 8 * 1024 * 1024
 # Answers that say the model is out of capacity: a fallback model may have some.
 _OVERLOADED = frozenset({503, 529})
 # Answers that tell the concurrency limiter to back off.
@@ -122,8 +118,6 @@ def _warn_elsewhere_failed(provider: str, problem: object) -> None:
     _log.warning("llmpulse cross_provider function failed for %s; going on without it: %s", provider, detail)
 
 
-_TAIL_LIMIT = 256 * 1024
-_MARKER_CARRY = 64
 _COLLECTED: deque[Call] = deque()
 
 
@@ -146,17 +140,16 @@ class Call:
         "_attempt_started",
         "_attempt_timeout",
         "_backoff",
+        "_body",
         "_body_done",
+        "_body_malformed",
         "_breaker",
         "_budget_action",
         "_budgets",
         "_cache_hit",
         "_cache_key",
         "_capture",
-        "_carry",
-        "_chunks",
         "_clock",
-        "_content_at",
         "_correlation_id",
         "_ctx",
         "_deadline",
@@ -172,7 +165,6 @@ class Call:
         "_interaction",
         "_limiter",
         "_max_retries",
-        "_nbytes",
         "_permit",
         "_policies",
         "_prev_trace",
@@ -181,7 +173,6 @@ class Call:
         "_rate_reserved",
         "_rejected_reason",
         "_request",
-        "_retained",
         "_retry_unsent",
         "_sdk_timeout",
         "_served_model",
@@ -192,10 +183,8 @@ class Call:
         "_stop_reason",
         "_stream_format",
         "_t0",
-        "_tail",
         "_timed",
         "_trace",
-        "_usage_filter",
         "attempts",
         "call_id",
     )
@@ -222,7 +211,7 @@ class Call:
         self.call_id = call_id
         self._prompt_estimate = prompt_estimate
         self._t0 = time.perf_counter()
-        self._init_policies(hook, info, sdk_timeout)
+        self._init_policies(hook, info, ctx, sdk_timeout)
         # Sinks run in the caller's contextvars (structlog's bound variables,
         # the current span), even though they run on another thread.
         self._app_ctx = contextvars.copy_context()
@@ -241,17 +230,12 @@ class Call:
         self._attempt_started = 0.0
         self._attempt_log: list[AttemptEvent] | None = None
         self._body_done = False
-        self._chunks: list[bytes] = []
-        self._tail: list[bytes] = []
-        self._retained = 0
-        self._nbytes = 0
+        self._body: BodyWatcher | None = None
+        self._body_malformed = False
         self._sse = False
         self._stream_format: StreamFormat | None = None
-        self._content_at: float | None = None
-        self._carry = b""
-        self._usage_filter: UsageChunkFilter | None = None
 
-    def _init_policies(self, hook: Hook, info: RequestInfo, sdk_timeout: Any) -> None:
+    def _init_policies(self, hook: Hook, info: RequestInfo, ctx: Context, sdk_timeout: Any) -> None:
         policies = hook.policies
         self._policies = policies
         self._sdk_timeout = sdk_timeout
@@ -259,11 +243,11 @@ class Call:
         # The policies' clock (fake in tests) drives every time-based decision;
         # perf_counter only measures what the event reports.
         self._clock = policies.clock
+        # No deadline over the whole call unless the user set one: the bare SDK has none.
         total = policies.timeouts.total_for(streamed=info.streamed, max_tokens=info.max_tokens)
-        sdk_read = sdk_timeout.get("read") if isinstance(sdk_timeout, dict) else None
-        if sdk_read is not None:
-            total = min(total, sdk_read)  # a per-call timeout= caps the whole call
-        self._deadline = self._clock.monotonic() + total
+        if ctx.total_timeout_s is not None:
+            total = ctx.total_timeout_s if total is None else min(total, ctx.total_timeout_s)
+        self._deadline = None if total is None else self._clock.monotonic() + total
         self._breaker: CircuitBreaker | None = None
         self._permit: Permit | None = None
         self._attempt_timeout: dict[str, Any] | None = None
@@ -370,7 +354,7 @@ class Call:
             return
         started = self._clock.monotonic()
         try:
-            self._slot = limiter.acquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
+            self._slot = limiter.acquire(self._priority(), timeout_s=self._wait_budget())
         except Refused as refused:
             self._slot_refused(request, refused)
         finally:
@@ -386,7 +370,7 @@ class Call:
             return
         started = self._clock.monotonic()
         try:
-            self._slot = await limiter.aacquire(self._priority(), timeout_s=max(self._remaining(), 0.0))
+            self._slot = await limiter.aacquire(self._priority(), timeout_s=self._wait_budget())
         except Refused as refused:
             self._slot_refused(request, refused)
         finally:
@@ -423,10 +407,14 @@ class Call:
             wait = refused.retry_after_s
             message = (
                 f"{endpoint} asked every caller to wait {wait or 0:.1f} s (Retry-After), "
-                "past this call's deadline"
+                "longer than this call may wait (its pool timeout or deadline)"
             )
             self._refuse(request, RateLimitedError, message, wait)
-        self._refuse(request, DeadlineExceededError, f"deadline spent waiting for a free slot at {endpoint}")
+        self._refuse(
+            request,
+            DeadlineExceededError,
+            f"no free slot at {endpoint} within the call's pool timeout or deadline",
+        )
 
     def _release_slot(self, status: int | None) -> None:
         slot, self._slot = self._slot, None
@@ -480,7 +468,10 @@ class Call:
         check, result = refused
         hook = self._hook
         hook.pipeline.count_rate_limited(hook.metrics, hook.provider.name, check.what)
-        budget = min(self._policies.rate_limit_wait_s - waited, self._remaining())
+        budget = self._policies.rate_limit_wait_s - waited
+        remaining = self._remaining()
+        if remaining is not None:
+            budget = min(budget, remaining)
         if result.retry_after_s > budget:
             tenant = self._ctx.tenant or "(no tenant)"
             message = f"{check.what} limit for {tenant}: next admission in {result.retry_after_s:.2f} s"
@@ -585,7 +576,7 @@ class Call:
         self._cache_hit = entry
         self._status = entry.status
         self._headers = dict(entry.headers)
-        self._nbytes = len(entry.body)
+        self._watch_decoded(entry.body)
         try:
             parsed = self._hook.provider.parse_body(self._info, entry.body)
         except Exception:  # noqa: BLE001 - the answer is already on its way to the caller
@@ -600,10 +591,14 @@ class Call:
             or self._served_provider is not None  # another provider's stand-in answer
             or self._status is None
             or not 200 <= self._status < 300
+            or self._body is None
+            or self._body.partial  # only a whole body can be served again
+            or self._body.unread_reason is not None
         ):
             return
         status, hook = self._status, self._hook
-        headers = tuple((k, v) for k, v in (self._headers or {}).items() if k != "content-length")
+        # The body is kept decoded: the headers that described its wire form go.
+        headers = tuple((k, v) for k, v in (self._headers or {}).items() if k not in _REENCODED_HEADERS)
         cache = self._policies.cache()
 
         def store() -> None:
@@ -699,13 +694,14 @@ class Call:
         )
         self._served_provider, self._served_model, self._fallback_reason = provider, model, reason
         self._release_slot(self._status)  # its own provider's slot goes back with its own answer (a 529)
-        self._status, self._headers, self._nbytes = 200, dict(_JSON_HEADERS), len(body)
+        self._status, self._headers = 200, dict(_JSON_HEADERS)
+        self._watch_decoded(body)
         self._finish("ok", None, data=body)
         return 200, _JSON_HEADERS, body
 
     def _original_answer(self, status: int, raw_headers: Any, body: bytes) -> tuple[int, Any, bytes]:
         """Hand over the provider's own error answer, as if no cross-provider function were set."""
-        self.observe_body()
+        self.observe_body(None, decoded=True)
         body = self.consume(body)
         headers = [(k, v) for k, v in raw_headers.multi_items() if k.lower() not in _REENCODED_HEADERS]
         return status, headers, body
@@ -746,12 +742,16 @@ class Call:
         if self._timed or (self.attempts > 1 and self._hook.network_sampler is not None):
             extensions["trace"] = self._async_trace if is_async else self._sync_trace
         info = self._info
-        self._attempt_timeout = extensions["timeout"] = self._policies.timeouts.attempt_extension(
+        timeout = self._policies.timeouts.attempt_extension(
             self._sdk_timeout,
             streamed=info.streamed,
             max_tokens=info.max_tokens,
             remaining_s=self._remaining(),
         )
+        # Only a limit of llmpulse's makes a new dict: the SDK's own is never changed.
+        self._attempt_timeout = None if timeout is self._sdk_timeout else timeout
+        if self._attempt_timeout is not None:
+            extensions["timeout"] = self._attempt_timeout
         return extensions
 
     def _find_breaker(self) -> None:
@@ -800,7 +800,8 @@ class Call:
             self._hook.pipeline.internal_error("policies")
 
     def _acquire_permit(self) -> type[PolicyError] | None:
-        if self._remaining() <= 0:
+        remaining = self._remaining()
+        if remaining is not None and remaining <= 0:
             return DeadlineExceededError
         breaker = self._breaker
         if breaker is None:
@@ -860,8 +861,19 @@ class Call:
         self._finish(outcome, None, error_type=cls.__name__, error_message=message)
         raise exc
 
-    def _remaining(self) -> float:
-        return self._deadline - self._clock.monotonic()
+    def _remaining(self) -> float | None:
+        """Seconds left before the call's deadline; None: it has none."""
+        return None if self._deadline is None else self._deadline - self._clock.monotonic()
+
+    def _wait_budget(self) -> float | None:
+        # A slot is llmpulse's analog of a pooled connection: bounded, as that wait
+        # is, by the SDK's pool timeout, and by the call's deadline when it has one.
+        pool = self._sdk_timeout.get("pool") if isinstance(self._sdk_timeout, dict) else None
+        remaining = self._remaining()
+        if remaining is not None:
+            remaining = max(remaining, 0.0)
+            return remaining if pool is None else min(pool, remaining)
+        return pool
 
     def _release(self, outcome: Literal["success", "failure", "ignored"]) -> None:
         permit, self._permit = self._permit, None
@@ -1032,66 +1044,38 @@ class Call:
 
     # -- the response body ----------------------------------------------------
 
-    def observe_body(self) -> None:
-        """Prepare to watch the body of the response the caller will get."""
+    def observe_body(self, headers: MutableMapping[str, str] | None, *, decoded: bool = False) -> BodyWatcher:
+        """Start watching the body of the response the caller will get.
+
+        Args:
+            headers: The response's headers, as the SDK will read them (a
+                compressed stream whose bytes llmpulse filters loses its
+                ``Content-Encoding`` there: it is handed over decoded).
+            decoded: The body will be fed already decoded (read in full by the HTTP stack).
+
+        """
         content_type = (self._headers or {}).get("content-type", "")
         self._sse = content_type.startswith("text/event-stream")
+        stream = None
+        strip = self._info.strip_usage_chunk
         if self._sse:
-            self._stream_format = self._hook.provider.stream_format(self._info)
-            if self._info.strip_usage_chunk:
-                self._usage_filter = UsageChunkFilter()
+            self._stream_format = fmt = self._hook.provider.stream_format(self._info)
+            stream = MarkerWatch(fmt, strip_usage_chunk=strip)
+        self._body = body = BodyWatcher(headers, stream=stream, rewrites=strip, decoded=decoded)
+        return body
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Watch one chunk on its way to the caller; return what to pass on.
-
-        This runs for every network read of every stream, so it does the
-        least it can: keep a reference, and look for the first content
-        marker until it is found. Everything else is parsed once, at the end.
-        """
-        size = len(chunk)
-        self._nbytes += size
-        if self._retained < _RETAIN_LIMIT:
-            self._chunks.append(chunk)
-            self._retained += size
-        else:
-            self._keep_tail(chunk)
-        if self._content_at is None and self._sse:
-            self._scan_for_content(chunk)
-        if self._usage_filter is not None:
-            return self._usage_filter.feed(chunk)
-        return chunk
+    def _watch_decoded(self, body: bytes) -> None:
+        # An answer made here (cache, another provider): counted and kept like any body.
+        self._body = BodyWatcher(None, decoded=True)
+        self._body.feed(body)
 
     def consume(self, content: bytes) -> bytes:
-        """Watch a body the inner transport had already read in full; return what to keep."""
-        out = self.feed(content) + self.drain()
+        """Watch a body the inner transport had already read (and decoded) in full; return what to keep."""
+        body = self._body
+        assert body is not None
+        out = body.feed(content) + body.drain()
         self.body_ended()
         return out
-
-    def drain(self) -> bytes:
-        """Return bytes held back by usage-chunk stripping when the body ends."""
-        usage_filter, self._usage_filter = self._usage_filter, None
-        return b"" if usage_filter is None else usage_filter.drain()
-
-    def _keep_tail(self, chunk: bytes) -> None:
-        self._tail.append(chunk)
-        size = sum(map(len, self._tail))
-        while size > _TAIL_LIMIT and len(self._tail) > 1:
-            size -= len(self._tail.pop(0))
-
-    def _scan_for_content(self, chunk: bytes) -> None:
-        assert self._stream_format is not None
-        data = self._carry + chunk
-        for marker in self._stream_format.content_markers:
-            pos = data.find(marker)
-            while pos >= 0:
-                end = pos + len(marker)
-                # '"content":""' is the role-only first chunk, not output.
-                if marker.endswith(b'"') and data[end : end + 1] in (b'"', b""):
-                    pos = data.find(marker, end)
-                    continue
-                self._content_at = time.perf_counter()
-                return
-        self._carry = data[-_MARKER_CARRY:]
 
     # -- finishing --------------------------------------------------------------
 
@@ -1145,7 +1129,8 @@ class Call:
                 self._hook.pipeline.internal_error("finish_body")
 
     def _classify_body(self, how: str, exc: BaseException | None) -> None:
-        data = b"".join(self._chunks + self._tail) if self._tail else b"".join(self._chunks)
+        body = self._body
+        data = body.data if body is not None else b""
         provider = self._hook.provider
         status = self._status or 0
         interrupted = False
@@ -1167,40 +1152,25 @@ class Call:
             parsed = provider.parse_body(self._info, data)
             outcome = "ok" if self._body_done or how == "ended" else "abandoned"
             if how == "ended" and self._malformed_body(parsed, data):
-                outcome, parsed.error_type = "error", MalformedResponseError.__name__
+                # The SDK raises its own error parsing it (json.JSONDecodeError, in both SDKs).
+                self._body_malformed = True
+                outcome, parsed.error_type = "error", "JSONDecodeError"
                 parsed.error_message = f"the {status} response's body is not JSON ({len(data)} bytes)"
-                self._rejected_reason = MalformedResponseError.reason
         if exc is not None and outcome != "ok":
             outcome = "error" if isinstance(exc, Exception) else "cancelled"
             parsed.error_type = type(exc).__name__
             parsed.error_message = _safe_message(exc)
         if outcome in ("error", "cancelled") and self._sse:
-            interrupted = self._content_at is not None
+            interrupted = body is not None and body.content_at is not None
         self._finish(outcome, parsed, data=data, stream_interrupted=interrupted)
 
     def _malformed_body(self, parsed: ResponseInfo, data: bytes) -> bool:
-        # Only bodies that say they are JSON: file contents and audio are not.
+        # Only bodies that say they are JSON (file contents and audio are not), and that were read.
         if not (self._headers or {}).get("content-type", "").startswith("application/json"):
             return False
+        if self._body is None or self._body.unread_reason is not None:
+            return False
         return parsed.malformed if parsed.malformed is not None else json_malformed(data)
-
-    @property
-    def malformed(self) -> bool:
-        """Whether the 2xx body that just ended is not the JSON it says it is."""
-        return self._rejected_reason == MalformedResponseError.reason
-
-    def malformed_error(self) -> MalformedResponseError:
-        """The error to raise instead of handing the SDK a body it cannot parse."""
-        hook, info = self._hook, self._info
-        message = f"{hook.provider.name} answered {self._status} with a body that is not valid JSON"
-        return sdk_error(
-            MalformedResponseError,
-            hook.connection_error,
-            self._request,
-            message,
-            provider=hook.provider.name,
-            model=info.model,
-        )
 
     def _finish(
         self,
@@ -1245,6 +1215,7 @@ class Call:
         now = time.perf_counter()
         hook = self._hook
         info = self._info
+        body = self._body
         headers = self._headers
         model = info.model
         input_tokens = output_tokens = cached = cache_write = reasoning = None
@@ -1267,7 +1238,7 @@ class Call:
         output = None
         if self._capture and outcome != "error" and data:
             text = hook.provider.stream_text(data) if self._sse else hook.provider.output_text(info, data)
-            output = output_content(text, partial=bool(self._tail))
+            output = output_content(text, partial=body is not None and body.partial)
         cost = None
         if input_tokens is not None and output_tokens is not None:
             cost = hook.price(
@@ -1321,7 +1292,7 @@ class Call:
             request_id=None if headers is None else headers.get(hook.provider.request_id_header),
             latency_s=now - self._t0,
             provider_latency_s=None if headers is None else hook.provider.provider_latency(headers),
-            ttft_s=None if self._content_at is None else self._content_at - self._t0,
+            ttft_s=None if body is None or body.content_at is None else body.content_at - self._t0,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cached_input_tokens=cached,
@@ -1332,7 +1303,10 @@ class Call:
             finish_reason=finish_reason,
             max_tokens=info.max_tokens,
             prompt_tokens_estimate=self._prompt_estimate,
-            response_bytes=self._nbytes,
+            response_bytes=0 if body is None else body.wire_bytes,
+            content_encoding=None if body is None else body.content_encoding,
+            body_unread_reason=None if body is None else body.unread_reason,
+            body_malformed=self._body_malformed,
             api_key_id=hook.api_key_id,
             network=self._network(),
             ratelimit=None if headers is None else hook.provider.ratelimit(headers),

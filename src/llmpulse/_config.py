@@ -8,6 +8,7 @@ docs/configuration.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import threading
@@ -29,6 +30,7 @@ _LOG_FORMATS = ("json", "console")
 _LOG_STREAMS = ("stdout", "stderr")
 _NETWORK_TIMINGS = ("sampled", "all", "off")
 _BUDGET_ACTIONS = ("alert", "downgrade", "block")
+_DEADLINES = ("sdk", "fixed")
 _ALERT_SINK_NAMES = ("log", "webhook", "none")
 _WEBHOOK_FORMATS = ("json", "slack", "discord")
 # The thresholds set as LLMPULSE_ALERT_<NAME>: AlertConfig's fields, with its defaults.
@@ -111,17 +113,23 @@ class Settings:
             ``network_sample_rate`` of calls plus every retry), "all" or "off".
         network_sample_rate: Fraction of calls timed when ``network_timings`` is "sampled".
         max_retries: Retries after the first attempt; None: each client's own
-            ``max_retries`` (the SDKs default to 2).
+            ``max_retries`` (the SDKs default to 2; 2 with ``deadlines="fixed"``).
         retry_budget_ratio: Retries earned per request, per endpoint.
         retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
         backoff_base_s: Ceiling of the first backoff (full jitter below it).
         backoff_max_s: Largest backoff ceiling.
-        connect_timeout_s: Opening a connection.
-        read_timeout_s: A non-streamed call's wait for its answer, before the per-token part.
-        read_timeout_per_token_s: Added per requested output token.
-        stream_first_byte_timeout_s: A stream's wait for its response headers.
-        stream_idle_timeout_s: A stream's wait for each chunk.
-        total_timeout_s: The whole call, retries included; None: derived.
+        deadlines: "sdk" (default): each attempt gets the client's own timeout
+            and a call has no overall deadline, as with the bare SDK; "fixed": the
+            field's recipe (`llmpulse.Timeouts.fixed`, and 2 retries). The
+            ``*_timeout_s`` settings below override either, phase by phase.
+        connect_timeout_s: Opening a connection; None: the client's. Caps it when set.
+        read_timeout_s: A non-streamed call's wait for its answer, before the
+            per-token part; None: the client's. Caps it when set.
+        read_timeout_per_token_s: Added to ``read_timeout_s`` per requested output token.
+        stream_first_byte_timeout_s: A stream's wait for its response headers; None: the client's.
+        stream_idle_timeout_s: A stream's wait for each chunk; None: the client's.
+        total_timeout_s: The whole call, retries included; None: no deadline
+            (with ``deadlines="fixed"``: derived, room for one retry).
         breaker: Use circuit breakers (one per endpoint and model).
         breaker_failures: Consecutive provider failures that open a breaker.
         breaker_open_s: How long an open breaker fails calls fast.
@@ -188,11 +196,12 @@ class Settings:
     retry_budget_reserve: int = 10
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 8.0
+    deadlines: str = "sdk"
+    connect_timeout_s: float | None = None
+    read_timeout_s: float | None = None
     read_timeout_per_token_s: float = 0.02
-    stream_first_byte_timeout_s: float = 10.0
-    stream_idle_timeout_s: float = 30.0
+    stream_first_byte_timeout_s: float | None = None
+    stream_idle_timeout_s: float | None = None
     total_timeout_s: float | None = None
     breaker: bool = True
     breaker_failures: int = 10
@@ -246,10 +255,16 @@ class Settings:
         _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
         _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
         _check_choice("budget_action", self.budget_action, _BUDGET_ACTIONS)
+        _check_choice("deadlines", self.deadlines, _DEADLINES)
         for name in _POSITIVE:
             value = getattr(self, name)
-            if value is not None and not value > 0:
+            if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{_var(name)}={value!r} is not valid: use a number greater than 0")
+        if not (self.read_timeout_per_token_s >= 0 and math.isfinite(self.read_timeout_per_token_s)):
+            raise ConfigError(
+                f"{_var('read_timeout_per_token_s')}={self.read_timeout_per_token_s!r} is not valid: "
+                "use a number of seconds >= 0"
+            )
         for name in ("max_retries", "retry_budget_reserve"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -467,11 +482,12 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "retry_budget_reserve": _parse_int,
     "backoff_base_s": _parse_float,
     "backoff_max_s": _parse_float,
-    "connect_timeout_s": _parse_float,
-    "read_timeout_s": _parse_float,
+    "deadlines": _parse_str,
+    "connect_timeout_s": _parse_optional_float,
+    "read_timeout_s": _parse_optional_float,
     "read_timeout_per_token_s": _parse_float,
-    "stream_first_byte_timeout_s": _parse_float,
-    "stream_idle_timeout_s": _parse_float,
+    "stream_first_byte_timeout_s": _parse_optional_float,
+    "stream_idle_timeout_s": _parse_optional_float,
     "total_timeout_s": _parse_optional_float,
     "breaker": _parse_bool,
     "breaker_failures": _parse_int,

@@ -13,6 +13,7 @@ import base64
 import contextvars
 import functools
 import inspect
+import math
 import random
 import threading
 import time
@@ -74,6 +75,8 @@ class Context:
         cache: Whether responses may be served from the response cache.
         private: Whether prompt/completion capture is forbidden for these calls.
         interaction_id: Set inside `llmpulse.interaction()`.
+        total_timeout_s: A deadline over each call made in the block (its
+            attempts, backoff and waits), on top of the SDK's per-attempt timeout.
 
     """
 
@@ -86,6 +89,7 @@ class Context:
     cache: bool | None = None
     private: bool | None = None
     interaction_id: str | None = None
+    total_timeout_s: float | None = None
 
     def merged_over(self, outer: Context | None) -> Context:
         """Return this context laid over ``outer``: set values win, tags merge."""
@@ -101,6 +105,7 @@ class Context:
             cache=_pick(self.cache, outer.cache) or False,
             private=_pick(self.private, outer.private) or False,
             interaction_id=_pick(self.interaction_id, outer.interaction_id),
+            total_timeout_s=_pick(self.total_timeout_s, outer.total_timeout_s),
         )
 
     def to_headers(self) -> dict[str, str]:
@@ -181,6 +186,7 @@ def context(
     priority: str | None = None,
     cache: bool | None = None,
     private: bool | None = None,
+    total_timeout_s: float | None = None,
 ) -> Context:
     """Describe who the calls in a block are for.
 
@@ -199,13 +205,23 @@ def context(
         priority: "interactive" (the default) or "background".
         cache: Allow the response cache for these calls.
         private: Never capture prompt or completion text for these calls.
+        total_timeout_s: Give each call in the block a deadline over all its
+            attempts, backoff and waits (seconds): past it, no retry is made and
+            `llmpulse.DeadlineExceededError` ends the call. The SDK's timeout
+            still applies to each attempt; without this (or
+            ``LLMPULSE_TOTAL_TIMEOUT_S``) a call has no overall deadline, as
+            with the bare SDK.
 
     Raises:
-        ValueError: For an unknown priority or non-string tags.
+        ValueError: For an unknown priority, non-string tags or a timeout that is not positive.
 
     """
     if priority is not None and priority not in _PRIORITIES:
         raise ValueError(f"priority must be one of {_PRIORITIES}, got {priority!r}")
+    if total_timeout_s is not None and not (
+        isinstance(total_timeout_s, int | float) and 0 < total_timeout_s < math.inf
+    ):
+        raise ValueError(f"total_timeout_s must be a positive number of seconds, got {total_timeout_s!r}")
     clean_tags: dict[str, str] = {}
     for key, value in (tags or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
@@ -220,6 +236,7 @@ def context(
         priority=priority,
         cache=cache,
         private=private,
+        total_timeout_s=None if total_timeout_s is None else float(total_timeout_s),
     )
 
 

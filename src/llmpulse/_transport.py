@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .policies._elsewhere import ServeElsewhere
 
 if TYPE_CHECKING:
+    from ._body import BodyWatcher
     from ._call import Call
     from ._hook import Hook
 
@@ -30,15 +31,16 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
     class ObservedStream(http.SyncByteStream):  # type: ignore[name-defined,misc]
         """The response body on its way to the SDK, watched chunk by chunk."""
 
-        def __init__(self, inner: Any, call: Call) -> None:
+        def __init__(self, inner: Any, call: Call, watcher: BodyWatcher) -> None:
             self._inner = inner
             self._call = call
+            self._watcher = watcher
 
         def __iter__(self) -> Iterator[bytes]:
-            call = self._call
+            call, feed = self._call, self._watcher.feed
             try:
                 for chunk in self._inner:
-                    out = call.feed(chunk)
+                    out = feed(chunk)
                     if out:
                         yield out
             except GeneratorExit:
@@ -46,12 +48,10 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             except BaseException as exc:
                 call.body_failed(exc)
                 raise
-            rest = call.drain()
+            rest = self._watcher.drain()
             if rest:
                 yield rest
             call.body_ended()
-            if call.malformed:
-                raise call.malformed_error()  # instead of a JSONDecodeError from deep in the SDK
 
         def close(self) -> None:
             try:
@@ -67,15 +67,16 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
     class AsyncObservedStream(http.AsyncByteStream):  # type: ignore[name-defined,misc]
         """Async twin of ObservedStream."""
 
-        def __init__(self, inner: Any, call: Call) -> None:
+        def __init__(self, inner: Any, call: Call, watcher: BodyWatcher) -> None:
             self._inner = inner
             self._call = call
+            self._watcher = watcher
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            call = self._call
+            call, feed = self._call, self._watcher.feed
             try:
                 async for chunk in self._inner:
-                    out = call.feed(chunk)
+                    out = feed(chunk)
                     if out:
                         yield out
             except GeneratorExit:
@@ -83,12 +84,10 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             except BaseException as exc:
                 call.body_failed(exc)
                 raise
-            rest = call.drain()
+            rest = self._watcher.drain()
             if rest:
                 yield rest
             call.body_ended()
-            if call.malformed:
-                raise call.malformed_error()
 
         async def aclose(self) -> None:
             try:
@@ -133,11 +132,11 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                         body = response.read() if call.wants_error_body(status) else None
                         delay = call.attempt_answered(status, response.headers, body)
                         if delay is None:
-                            call.observe_body()
                             if _already_read(response):
                                 _replace_content(http, response, call)
                             else:
-                                response.stream = ObservedStream(response.stream, call)
+                                watcher = call.observe_body(response.headers)
+                                response.stream = ObservedStream(response.stream, call, watcher)
                             return response
                         response.close()
                     clock.sleep(delay)
@@ -185,11 +184,11 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                         body = await response.aread() if call.wants_error_body(status) else None
                         delay = call.attempt_answered(status, response.headers, body)
                         if delay is None:
-                            call.observe_body()
                             if _already_read(response):
                                 _replace_content(http, response, call)
                             else:
-                                response.stream = AsyncObservedStream(response.stream, call)
+                                watcher = call.observe_body(response.headers)
+                                response.stream = AsyncObservedStream(response.stream, call, watcher)
                             return response
                         await response.aclose()
                     await clock.asleep(delay)
@@ -218,9 +217,8 @@ def _response(http: ModuleType, request: Any, answer: tuple[int, Any, bytes]) ->
 
 
 def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
+    call.observe_body(None, decoded=True)  # httpx decoded it while reading
     kept = call.consume(response.content)
-    if call.malformed:
-        raise call.malformed_error()
     if kept is not response.content:
         response._content = kept
         response.stream = http.ByteStream(kept)

@@ -11,6 +11,7 @@ its own hook with that retry count.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -127,19 +128,12 @@ def default_policies(settings: Settings) -> Policies:
             half_open_probes=settings.breaker_half_open_probes,
         )
     policies = Policies(
-        max_retries=settings.max_retries,
+        max_retries=_max_retries(settings),
         backoff_base_s=settings.backoff_base_s,
         backoff_max_s=settings.backoff_max_s,
         retry_budget_ratio=settings.retry_budget_ratio,
         retry_budget_reserve=settings.retry_budget_reserve,
-        timeouts=Timeouts(
-            connect_s=settings.connect_timeout_s,
-            read_s=settings.read_timeout_s,
-            read_per_token_s=settings.read_timeout_per_token_s,
-            stream_first_byte_s=settings.stream_first_byte_timeout_s,
-            stream_idle_s=settings.stream_idle_timeout_s,
-            total_s=settings.total_timeout_s,
-        ),
+        timeouts=_timeouts(settings),
         breaker=breaker,
         fallbacks=dict(settings.fallbacks),
         cache_ttl_s=settings.cache_ttl_s,
@@ -158,6 +152,29 @@ def default_policies(settings: Settings) -> Policies:
     )
     _defaults[:] = [(settings, policies)]
     return policies
+
+
+def _timeouts(settings: Settings) -> Timeouts:
+    # The preset, or nothing of llmpulse's; each variable set wins for its phase.
+    base = Timeouts.fixed() if settings.deadlines == "fixed" else Timeouts()
+    overrides: dict[str, Any] = {
+        "connect_s": settings.connect_timeout_s,
+        "read_s": settings.read_timeout_s,
+        "stream_first_byte_s": settings.stream_first_byte_timeout_s,
+        "stream_idle_s": settings.stream_idle_timeout_s,
+        "total_s": settings.total_timeout_s,
+    }
+    return dataclasses.replace(
+        base,
+        read_per_token_s=settings.read_timeout_per_token_s,
+        **{name: value for name, value in overrides.items() if value is not None},
+    )
+
+
+def _max_retries(settings: Settings) -> int | None:
+    if settings.max_retries is not None:
+        return settings.max_retries
+    return 2 if settings.deadlines == "fixed" else None  # the recipe's 2 retries, whatever the client says
 
 
 def _count_store_fallback(reason: str) -> None:

@@ -140,6 +140,9 @@ class CallEvent:
     queue_wait_s: float = 0.0
     budget_action: str | None = None
     sampled: bool = True
+    content_encoding: str | None = None
+    body_unread_reason: str | None = None
+    body_malformed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

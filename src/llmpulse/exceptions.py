@@ -13,7 +13,7 @@ when one of its policies refuses or ends a call::
         ├── BudgetExceededError     a budget with action "block"
         ├── DeadlineExceededError   the call's total deadline is spent
         ├── OverloadedError         the pending queue is full
-        └── MalformedResponseError  a 2xx body that is not valid JSON/SSE
+        └── MalformedResponseError  no longer raised (see its docstring)
 
 A `PolicyError` raised through a wrapped client is also an instance of that
 SDK's ``APIConnectionError``: ``except openai.APIError`` handlers keep
@@ -125,7 +125,16 @@ class OverloadedError(PolicyError):
 
 
 class MalformedResponseError(PolicyError):
-    """A successful (2xx) response whose body is not valid JSON or SSE."""
+    """Kept importable for code that catches it; llmpulse no longer raises it.
+
+    A 2xx body that is not the JSON it says it is now reaches the SDK
+    unchanged, and the caller gets the SDK's own exception, as without
+    llmpulse (``json.JSONDecodeError``, a ``ValueError``, in both SDKs). The
+    call's event records it: ``body_malformed=True``, ``error_type="JSONDecodeError"``.
+
+    .. versionchanged:: Unreleased
+       No longer raised.
+    """
 
     reason = "malformed_response"
 
