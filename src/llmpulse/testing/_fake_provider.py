@@ -2,8 +2,9 @@
 
 A real HTTP/1.1 server (asyncio, in its own thread and loop), so the SDKs run
 unmodified over real sockets: timeouts, resets, keep-alive and slow streams
-behave as they do in production. Usable from sync and async tests alike: an
-async test's loop never runs the server.
+behave as they do in production. JSON answers are gzipped when the client accepts
+it, as the hosted APIs send them (see `FakeProvider`'s ``compress``). Usable from
+sync and async tests alike: an async test's loop never runs the server.
 """
 
 from __future__ import annotations
