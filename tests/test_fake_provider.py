@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -788,19 +789,27 @@ def decoder(coding: str) -> Callable[[bytes], bytes]:
     return zlib.decompressobj(31 if coding == "gzip" else 15).decompress
 
 
-def wire(
-    fake: FakeProvider, method: str, path: str, accept_encoding: str | None, **kw: Any
-) -> httpx2.Response:
-    """One request with this Accept-Encoding (None: no such header); the answer's body as sent."""
+@dataclasses.dataclass(frozen=True)
+class Wire:
+    """An answer as it came over the wire: its body undecoded."""
+
+    status: int
+    headers: httpx2.Headers
+    body: bytes
+
+
+def wire(fake: FakeProvider, method: str, path: str, accept_encoding: str | None, **kw: Any) -> Wire:
+    """One request with this Accept-Encoding (None: no such header)."""
     with httpx2.Client() as client:
         request = client.build_request(method, fake.base_url + path, **kw)
         del request.headers["accept-encoding"]
         if accept_encoding is not None:
             request.headers["accept-encoding"] = accept_encoding
         response = client.send(request, stream=True)
-        response._content = b"".join(response.iter_raw())  # what came over the wire, undecoded
-        response.close()
-        return response
+        try:
+            return Wire(response.status_code, response.headers, b"".join(response.iter_raw()))
+        finally:
+            response.close()
 
 
 def chunks_of(fake: FakeProvider, body: dict[str, Any], accept_encoding: str) -> tuple[bytes, list[bytes]]:
@@ -875,8 +884,8 @@ def test_default_gzips_json_when_accepted(
     response = wire(fake, "POST", "/v1/chat/completions", accept_encoding, json=CHAT)
     assert response.headers.get("content-encoding") == expected
     assert response.headers["vary"] == "Accept-Encoding"
-    assert int(response.headers["content-length"]) == len(response.content)
-    body = zlib.decompress(response.content, 31) if expected else response.content
+    assert int(response.headers["content-length"]) == len(response.body)
+    body = zlib.decompress(response.body, 31) if expected else response.body
     assert json.loads(body)["choices"][0]["message"]["content"] == words(3)
 
 
@@ -889,9 +898,9 @@ def test_each_coding_decodes_to_the_same_json(coding: ContentEncoding) -> None:
         gzip_only = wire(fp, "GET", "/v1/models", "gzip")
     assert coded.headers["content-encoding"] == coding
     assert "content-encoding" not in plain.headers
-    assert len(coded.content) < len(plain.content)
-    assert decoder(coding)(coded.content) == plain.content
-    assert json.loads(plain.content)["object"] == "list"
+    assert len(coded.body) < len(plain.body)
+    assert decoder(coding)(coded.body) == plain.body
+    assert json.loads(plain.body)["object"] == "list"
     assert gzip_only.headers.get("content-encoding") == ("gzip" if coding == "gzip" else None)
 
 
@@ -901,7 +910,7 @@ def test_compress_false_never_compresses() -> None:
         response = wire(fp, "POST", "/v1/chat/completions", ALL_CODINGS, json=CHAT)
     assert "content-encoding" not in response.headers
     assert "vary" not in response.headers
-    assert json.loads(response.content)["choices"][0]["message"]["content"] == words(3)
+    assert json.loads(response.body)["choices"][0]["message"]["content"] == words(3)
 
 
 def test_error_bodies_are_compressed(fake: FakeProvider) -> None:
@@ -909,12 +918,12 @@ def test_error_bodies_are_compressed(fake: FakeProvider) -> None:
     fake.enqueue(Fault.status(429, retry_after=2))
     limited = wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
     missing = wire(fake, "POST", "/v1/nowhere", "gzip", headers={"anthropic-version": "2023-06-01"})
-    assert (limited.status_code, limited.headers["content-encoding"]) == (429, "gzip")
+    assert (limited.status, limited.headers["content-encoding"]) == (429, "gzip")
     assert limited.headers["retry-after"] == "2"
-    assert int(limited.headers["content-length"]) == len(limited.content)
-    assert json.loads(zlib.decompress(limited.content, 31))["error"]["code"] == "rate_limit_exceeded"
-    assert (missing.status_code, missing.headers["content-encoding"]) == (404, "gzip")
-    assert json.loads(zlib.decompress(missing.content, 31))["error"]["type"] == "not_found_error"
+    assert int(limited.headers["content-length"]) == len(limited.body)
+    assert json.loads(zlib.decompress(limited.body, 31))["error"]["code"] == "rate_limit_exceeded"
+    assert (missing.status, missing.headers["content-encoding"]) == (404, "gzip")
+    assert json.loads(zlib.decompress(missing.body, 31))["error"]["type"] == "not_found_error"
 
 
 def test_faults_apply_to_the_compressed_bytes(fake: FakeProvider) -> None:
@@ -922,14 +931,14 @@ def test_faults_apply_to_the_compressed_bytes(fake: FakeProvider) -> None:
     fake.enqueue(Fault.malformed_json(), Fault.truncated(), Fault.huge(200_000))
     malformed = wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
     assert malformed.headers["content-encoding"] == "gzip"
-    assert int(malformed.headers["content-length"]) == len(malformed.content)
+    assert int(malformed.headers["content-length"]) == len(malformed.body)
     with pytest.raises(json.JSONDecodeError):
-        json.loads(zlib.decompress(malformed.content, 31))
+        json.loads(zlib.decompress(malformed.body, 31))
     with pytest.raises(httpx2.RemoteProtocolError):
         wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
     huge = wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
-    assert len(huge.content) < 20_000
-    assert len(json.loads(zlib.decompress(huge.content, 31))["choices"][0]["message"]["content"]) == 200_000
+    assert len(huge.body) < 20_000
+    assert len(json.loads(zlib.decompress(huge.body, 31))["choices"][0]["message"]["content"]) == 200_000
 
 
 def test_truncated_gzip_body_is_a_prefix(fake: FakeProvider) -> None:
