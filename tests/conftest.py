@@ -36,7 +36,22 @@ def _quiet_defaults() -> Iterator[None]:
 
 @pytest.fixture(name="fake", scope="session")
 def _fake() -> Iterator[FakeProvider]:
+    # The default fake answers as the hosted APIs do: JSON gzipped when accepted, streams plain.
     with FakeProvider() as fp:
+        yield fp
+
+
+@pytest.fixture(name="plain_fake", scope="session")
+def _plain_fake() -> Iterator[FakeProvider]:
+    # For the modules that run both ways (a `fake` of theirs picks one of these per test).
+    with FakeProvider(compress=False) as fp:
+        yield fp
+
+
+@pytest.fixture(name="gzip_streams_fake", scope="session")
+def _gzip_streams_fake() -> Iterator[FakeProvider]:
+    # Streams gzipped too: the hosted APIs' streams are plain, which would leave nothing to decode.
+    with FakeProvider(compress_streams=True) as fp:
         yield fp
 
 

@@ -14,6 +14,13 @@ from conftest import ANTHROPIC_KEY, MESSAGES, OPENAI_KEY
 from llmpulse.testing import CapturingSink, FakeProvider, Fault
 
 
+@pytest.fixture(name="fake", params=["gzip", "plain"])
+def _fake(request: pytest.FixtureRequest, fake: FakeProvider, plain_fake: FakeProvider) -> FakeProvider:
+    # Every test runs on the default fake, which gzips answers as the hosted APIs do, and on one
+    # that does not; the clients of conftest.py use whichever this picks.
+    return fake if request.param == "gzip" else plain_fake
+
+
 def test_openai_chat_event_has_usage_cost_and_ids(oai: openai.OpenAI, sink: CapturingSink) -> None:
     """A chat completion yields one ok CallEvent with the provider's usage, cost and request id."""
     with llmpulse.context(tenant="acme", route="/chat", feature="summarize", tags={"plan": "pro"}):

@@ -31,6 +31,10 @@ def test_demo_runs_and_writes_json_logs(tmp_path: Path, capsys: pytest.CaptureFi
     assert {c["tenant"] for c in calls} <= {"acme", "globex", "initech", "umbrella", "hooli"}
     assert any(c["streamed"] for c in calls)
     assert all("sk-demo" not in json.dumps(c) for c in calls)
+    # The fake's answers are valid JSON, gzipped as the hosted APIs send them: the wrapped clients
+    # must read them as the bare SDK does, whatever faults the demo's plan scripts.
+    assert [c for c in calls if c["error_type"] == "MalformedResponseError"] == []
+    assert any(c["outcome"] == "ok" and not c["streamed"] for c in calls)
 
 
 def test_cli_rejects_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -13,17 +14,25 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anthropic
+import brotli
 import httpx2
 import openai
 import pydantic
 import pytest
 
 from conftest import http_errors
+from llmpulse.testing._fake_encoding import ENCODINGS, ContentEncoding, negotiate
 from llmpulse.testing._fake_provider import FakeProvider, Fault, FaultPlan, main
+
+if sys.version_info >= (3, 14):
+    from compression.zstd import ZstdDecompressor
+else:
+    from backports.zstd import ZstdDecompressor
 
 PROMPT = "Summarise the incident for the on-call."  # 39 chars: 9 prompt tokens
 MESSAGES: list[Any] = [{"role": "user", "content": PROMPT}]
@@ -765,19 +774,353 @@ def test_connection_close_is_honoured(fake: FakeProvider) -> None:
     assert json.loads(body)["object"] == "list"
 
 
+# -- compression -----------------------------------------------------------------
+
+CHAT = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 3}
+ALL_CODINGS = "gzip, deflate, br, zstd"
+
+
+def decoder(coding: str) -> Callable[[bytes], bytes]:
+    """An incremental decoder of ``coding`` from the libraries themselves, not from httpx2."""
+    if coding == "br":
+        return brotli.Decompressor().process
+    if coding == "zstd":
+        return ZstdDecompressor().decompress
+    return zlib.decompressobj(31 if coding == "gzip" else 15).decompress
+
+
+@dataclasses.dataclass(frozen=True)
+class Wire:
+    """An answer as it came over the wire: its body undecoded."""
+
+    status: int
+    headers: httpx2.Headers
+    body: bytes
+
+
+def wire(fake: FakeProvider, method: str, path: str, accept_encoding: str | None, **kw: Any) -> Wire:
+    """One request with this Accept-Encoding (None: no such header)."""
+    with httpx2.Client() as client:
+        request = client.build_request(method, fake.base_url + path, **kw)
+        del request.headers["accept-encoding"]
+        if accept_encoding is not None:
+            request.headers["accept-encoding"] = accept_encoding
+        response = client.send(request, stream=True)
+        try:
+            return Wire(response.status_code, response.headers, b"".join(response.iter_raw()))
+        finally:
+            response.close()
+
+
+def chunks_of(fake: FakeProvider, body: dict[str, Any], accept_encoding: str) -> tuple[bytes, list[bytes]]:
+    """POST to chat completions over a raw socket: the answer's head and its HTTP chunks, as framed."""
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nAccept-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (accept_encoding.encode(), len(payload), payload)
+        )
+        reply = b""
+        while data := sock.recv(65536):
+            reply += data
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    chunks = []
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        chunks.append(rest[: int(size, 16)])
+        rest = rest[int(size, 16) + 2 :]
+    return head, chunks
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "coding", "expected"),
+    [
+        ("gzip, deflate", "gzip", True),
+        ("gzip, deflate, br, zstd", "zstd", True),
+        ("deflate, br", "gzip", False),
+        ("gzip;q=0", "gzip", False),
+        ("GZip ; Q=0.5", "gzip", True),
+        ("x-gzip", "gzip", True),
+        ("identity", "gzip", False),
+        ("", "gzip", False),
+        (None, "gzip", False),
+        ("*", "br", True),
+        ("*;q=0", "gzip", False),
+        ("br, *;q=0", "gzip", False),
+        ("gzip;q=0.5, identity", "gzip", False),
+        ("gzip, identity;q=0.5", "gzip", True),
+        ("gzip;q=0.5, *", "gzip", False),
+        ("identity;q=0, deflate", "deflate", True),
+        ("gzip;q=2", "gzip", False),
+        ("gzip;q=0.3333", "gzip", False),
+        ("gzip;level=1;q=0.2", "gzip", True),
+    ],
+)
+def test_negotiation_weighs_codings_against_identity(
+    accept_encoding: str | None, coding: ContentEncoding, expected: bool
+) -> None:
+    """A coding is used when accepted by name or *, with q > 0, and not less wanted than identity."""
+    assert negotiate(accept_encoding, coding) is expected
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "expected"),
+    [
+        ("gzip, deflate", "gzip"),
+        ("gzip, deflate, br, zstd", "gzip"),
+        ("*", "gzip"),
+        ("deflate, br", None),
+        ("gzip;q=0, deflate", None),
+        ("identity", None),
+        (None, None),
+    ],
+    ids=["sdk", "sdk-all", "star", "no-gzip", "q0", "identity", "none"],
+)
+def test_default_gzips_json_when_accepted(
+    fake: FakeProvider, accept_encoding: str | None, expected: str | None
+) -> None:
+    """The default fake gzips a JSON answer only when accepted; Content-Length is what is sent."""
+    response = wire(fake, "POST", "/v1/chat/completions", accept_encoding, json=CHAT)
+    assert response.headers.get("content-encoding") == expected
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert int(response.headers["content-length"]) == len(response.body)
+    body = zlib.decompress(response.body, 31) if expected else response.body
+    assert json.loads(body)["choices"][0]["message"]["content"] == words(3)
+
+
+@pytest.mark.parametrize("coding", ENCODINGS)
+def test_each_coding_decodes_to_the_same_json(coding: ContentEncoding) -> None:
+    """compress=CODING answers in that coding; decoded, the body is the uncompressed one."""
+    with FakeProvider(compress=coding) as fp:
+        coded = wire(fp, "GET", "/v1/models", ALL_CODINGS)
+        plain = wire(fp, "GET", "/v1/models", "identity")
+        gzip_only = wire(fp, "GET", "/v1/models", "gzip")
+    assert coded.headers["content-encoding"] == coding
+    assert "content-encoding" not in plain.headers
+    assert len(coded.body) < len(plain.body)
+    assert decoder(coding)(coded.body) == plain.body
+    assert json.loads(plain.body)["object"] == "list"
+    assert gzip_only.headers.get("content-encoding") == ("gzip" if coding == "gzip" else None)
+
+
+def test_compress_false_never_compresses() -> None:
+    """compress=False sends plain bodies, without Vary, whatever the client accepts."""
+    with FakeProvider(compress=False) as fp:
+        response = wire(fp, "POST", "/v1/chat/completions", ALL_CODINGS, json=CHAT)
+    assert "content-encoding" not in response.headers
+    assert "vary" not in response.headers
+    assert json.loads(response.body)["choices"][0]["message"]["content"] == words(3)
+
+
+def test_error_bodies_are_compressed(fake: FakeProvider) -> None:
+    """Error answers, scripted or a 404, are gzipped too, with their headers intact."""
+    fake.enqueue(Fault.status(429, retry_after=2))
+    limited = wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
+    missing = wire(fake, "POST", "/v1/nowhere", "gzip", headers={"anthropic-version": "2023-06-01"})
+    assert (limited.status, limited.headers["content-encoding"]) == (429, "gzip")
+    assert limited.headers["retry-after"] == "2"
+    assert int(limited.headers["content-length"]) == len(limited.body)
+    assert json.loads(zlib.decompress(limited.body, 31))["error"]["code"] == "rate_limit_exceeded"
+    assert (missing.status, missing.headers["content-encoding"]) == (404, "gzip")
+    assert json.loads(zlib.decompress(missing.body, 31))["error"]["type"] == "not_found_error"
+
+
+def test_faults_apply_to_the_compressed_bytes(fake: FakeProvider) -> None:
+    """malformed_json gzips a non-JSON body, truncated cuts the gzip bytes, huge compresses well."""
+    fake.enqueue(Fault.malformed_json(), Fault.truncated(), Fault.huge(200_000))
+    malformed = wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
+    assert malformed.headers["content-encoding"] == "gzip"
+    assert int(malformed.headers["content-length"]) == len(malformed.body)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(zlib.decompress(malformed.body, 31))
+    with pytest.raises(httpx2.RemoteProtocolError):
+        wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
+    huge = wire(fake, "POST", "/v1/chat/completions", "gzip", json=CHAT)
+    assert len(huge.body) < 20_000
+    assert len(json.loads(zlib.decompress(huge.body, 31))["choices"][0]["message"]["content"]) == 200_000
+
+
+def test_truncated_gzip_body_is_a_prefix(fake: FakeProvider) -> None:
+    """A truncated compressed body is the first half of a valid gzip stream: it decodes, but never ends."""
+    fake.enqueue(Fault.truncated())
+    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
+        payload = json.dumps(CHAT).encode()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
+        reply = b""
+        while data := sock.recv(65536):
+            reply += data
+    head, _, body = reply.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    assert headers["content-encoding"] == "gzip"
+    assert len(body) == int(headers["content-length"]) // 2
+    partial = zlib.decompressobj(31)
+    assert b'"choices"' in partial.decompress(body)
+    assert not partial.eof
+
+
+def test_streams_are_not_compressed_by_default(fake: FakeProvider) -> None:
+    """Event streams stay plain by default, as the hosted APIs send them, and say no Vary."""
+    head, chunks = chunks_of(fake, {**CHAT, "stream": True}, ALL_CODINGS)
+    assert b"content-encoding" not in head
+    assert b"vary" not in head
+    assert chunks[0].startswith(b"data: ")
+
+
+@pytest.mark.parametrize("coding", ENCODINGS)
+def test_compressed_streams_flush_every_event(coding: ContentEncoding) -> None:
+    """With compress_streams, each HTTP chunk decodes to whole events as it arrives; the last ends it."""
+    with FakeProvider(compress=coding, compress_streams=True) as fp:
+        head, chunks = chunks_of(fp, {**CHAT, "stream": True}, ALL_CODINGS)
+    assert f"content-encoding: {coding}".encode() in head
+    assert b"vary: Accept-Encoding" in head
+    decode = decoder(coding)
+    events = [decode(chunk) for chunk in chunks[:-1]]
+    assert chunks[-1] == b""  # the chunked body's end
+    assert all(e.endswith(b"\n\n") for e in events[:-1])
+    text = b"".join(events).decode()
+    assert text.count("data: ") == 1 + 3 + 1 + 1  # role, 3 words, finish, [DONE]
+    assert text.endswith("data: [DONE]\n\n")
+
+
+def test_faults_on_compressed_streams() -> None:
+    """On a gzipped stream, reset_mid_stream delivers its events, malformed_json and truncated fail."""
+    with (
+        FakeProvider(compress_streams=True) as fp,
+        openai.OpenAI(api_key="sk-test", base_url=fp.openai_base_url, max_retries=0) as client,
+    ):
+        fp.enqueue(Fault.reset_mid_stream(after_events=2), Fault.malformed_json(), Fault.truncated())
+        received = []
+        with pytest.raises((*http_errors(), openai.APIError)):  # noqa: PT012 - the error comes mid-iteration
+            for chunk in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
+                received.append(chunk)
+        assert [c.choices[0].delta.content for c in received] == ["", "the"]
+        with pytest.raises(json.JSONDecodeError):
+            list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+        with pytest.raises((*http_errors(), openai.APIError)):
+            list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+        assert fp.stats().by_status == {200: 3}
+
+
+def test_compression_options_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown coding, compress_streams without compress, or a missing library fail at once."""
+    with pytest.raises(ValueError, match="compress must be"):
+        FakeProvider(compress="lzma")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="compress_streams"):
+        FakeProvider(compress=False, compress_streams=True)
+    monkeypatch.setitem(sys.modules, "brotli", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install brotli"):
+        FakeProvider(compress="br")
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
+    with pytest.raises(ImportError, match="backports-zstd"):
+        FakeProvider(compress="zstd")
+
+
+@pytest.fixture(name="coded", scope="module", params=ENCODINGS)
+def _coded(request: pytest.FixtureRequest) -> Iterator[tuple[FakeProvider, str]]:
+    with FakeProvider(compress=request.param, compress_streams=True) as fp:
+        yield fp, request.param
+
+
+def test_bare_sync_sdks_read_every_coding(coded: tuple[FakeProvider, str]) -> None:
+    """The bare sync openai and anthropic SDKs parse compressed answers, errors and streams."""
+    coded_fake, coding = coded
+    with (
+        openai.OpenAI(api_key="sk-test", base_url=coded_fake.openai_base_url, max_retries=0) as oai,
+        anthropic.Anthropic(
+            api_key="sk-ant-test", base_url=coded_fake.anthropic_base_url, max_retries=0
+        ) as ant,
+    ):
+        raw = oai.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, max_tokens=3)
+        assert raw.headers["content-encoding"] == coding
+        assert raw.parse().choices[0].message.content == words(3)
+        stream = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=3, stream=True)
+        assert stream.response.headers["content-encoding"] == coding
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == words(3)
+        message = ant.messages.with_raw_response.create(
+            model="claude-haiku-4-5", max_tokens=3, messages=MESSAGES
+        )
+        assert message.headers["content-encoding"] == coding
+        assert message.parse().content[0].text == words(3)  # type: ignore[union-attr]
+        with ant.messages.stream(model="claude-haiku-4-5", max_tokens=3, messages=MESSAGES) as helper:
+            assert "".join(helper.text_stream) == words(3)
+        coded_fake.enqueue(Fault.status(400, message="bad model"))
+        with pytest.raises(openai.BadRequestError) as bad:
+            oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert bad.value.response.headers["content-encoding"] == coding
+        assert isinstance(bad.value.body, dict)
+        assert bad.value.body["message"] == "bad model"
+
+
+async def test_bare_async_sdks_read_every_coding(coded: tuple[FakeProvider, str]) -> None:
+    """The bare async openai and anthropic SDKs parse compressed answers, errors and streams."""
+    coded_fake, coding = coded
+    async with (
+        openai.AsyncOpenAI(api_key="sk-test", base_url=coded_fake.openai_base_url, max_retries=0) as oai,
+        anthropic.AsyncAnthropic(
+            api_key="sk-ant-test", base_url=coded_fake.anthropic_base_url, max_retries=0
+        ) as ant,
+    ):
+        raw = await oai.responses.with_raw_response.create(model="gpt-5", input=PROMPT, max_output_tokens=2)
+        assert raw.headers["content-encoding"] == coding
+        assert raw.parse().output_text == words(2)
+        stream = await oai.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=3, stream=True
+        )
+        assert "".join([c.choices[0].delta.content or "" async for c in stream]) == words(3)
+        message = await ant.messages.with_raw_response.create(
+            model="claude-haiku-4-5", max_tokens=3, messages=MESSAGES
+        )
+        assert message.headers["content-encoding"] == coding
+        assert (await message.parse()).usage.output_tokens == 3
+        events = await ant.messages.create(
+            model="claude-haiku-4-5", max_tokens=3, messages=MESSAGES, stream=True
+        )
+        assert [e.type async for e in events][-1] == "message_stop"
+        coded_fake.enqueue(Fault.status(529))
+        with pytest.raises(anthropic.OverloadedError) as overloaded:
+            await ant.messages.create(model="claude-haiku-4-5", max_tokens=3, messages=MESSAGES)
+        assert overloaded.value.response.headers["content-encoding"] == coding
+        assert isinstance(overloaded.value.body, dict)
+        assert overloaded.value.body["error"]["type"] == "overloaded_error"
+
+
 # -- command line ----------------------------------------------------------------
 
 
-def test_command_line_serves_until_interrupted() -> None:
-    """`llmpulse fake-provider` serves on the given port and exits 0 on Ctrl-C."""
+@pytest.mark.parametrize(
+    ("flags", "json_coding", "stream_coding"),
+    [
+        ([], "gzip", None),
+        (["--no-compress"], None, None),
+        (["--compress", "br", "--compress-streams"], "br", "br"),
+    ],
+    ids=["default", "no-compress", "br-streams"],
+)
+def test_command_line_serves_until_interrupted(
+    flags: list[str], json_coding: str | None, stream_coding: str | None
+) -> None:
+    """`llmpulse fake-provider` serves on the given port, compressing as told, and exits 0 on Ctrl-C."""
     code = "import sys; from llmpulse.testing._fake_provider import main; sys.exit(main(sys.argv[1:]))"
-    args = ["--port", "0", "--latency", "0.01", "--error-rate", "500=0.0", "--max-concurrency", "5"]
+    args = ["--port", "0", "--latency", "0.01", "--error-rate", "500=0.0", "--max-concurrency", "5", *flags]
     with subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             base_url = line.split()[3]
-            assert httpx2.get(base_url + "/v1/models").status_code == 200
+            headers = {"accept-encoding": ALL_CODINGS}
+            models = httpx2.get(base_url + "/v1/models", headers=headers)
+            assert (models.status_code, models.headers.get("content-encoding")) == (200, json_coding)
+            assert models.json()["object"] == "list"
+            chat = httpx2.post(
+                base_url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers
+            )
+            assert chat.headers.get("content-encoding") == stream_coding
+            assert chat.text.endswith("data: [DONE]\n\n")
             proc.send_signal(signal.SIGINT)
             assert proc.wait(10) == 0
         finally:
@@ -790,3 +1133,32 @@ def test_command_line_rejects_bad_rates(capsys: pytest.CaptureFixture[str]) -> N
         main(["--error-rate", "500:0.1"])
     assert exit_info.value.code == 2
     assert "STATUS=PROBABILITY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--compress", "lzma"], "invalid choice"),
+        (["--compress", "gzip", "--no-compress"], "not allowed with"),
+        (["--no-compress", "--compress-streams"], "exclude each other"),
+    ],
+)
+def test_command_line_rejects_bad_compression(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    """An unknown coding, or contradictory compression flags, are usage errors."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_names_a_missing_library(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compress br without brotli installed is a usage error that says what to install."""
+    monkeypatch.setitem(sys.modules, "brotli", None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--compress", "br"])
+    assert exit_info.value.code == 2
+    assert "pip install brotli" in capsys.readouterr().err

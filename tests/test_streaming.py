@@ -13,6 +13,15 @@ from conftest import MESSAGES, http_errors
 from llmpulse.testing import CapturingSink, FakeProvider, Fault, FaultPlan
 
 
+@pytest.fixture(name="fake", params=["gzip", "plain"])
+def _fake(
+    request: pytest.FixtureRequest, gzip_streams_fake: FakeProvider, plain_fake: FakeProvider
+) -> FakeProvider:
+    # Every test runs on a fake that gzips streams too (the hosted APIs gzip only JSON answers,
+    # which would leave a stream nothing to decode) and on one that compresses nothing.
+    return gzip_streams_fake if request.param == "gzip" else plain_fake
+
+
 def _chunks(
     stream: openai.Stream[openai.types.chat.ChatCompletionChunk],
 ) -> list[tuple[int, str | None]]:

@@ -2,8 +2,9 @@
 
 A real HTTP/1.1 server (asyncio, in its own thread and loop), so the SDKs run
 unmodified over real sockets: timeouts, resets, keep-alive and slow streams
-behave as they do in production. Usable from sync and async tests alike: an
-async test's loop never runs the server.
+behave as they do in production. JSON answers are gzipped when the client accepts
+it, as the hosted APIs send them (see `FakeProvider`'s ``compress``). Usable from
+sync and async tests alike: an async test's loop never runs the server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal
 
+from . import _fake_encoding as enc
 from . import _fake_formats as fmt
 
 __all__ = ["FakeProvider", "FakeStats", "Fault", "FaultKind", "FaultPlan", "RecordedRequest", "main"]
@@ -315,11 +317,28 @@ class FakeProvider:
             client.chat.completions.create(model="gpt-4o", messages=[...])  # one retry
             assert fake.stats().by_status == {500: 1, 200: 1}
 
+    JSON answers, errors included, are compressed as the hosted APIs compress them: gzip, at
+    any size, when the request's ``Accept-Encoding`` accepts it (the SDKs always send it), with
+    ``Content-Length`` the compressed length and ``Vary: Accept-Encoding``. Streams
+    (``text/event-stream``) stay uncompressed, as the hosted APIs send them, unless
+    ``compress_streams`` is set; then every event is flushed as it is sent, so it can be decoded
+    on arrival. Faults apply to the compressed bytes: ``truncated`` cuts them, ``malformed_json``
+    compresses a body that is not JSON.
+
     Args:
         plan: Default behaviour (see `FaultPlan`).
         host: Address to listen on.
         port: Port (0 picks a free one; see `port` once started).
         max_recorded: Recorded requests to keep (the oldest go first); None keeps all.
+        compress: True: gzip when the client accepts it (what the hosted APIs do); False: never
+            compress (what the fake did before it compressed); or ``"gzip"``, ``"deflate"``, ``"br"`` or
+            ``"zstd"``: that coding, when the client accepts it.
+        compress_streams: Compress streams too, with the same coding (for testing stream
+            decoding; the hosted APIs do not).
+
+    Raises:
+        ValueError: ``compress`` is not one of those, or ``compress_streams`` without ``compress``.
+        ImportError: ``"br"`` without ``brotli``, or ``"zstd"`` without ``backports-zstd``.
     """
 
     def __init__(
@@ -329,7 +348,23 @@ class FakeProvider:
         host: str = "127.0.0.1",
         port: int = 0,
         max_recorded: int | None = 100_000,
+        compress: bool | enc.ContentEncoding = True,
+        compress_streams: bool = False,
     ) -> None:
+        if compress is True:
+            coding: enc.ContentEncoding | None = "gzip"
+        elif compress is False:
+            coding = None
+        elif compress in enc.ENCODINGS:
+            coding = compress
+        else:
+            raise ValueError(f"compress must be True, False or one of {enc.ENCODINGS}: {compress!r}")
+        if coding is None and compress_streams:
+            raise ValueError("compress_streams=True needs compress")
+        if coding is not None:
+            enc.check_available(coding)
+        self._coding = coding
+        self._compress_streams = compress_streams
         self.host = host
         self.port = port
         self._requested_port = port
@@ -680,20 +715,41 @@ class FakeProvider:
         )
         if events is not None:
             delay = fault.seconds if fault is not None and kind == "slow_stream" else plan.chunk_delay_s
-            return await self._send_stream(writer, headers, list(events), delay, fault)
+            coding = self._negotiate(request, headers) if self._compress_streams else None
+            return await self._send_stream(writer, headers, list(events), delay, fault, coding)
         payload = json.dumps(fmt.json_body(where, data, gen), separators=(",", ":")).encode()
-        headers["content-length"] = str(len(payload))
-        self._count(200)
         if kind == "malformed_json":
             payload = b'{"id": "chatcmpl-broken", "choices": [}'
-            headers["content-length"] = str(len(payload))
-        elif kind in ("truncated", "reset_mid_stream"):
+        payload = self._encode(request, headers, payload)
+        self._count(200)
+        if kind in ("truncated", "reset_mid_stream"):
             await _write(writer, 200, headers, payload[: len(payload) // 2])
             if kind == "reset_mid_stream":
                 raise _Reset
             return False
         await _write(writer, 200, headers, payload)
         return True
+
+    def _negotiate(self, request: _Request, headers: dict[str, str]) -> enc.ContentEncoding | None:
+        """The coding of this answer, if any; adds ``Vary`` when compression is on at all.
+
+        The answer depends on ``Accept-Encoding`` whether or not this one is compressed, and a
+        cache must know that about both variants.
+        """
+        if self._coding is None:
+            return None
+        headers["vary"] = "Accept-Encoding"
+        if not enc.negotiate(request.headers.get("accept-encoding"), self._coding):
+            return None
+        headers["content-encoding"] = self._coding
+        return self._coding
+
+    def _encode(self, request: _Request, headers: dict[str, str], payload: bytes) -> bytes:
+        """Compress a whole body as negotiated; sets ``Content-Length`` to what is sent."""
+        if (coding := self._negotiate(request, headers)) is not None:
+            payload = enc.compress(payload, coding)
+        headers["content-length"] = str(len(payload))
+        return payload
 
     def _count(self, status: int) -> None:
         with self._lock:
@@ -728,8 +784,7 @@ class FakeProvider:
             headers["retry-after-ms"] = str(fault.retry_after_ms)
         if fault.should_retry is not None:
             headers["x-should-retry"] = "true" if fault.should_retry else "false"
-        payload = json.dumps(body).encode()
-        headers["content-length"] = str(len(payload))
+        payload = self._encode(request, headers, json.dumps(body).encode())
         self._count(status)
         await _write(writer, status, headers, payload)
 
@@ -740,8 +795,9 @@ class FakeProvider:
         events: list[bytes],
         delay: float,
         fault: Fault | None,
+        coding: enc.ContentEncoding | None,
     ) -> bool:
-        """Send SSE events as HTTP chunks; False when the stream was cut short."""
+        """Send SSE events as HTTP chunks, each compressed and flushed if coded; False when cut short."""
         headers |= {"transfer-encoding": "chunked", "cache-control": "no-cache"}
         self._count(200)
         kind = fault.kind if fault is not None else None
@@ -753,22 +809,31 @@ class FakeProvider:
             stop = fault.after_events
         elif kind == "truncated":
             stop = len(events) // 2
+        encoder = enc.encoder(coding) if coding is not None else None
+
+        def chunk(event: bytes) -> bytes:
+            return _chunk(encoder.chunk(event) if encoder is not None else event)
+
+        def end() -> bytes:
+            # The compressor's end (gzip's checksum) comes before the last, empty chunk.
+            return (_chunk(encoder.finish()) if encoder is not None else b"") + b"0\r\n\r\n"
+
         if delay <= 0 and stop is None:
             # Nothing to observe between events: one write is much cheaper for benchmarks.
-            chunks = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events)
-            await _write(writer, 200, headers, chunks + b"0\r\n\r\n")
+            body = b"".join(map(chunk, events))
+            await _write(writer, 200, headers, body + end())
             return True
         await _write(writer, 200, headers)
         for event in events[:stop]:
             if delay > 0:
                 await asyncio.sleep(delay)
-            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            writer.write(chunk(event))
             await writer.drain()
         if kind == "reset_mid_stream":
             raise _Reset
         if kind == "truncated":
-            return False  # closed without the last chunk
-        writer.write(b"0\r\n\r\n")
+            return False  # closed without the last chunk (nor the compressor's end)
+        writer.write(end())
         await writer.drain()
         return True
 
@@ -811,6 +876,11 @@ async def _read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     path, _, query = target.partition("?")
     return _Request(method, path, query, headers, body, keep_alive)
+
+
+def _chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk; none for no data (an empty chunk would end the body)."""
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
 async def _write(
@@ -893,7 +963,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-after", type=float, default=1.0, metavar="S", help="retry-after of 429s")
     parser.add_argument("--output-tokens", type=int, default=None, metavar="N")
     parser.add_argument("--seed", type=int, default=None)
+    coding = parser.add_mutually_exclusive_group()
+    coding.add_argument(
+        "--compress",
+        choices=enc.ENCODINGS,
+        default=True,
+        metavar="ENCODING",
+        help=f"answer JSON in this coding when accepted ({', '.join(enc.ENCODINGS)}; default: gzip)",
+    )
+    coding.add_argument("--no-compress", dest="compress", action="store_false", help="never compress answers")
+    parser.add_argument(
+        "--compress-streams", action="store_true", help="compress event streams too (the hosted APIs do not)"
+    )
     args = parser.parse_args(argv)
+    if args.compress_streams and args.compress is False:
+        parser.error("--compress-streams and --no-compress exclude each other")
     try:
         plan = FaultPlan(
             latency_s=args.latency,
@@ -909,7 +993,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     # A long benchmark must not grow the request log without bound.
-    with FakeProvider(plan, port=args.port, max_recorded=1000) as fake:
+    try:
+        fake = FakeProvider(
+            plan,
+            port=args.port,
+            max_recorded=1000,
+            compress=args.compress,
+            compress_streams=args.compress_streams,
+        )
+    except ImportError as exc:
+        parser.error(str(exc))
+    with fake:
         print(
             f"fake provider on {fake.base_url} (OpenAI base URL {fake.openai_base_url}); Ctrl-C stops it",
             flush=True,
