@@ -121,7 +121,7 @@ class _Zstd:
 
 def _brotli() -> _Coding | None:
     try:
-        import brotli  # type: ignore[import-untyped]  # noqa: PLC0415 - optional, as for the HTTP stacks
+        import brotli  # noqa: PLC0415 - optional, as for the HTTP stacks
     except ImportError:
         return None
     if not hasattr(brotli.Decompressor(), "can_accept_more_data"):
