@@ -65,7 +65,6 @@ from .policies._elsewhere import (
     record_served,
     stop_collecting,
 )
-from .providers import UsageChunkFilter
 from .providers._base import json_malformed
 from .state import WRITE_BACK, MemoryStore
 
@@ -74,7 +73,7 @@ _log = logging.getLogger("llmpulse")
 if TYPE_CHECKING:
     from ._hook import Hook
     from .policies import CircuitBreaker, Permit
-    from .providers import RequestInfo, ResponseInfo, StreamFormat
+    from .providers import RequestInfo, ResponseInfo, StreamWatch
     from .state import GcraResult
 
 __all__ = ["Call"]
@@ -123,7 +122,6 @@ def _warn_elsewhere_failed(provider: str, problem: object) -> None:
 
 
 _TAIL_LIMIT = 256 * 1024
-_MARKER_CARRY = 64
 _COLLECTED: deque[Call] = deque()
 
 
@@ -153,7 +151,6 @@ class Call:
         "_cache_hit",
         "_cache_key",
         "_capture",
-        "_carry",
         "_chunks",
         "_clock",
         "_content_at",
@@ -190,12 +187,11 @@ class Call:
         "_sse",
         "_status",
         "_stop_reason",
-        "_stream_format",
         "_t0",
         "_tail",
         "_timed",
         "_trace",
-        "_usage_filter",
+        "_watch",
         "attempts",
         "call_id",
     )
@@ -246,10 +242,8 @@ class Call:
         self._retained = 0
         self._nbytes = 0
         self._sse = False
-        self._stream_format: StreamFormat | None = None
         self._content_at: float | None = None
-        self._carry = b""
-        self._usage_filter: UsageChunkFilter | None = None
+        self._watch: StreamWatch | None = None
 
     def _init_policies(self, hook: Hook, info: RequestInfo, sdk_timeout: Any) -> None:
         policies = hook.policies
@@ -1037,16 +1031,16 @@ class Call:
         content_type = (self._headers or {}).get("content-type", "")
         self._sse = content_type.startswith("text/event-stream")
         if self._sse:
-            self._stream_format = self._hook.provider.stream_format(self._info)
-            if self._info.strip_usage_chunk:
-                self._usage_filter = UsageChunkFilter()
+            self._watch = self._hook.provider.stream_watch(self._info)
 
     def feed(self, chunk: bytes) -> bytes:
         """Watch one chunk on its way to the caller; return what to pass on.
 
         This runs for every network read of every stream, so it does the
-        least it can: keep a reference, and look for the first content
-        marker until it is found. Everything else is parsed once, at the end.
+        least it can: keep a reference, and let the stream watcher look for
+        the first output (and strip the usage chunk). Once the output was
+        seen and nothing is stripped, the watcher is dropped. Everything else
+        is parsed once, at the end.
         """
         size = len(chunk)
         self._nbytes += size
@@ -1055,11 +1049,15 @@ class Call:
             self._retained += size
         else:
             self._keep_tail(chunk)
-        if self._content_at is None and self._sse:
-            self._scan_for_content(chunk)
-        if self._usage_filter is not None:
-            return self._usage_filter.feed(chunk)
-        return chunk
+        watch = self._watch
+        if watch is None:
+            return chunk
+        out = watch.feed(chunk)
+        if watch.content_seen and self._content_at is None:
+            self._content_at = time.perf_counter()
+            if not watch.strips:
+                self._watch = None
+        return out
 
     def consume(self, content: bytes) -> bytes:
         """Watch a body the inner transport had already read in full; return what to keep."""
@@ -1069,29 +1067,14 @@ class Call:
 
     def drain(self) -> bytes:
         """Return bytes held back by usage-chunk stripping when the body ends."""
-        usage_filter, self._usage_filter = self._usage_filter, None
-        return b"" if usage_filter is None else usage_filter.drain()
+        watch, self._watch = self._watch, None
+        return b"" if watch is None else watch.drain()
 
     def _keep_tail(self, chunk: bytes) -> None:
         self._tail.append(chunk)
         size = sum(map(len, self._tail))
         while size > _TAIL_LIMIT and len(self._tail) > 1:
             size -= len(self._tail.pop(0))
-
-    def _scan_for_content(self, chunk: bytes) -> None:
-        assert self._stream_format is not None
-        data = self._carry + chunk
-        for marker in self._stream_format.content_markers:
-            pos = data.find(marker)
-            while pos >= 0:
-                end = pos + len(marker)
-                # '"content":""' is the role-only first chunk, not output.
-                if marker.endswith(b'"') and data[end : end + 1] in (b'"', b""):
-                    pos = data.find(marker, end)
-                    continue
-                self._content_at = time.perf_counter()
-                return
-        self._carry = data[-_MARKER_CARRY:]
 
     # -- finishing --------------------------------------------------------------
 
@@ -1155,9 +1138,7 @@ class Call:
             outcome: Outcome = "error"
         elif self._sse:
             parsed = provider.parse_stream(self._info, data)
-            fmt = self._stream_format
-            assert fmt is not None
-            terminal = any(m in data for m in fmt.terminal_markers)
+            terminal = parsed.terminal is True
             outcome = "ok" if terminal else "abandoned"
             if parsed.error_type is not None:
                 outcome = "error"
