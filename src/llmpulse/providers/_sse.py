@@ -30,7 +30,15 @@ from typing import Any, Literal, NamedTuple
 
 from ._base import loads
 
-__all__ = ["SseEvent", "StreamKind", "StreamWatch", "event_type", "iter_events", "parse_block"]
+__all__ = [
+    "EventSplitter",
+    "SseEvent",
+    "StreamKind",
+    "StreamWatch",
+    "event_type",
+    "iter_events",
+    "parse_block",
+]
 
 StreamKind = Literal["chat", "responses", "anthropic"]
 """Which SSE dialect a stream speaks: chat and legacy completions share one."""
@@ -39,8 +47,10 @@ StreamKind = Literal["chat", "responses", "anthropic"]
 # line-ending bytes are LF LF, CR CR or LF CR, possibly followed by the LF of
 # a CRLF. (CR LF alone is one line ending, not two.)
 _ENDS_BLANK = (b"\n\n", b"\r\r", b"\n\r", b"\n\r\n", b"\r\r\n")
-# Two line endings in a row, for the rare streams that use CR at all.
-_BLANK = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+# The line endings that end an event: two or more in a row (extra blank
+# lines belong to the event before them, however the reads are cut).
+_BLANK = re.compile(rb"(?:\r\n|\r(?!\n)|\n){2,}")
+_EOL = b"\r\n"
 # A data line that follows a non-empty line of the same event: the event may
 # spread its JSON over several lines, which the single-line hints can miss.
 _CONTINUED = re.compile(rb"data:(?:(?<=[^\r\n][\r\n]data:)|(?<=[^\r\n]\r\ndata:))")
@@ -174,20 +184,64 @@ def _last_blank_end(data: bytes, start: int) -> int:
 
 
 def _blocks(data: bytes, cut: int) -> list[bytes]:
-    """Split ``data[:cut]`` (which ends with a blank line) into event blocks; they join back to it."""
-    if data.find(b"\r", 0, cut) < 0:
-        pieces = data[:cut].split(b"\n\n")
-        blocks = [piece + b"\n\n" for piece in pieces[:-1]]
-        if pieces[-1]:
-            blocks.append(pieces[-1])  # stray blank lines after the last event
-        return blocks
+    """Split ``data[:cut]`` (which ends with a blank line) into event blocks; they join back to it.
+
+    Each block is an event's lines and the blank lines after it. Only the
+    first may start with line endings: the rest of a run the previous read
+    ended in.
+    """
     blocks, start = [], 0
     for match in _BLANK.finditer(data, 0, cut):
         blocks.append(data[start : match.end()])
         start = match.end()
-    if start < cut:
-        blocks.append(data[start:cut])
     return blocks
+
+
+class EventSplitter:
+    """Cuts a byte stream into whole events as its reads arrive.
+
+    Bytes after the last blank line are held until a later read completes
+    their event. A CRLF split across reads is fine: a CR ends the line at
+    once, and the LF that may follow reads as an empty line, which
+    dispatches nothing.
+    """
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def cut(self, chunk: bytes) -> tuple[bytes, int]:
+        """Add one read; return ``(data, end)``: ``data[:end]`` is whole events, the rest is held.
+
+        ``data`` is ``chunk`` itself when nothing was held, so the common
+        read (one or more whole events) costs no copy.
+        """
+        rest = self._rest
+        if not rest and chunk.endswith(_ENDS_BLANK):
+            return chunk, len(chunk)
+        data = rest + chunk if rest else chunk
+        end = _last_blank_end(data, max(len(rest) - 1, 0))
+        self._rest = data[end:] if end < len(data) else b""
+        return data, end
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        """Add one read; return the events it completes."""
+        data, end = self.cut(chunk)
+        return _events(_blocks(data, end)) if end else []
+
+    def close(self) -> list[SseEvent]:
+        """End of stream: return the held event, if any (the stream ended without its blank line)."""
+        return _events([self.take_rest()])
+
+    def take_rest(self) -> bytes:
+        """Return the held bytes and forget them."""
+        rest, self._rest = self._rest, b""
+        return rest
+
+
+def _events(blocks: list[bytes]) -> list[SseEvent]:
+    return [event for event in map(parse_block, blocks) if event is not None]
 
 
 def _is_usage_only(block: bytes) -> bool:
@@ -278,7 +332,7 @@ class StreamWatch:
 
     """
 
-    __slots__ = ("_buf", "_dialect", "_lf_after_cr", "content_seen", "strips")
+    __slots__ = ("_dialect", "_drop_eols", "_split", "content_seen", "strips")
 
     def __init__(self, kind: StreamKind, *, strip_usage_chunk: bool) -> None:
         self._dialect = _DIALECTS[kind]
@@ -286,10 +340,10 @@ class StreamWatch:
         self.content_seen = False
         # Bytes after the last complete event: held back in strip mode, kept
         # only for the output search otherwise.
-        self._buf = b""
-        # The last event passed (b"\n") or removed (b"") ended on a CR that was
-        # the last byte read: if an LF comes next it belongs to that event.
-        self._lf_after_cr: bytes | None = None
+        self._split = EventSplitter()
+        # The last read ended with a removed event: line endings that start the
+        # next read are its blank lines (or the LF of its CRLF) and go with it.
+        self._drop_eols = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Watch one read; return the bytes to hand on now.
@@ -304,36 +358,28 @@ class StreamWatch:
         """
         if self.content_seen and not self.strips:
             return chunk  # nothing left to do
-        lf = self._lf_after_cr
-        if lf is not None and chunk:
-            self._lf_after_cr = None
-            if chunk[0] == _LF:
-                return lf + self.feed(chunk[1:])
-        buf = self._buf
-        if not buf and chunk.endswith(_ENDS_BLANK):
-            # The common case: the read ends where an event ends.
-            data, cut = chunk, len(chunk)
-        else:
-            data = buf + chunk if buf else chunk
-            cut = _last_blank_end(data, max(len(buf) - 1, 0))
-            self._buf = data[cut:] if cut < len(data) else b""
+        if self._drop_eols:
+            rest = chunk.lstrip(_EOL)
+            if not rest:
+                return b""
+            self._drop_eols = False
+            chunk = rest
+        data, cut = self._split.cut(chunk)
         if cut and not self.content_seen and self._output_in(data, cut):
             self.content_seen = True
             if not self.strips:
-                self._buf = b""
+                self._split.take_rest()  # no longer needed
         if not self.strips:
             return chunk
         if not cut:
             return b""
-        if cut == len(data) and data[cut - 1] == _CR:
-            self._lf_after_cr = b"\n"  # the event goes on; so will its LF, if one comes
         if _USAGE_HINT.search(data, 0, cut) is None and not _maybe_multiline(data, cut):
             return data if cut == len(data) else data[:cut]
         return self._without_usage(data, cut)
 
     def drain(self) -> bytes:
         """Return the bytes still held back when the stream ends (an unterminated last event)."""
-        rest, self._buf = self._buf, b""
+        rest = self._split.take_rest()
         return rest if self.strips else b""
 
     def _output_in(self, data: bytes, cut: int) -> bool:
@@ -350,9 +396,18 @@ class StreamWatch:
 
     def _without_usage(self, data: bytes, cut: int) -> bytes:
         blocks = _blocks(data, cut)
-        kept = [block for block in blocks if not _is_usage_only(block)]
-        if len(kept) == len(blocks):
+        kept = []
+        changed = removed = False  # removed ends up telling about the last block
+        for block in blocks:
+            removed = _is_usage_only(block)
+            if not removed:
+                kept.append(block)
+                continue
+            changed = True
+            eols = len(block) - len(block.lstrip(_EOL))
+            if eols:
+                kept.append(block[:eols])  # blank lines (or an LF) ending the event before: theirs
+        if not changed:
             return data if cut == len(data) else data[:cut]
-        if self._lf_after_cr is not None and (not kept or kept[-1] is not blocks[-1]):
-            self._lf_after_cr = b""  # the removed event's LF goes with it
+        self._drop_eols = removed and cut == len(data)
         return b"".join(kept)
