@@ -25,7 +25,7 @@ with literal-prefixed regexes first and splits or parses JSON only to confirm.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, NamedTuple
 
 from ._base import loads
@@ -43,25 +43,27 @@ __all__ = [
 StreamKind = Literal["chat", "responses", "anthropic"]
 """Which SSE dialect a stream speaks: chat and legacy completions share one."""
 
-# Whether `bytes.endswith` sees a blank line at the very end: the last two
-# line-ending bytes are LF LF, CR CR or LF CR, possibly followed by the LF of
-# a CRLF. (CR LF alone is one line ending, not two.)
-_ENDS_BLANK = (b"\n\n", b"\r\r", b"\n\r", b"\n\r\n", b"\r\r\n")
-# The line endings that end an event: two or more in a row (extra blank
-# lines belong to the event before them, however the reads are cut).
-_BLANK = re.compile(rb"(?:\r\n|\r(?!\n)|\n){2,}")
+# Every blank line contains one of these (CR LF alone is one line ending).
+_PAIRS = (b"\n\n", b"\r\r", b"\n\r")
+_LF_PAIR = (b"\n\n",)  # enough where there is no CR
+# Whether `bytes.endswith` sees a blank line at the very end: a pair,
+# possibly followed by the LF of a CRLF.
+_ENDS_BLANK = (*_PAIRS, b"\n\r\n", b"\r\r\n")
 _EOL = b"\r\n"
-# A data line that follows a non-empty line of the same event: the event may
-# spread its JSON over several lines, which the single-line hints can miss.
-_CONTINUED = re.compile(rb"data:(?:(?<=[^\r\n][\r\n]data:)|(?<=[^\r\n]\r\ndata:))")
-# Hints: necessary conditions, on the data of a single-line event (or on the
-# joined data of any event), that an event is what we look for. Each starts
-# with a literal so the regex engine skips to it at C speed.
-_USAGE_HINT = re.compile(rb'"choices"\s*:\s*\[\s*\]')
-_CHAT_HINT = re.compile(rb'"(?:content|refusal|arguments|text)"\s*:\s*"(?!")')
+_CR, _LF = 13, 10
+# What may stand between two JSON tokens in raw SSE bytes: JSON whitespace,
+# and, where an event spreads its JSON over several lines, each line's
+# "data:" and whole lines of other fields or comments. Possessive, so it
+# never backtracks: the longest gap is always the right one, as no JSON
+# token starts a raw line.
+_GAP = rb"\s*+(?:(?<=[\r\n])(?:data:|(?!data:)[^\r\n]++)\s*+)*+"
+# Hints: necessary conditions, on raw bytes (not on joined data, where a
+# token may start a line), that an event is what we look for. Each starts
+# with a literal, so the regex engine skips to it at C speed; JSON confirms.
+_USAGE_HINT = re.compile(rb'"choices"' + _GAP + rb":" + _GAP + rb"\[" + _GAP + rb"\]")
+_CHAT_HINT = re.compile(rb'"(?:content|refusal|arguments|text)"' + _GAP + rb":" + _GAP + rb'"(?!")')
 _RESPONSES_HINT = re.compile(rb"response\.(?:output_text|function_call_arguments)\.delta")
 _ANTHROPIC_HINT = re.compile(rb"content_block_delta")
-_CR, _LF = 13, 10
 
 
 class SseEvent(NamedTuple):
@@ -145,36 +147,22 @@ def iter_events(data: bytes, *, reverse: bool = False) -> Iterator[SseEvent]:
         Each event with data, in the order asked.
 
     """
-    if b"\r" in data:
-        # Exactly the spec's line endings, so any LF LF is a blank line.
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if reverse:
-        end = len(data)
-        while end > 0:
-            cut = data.rfind(b"\n\n", 0, end)
-            event = parse_block(data[cut + 2 if cut >= 0 else 0 : end])
-            if event is not None:
-                yield event
-            end = cut
-        return
-    start, size = 0, len(data)
-    while start < size:
-        cut = data.find(b"\n\n", start)
-        if cut < 0:
-            cut = size
-        event = parse_block(data[start:cut])
+    blocks = _blocks_reversed(data) if reverse else _blocks(data, len(data), tail=True)
+    for block in blocks:
+        event = parse_block(block)
         if event is not None:
             yield event
-        start = cut + 2
 
 
 def _last_blank_end(data: bytes, start: int) -> int:
     """End of the last blank line in ``data`` that begins at or after ``start``; 0 if none.
 
     Every blank line contains LF LF, CR CR or LF CR (CR LF is a single line
-    ending), so three C-speed searches find it.
+    ending), so C-speed searches find it.
     """
-    pos = max(data.rfind(b"\n\n", start), data.rfind(b"\r\r", start), data.rfind(b"\n\r", start))
+    pos = data.rfind(b"\n\n", start)
+    if data.find(b"\r", pos if pos > start else start) >= 0:  # only a CR after it can end a later one
+        pos = max(pos, data.rfind(b"\r\r", start), data.rfind(b"\n\r", start))
     if pos < 0:
         return 0
     end = pos + 2
@@ -183,18 +171,73 @@ def _last_blank_end(data: bytes, start: int) -> int:
     return end
 
 
-def _blocks(data: bytes, cut: int) -> list[bytes]:
-    """Split ``data[:cut]`` (which ends with a blank line) into event blocks; they join back to it.
+def _next_pair(data: bytes, pairs: tuple[bytes, ...], start: int, stop: int) -> int:
+    """Position of the first of ``pairs`` in ``data[start:stop]``, or -1.
 
-    Each block is an event's lines and the blank lines after it. Only the
-    first may start with line endings: the rest of a run the previous read
-    ended in.
+    Searched in growing windows, so finding the next event costs about its
+    length, not the stream's, even for a pair that never occurs.
     """
-    blocks, start = [], 0
-    for match in _BLANK.finditer(data, 0, cut):
-        blocks.append(data[start : match.end()])
-        start = match.end()
-    return blocks
+    width = 1024
+    while True:
+        hi = min(stop, start + width)
+        found = [q for q in (data.find(pair, start, hi) for pair in pairs) if q >= 0]
+        if found:
+            return min(found)
+        if hi >= stop:
+            return -1
+        start, width = hi - 1, width * 4  # a pair may straddle the window's edge
+
+
+def _prev_pair(data: bytes, pairs: tuple[bytes, ...], stop: int) -> int:
+    """Position of the last of ``pairs`` that ends by ``stop``, or -1 (windows as in `_next_pair`)."""
+    width, hi = 1024, stop
+    while True:
+        lo = max(0, hi - width)
+        found = max(data.rfind(pair, lo, hi) for pair in pairs)
+        if found >= 0:
+            return found
+        if lo == 0:
+            return -1
+        hi, width = lo + 1, width * 4
+
+
+def _blocks(data: bytes, stop: int, *, tail: bool = False) -> Iterator[bytes]:
+    """Split ``data[:stop]`` into event blocks, which join back to it.
+
+    Each block is an event's lines and every line ending after them (a run
+    of CR and LF bytes holds a blank line unless it is one CRLF). Only the
+    first block may start with line endings: the rest of a run the previous
+    read ended in. Bytes after the last blank line are a block only if
+    ``tail`` is set.
+    """
+    pairs = _PAIRS if data.find(b"\r", 0, stop) >= 0 else _LF_PAIR
+    start = 0
+    while (pos := _next_pair(data, pairs, start, stop)) >= 0:
+        end = pos + 2
+        while end < stop and data[end] in _EOL:
+            end += 1
+        yield data[start:end]
+        start = end
+    if tail and start < stop:
+        yield data[start:stop]
+
+
+def _blocks_reversed(data: bytes) -> Iterator[bytes]:
+    """The blocks of `_blocks` (tail included), last first."""
+    pairs = _PAIRS if b"\r" in data else _LF_PAIR
+    end = len(data)
+    while end > 0:
+        lines_end = end  # where this block's lines end, before its line endings
+        while lines_end and data[lines_end - 1] in _EOL:
+            lines_end -= 1
+        pos = _prev_pair(data, pairs, lines_end)
+        start = 0
+        if pos >= 0:
+            start = pos + 2
+            while start < lines_end and data[start] in _EOL:
+                start += 1
+        yield data[start:end]
+        end = start
 
 
 class EventSplitter:
@@ -221,7 +264,7 @@ class EventSplitter:
         if not rest and chunk.endswith(_ENDS_BLANK):
             return chunk, len(chunk)
         data = rest + chunk if rest else chunk
-        end = _last_blank_end(data, max(len(rest) - 1, 0))
+        end = _last_blank_end(data, len(rest) - 1 if rest else 0)
         self._rest = data[end:] if end < len(data) else b""
         return data, end
 
@@ -240,17 +283,17 @@ class EventSplitter:
         return rest
 
 
-def _events(blocks: list[bytes]) -> list[SseEvent]:
+def _events(blocks: Iterable[bytes]) -> list[SseEvent]:
     return [event for event in map(parse_block, blocks) if event is not None]
 
 
 def _is_usage_only(block: bytes) -> bool:
     # Confirmed on the parsed JSON: Azure's first chunk also has "choices": []
     # (with prompt_filter_results) and must reach the caller.
-    event = parse_block(block)
-    if event is None or _USAGE_HINT.search(event.data) is None:
+    if _USAGE_HINT.search(block) is None:
         return False
-    obj = event.json()
+    event = parse_block(block)
+    obj = event.json() if event is not None else None
     return obj is not None and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
 
 
@@ -260,8 +303,6 @@ def _nonempty(value: Any) -> bool:
 
 def _chat_output(event: SseEvent) -> bool:
     # The role-only first chunk has "content": "": not output.
-    if _CHAT_HINT.search(event.data) is None:
-        return False
     obj = event.json()
     choices = obj.get("choices") if obj is not None else None
     for choice in choices if isinstance(choices, list) else ():
@@ -293,25 +334,16 @@ def _typed(*names: str) -> Callable[[SseEvent], bool]:
 
 class _Dialect(NamedTuple):
     hint: re.Pattern[bytes]
-    # Whether the hint spans JSON tokens, which several data lines may split.
-    spans_tokens: bool
     is_output: Callable[[SseEvent], bool]
 
 
 _DIALECTS: dict[str, _Dialect] = {
-    "chat": _Dialect(_CHAT_HINT, True, _chat_output),
+    "chat": _Dialect(_CHAT_HINT, _chat_output),
     "responses": _Dialect(
-        _RESPONSES_HINT,
-        False,
-        _typed("response.output_text.delta", "response.function_call_arguments.delta"),
+        _RESPONSES_HINT, _typed("response.output_text.delta", "response.function_call_arguments.delta")
     ),
-    "anthropic": _Dialect(_ANTHROPIC_HINT, False, _typed("content_block_delta")),
+    "anthropic": _Dialect(_ANTHROPIC_HINT, _typed("content_block_delta")),
 }
-
-
-def _maybe_multiline(data: bytes, cut: int) -> bool:
-    # Two data lines in one event need two "data:"; most reads have one.
-    return data.count(b"data:", 0, cut) > 1 and _CONTINUED.search(data, 0, cut) is not None
 
 
 class StreamWatch:
@@ -364,16 +396,20 @@ class StreamWatch:
                 return b""
             self._drop_eols = False
             chunk = rest
-        data, cut = self._split.cut(chunk)
+        split = self._split
+        if not split._rest and chunk.endswith(_ENDS_BLANK):
+            data, cut = chunk, len(chunk)  # EventSplitter.cut's common case, without the call
+        else:
+            data, cut = split.cut(chunk)
         if cut and not self.content_seen and self._output_in(data, cut):
             self.content_seen = True
             if not self.strips:
-                self._split.take_rest()  # no longer needed
+                split.take_rest()  # no longer needed
         if not self.strips:
             return chunk
         if not cut:
             return b""
-        if _USAGE_HINT.search(data, 0, cut) is None and not _maybe_multiline(data, cut):
+        if _USAGE_HINT.search(data, 0, cut) is None:
             return data if cut == len(data) else data[:cut]
         return self._without_usage(data, cut)
 
@@ -384,18 +420,18 @@ class StreamWatch:
 
     def _output_in(self, data: bytes, cut: int) -> bool:
         dialect = self._dialect
-        if dialect.hint.search(data, 0, cut) is None and not (
-            dialect.spans_tokens and _maybe_multiline(data, cut)
-        ):
+        if dialect.hint.search(data, 0, cut) is None:
             return False
         for block in _blocks(data, cut):
+            if dialect.hint.search(block) is None:
+                continue
             event = parse_block(block)
             if event is not None and dialect.is_output(event):
                 return True
         return False
 
     def _without_usage(self, data: bytes, cut: int) -> bytes:
-        blocks = _blocks(data, cut)
+        blocks = list(_blocks(data, cut))
         kept = []
         changed = removed = False  # removed ends up telling about the last block
         for block in blocks:
