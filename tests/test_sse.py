@@ -250,6 +250,7 @@ def test_output_events(kind: StreamKind, event: bytes) -> None:
         ("responses", b'event: response.output_text.done\ndata: {"text": "response.output_text.delta"}\n\n'),
         ("anthropic", b'event: content_block_start\ndata: {"type": "content_block_start"}\n\n'),
         ("anthropic", b'event: ping\ndata: {"type": "ping", "note": "content_block_delta"}\n\n'),
+        ("anthropic", b'data: {"type": "content_block_delta", "index": 0}\n\n'),  # unnamed: the SDK skips it
     ],
 )
 def test_events_that_are_not_output(kind: StreamKind, event: bytes) -> None:
@@ -257,6 +258,71 @@ def test_events_that_are_not_output(kind: StreamKind, event: bytes) -> None:
     watch = StreamWatch(kind, strip_usage_chunk=False)
     watch.feed(event)
     assert not watch.content_seen
+
+
+# -- finished streams -----------------------------------------------------------
+
+CHAT_INFO = RequestInfo(operation="chat", streamed=True)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'data: {"model": "m", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n',
+        b'data: {"model": "m", "choices": [{"delta": {}, "finish_reason": "stop"}],'
+        b' "usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n',
+        b'data: {"model": "m", "choices": [{"delta": {}, "finish_reason": "stop"}],'
+        b' "x_groq": {"id": "req_1", "usage": {"prompt_tokens": 7, "completion_tokens": 2}}}\n\n',
+    ],
+    ids=["usage-only chunk", "usage on the last chunk", "groq"],
+)
+def test_chat_usage_is_read_wherever_the_server_puts_it(tail: bytes) -> None:
+    """Usage comes from the last chunk that has it: a usage-only chunk, a chunk with choices, or x_groq."""
+    stream = (
+        b'data: {"model": "m", "choices": [{"delta": {"content": "Hi"}}], "usage": null}\n\n'
+        b'data: {"model": "m", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": null}\n\n'
+        + tail
+        + b"data: [DONE]\n\n"
+    )
+    parsed = OpenAIProvider().parse_stream(CHAT_INFO, stream)
+    assert (parsed.input_tokens, parsed.output_tokens, parsed.finish_reason) == (7, 2, "stop")
+    assert parsed.terminal is True
+
+
+def test_an_error_event_in_a_chat_stream_is_the_sdks_api_error() -> None:
+    """A chunk with a top-level error (which the SDK raises as APIError) makes the stream an error."""
+    stream = (
+        b'data: {"choices": [{"delta": {"content": "Hi"}}]}\r\n\r\n'
+        b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\r\n\r\n'
+    )
+    parsed = OpenAIProvider().parse_stream(CHAT_INFO, stream)
+    assert (parsed.error_type, parsed.error_message) == ("APIError", "The server had an error")
+    assert parsed.terminal is False
+
+
+def test_a_cut_off_responses_stream_still_names_its_model() -> None:
+    """Without response.completed the stream is not terminal, and the model comes from response.created."""
+    stream = (
+        b'event:response.created\ndata:{"type":"response.created","response":{"model":"gpt-4.1"}}\n\n'
+        b'event:response.output_text.delta\ndata:{"type":"response.output_text.delta","delta":"Hi"}\n\n'
+        b"event:response.output_text.delta\ndata:{"
+    )
+    parsed = OpenAIProvider().parse_stream(RequestInfo(operation="responses", streamed=True), stream)
+    assert (parsed.terminal, parsed.response_model, parsed.input_tokens) == (False, "gpt-4.1", None)
+
+
+def test_anthropic_stream_error_event() -> None:
+    """An Anthropic error event names the SDK's exception; unnamed, the SDK skips it, and so do we."""
+    start = (
+        b'event: message_start\r\ndata: {"type": "message_start", "message": {"model": "c",'
+        b' "usage": {"input_tokens": 3, "output_tokens": 1}}}\r\n\r\n'
+    )
+    error = b'data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\r\n\r\n'
+    info = RequestInfo(operation="messages", streamed=True)
+    parsed = AnthropicProvider().parse_stream(info, start + b"event: error\r\n" + error)
+    assert (parsed.error_type, parsed.error_message) == ("OverloadedError", "overloaded_error: Overloaded")
+    assert (parsed.input_tokens, parsed.output_tokens, parsed.terminal) == (3, None, False)
+    assert AnthropicProvider().parse_stream(info, start + error).error_type is None
 
 
 # -- random streams, every spelling -------------------------------------------------

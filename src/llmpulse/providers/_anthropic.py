@@ -17,7 +17,7 @@ from ._base import (
     loads,
     operation_from_path,
 )
-from ._sse import StreamWatch, event_type, iter_events
+from ._sse import StreamWatch, iter_events
 
 __all__ = ["AnthropicProvider"]
 
@@ -177,16 +177,13 @@ _TEXT = frozenset({"content_block_delta"})
 def _typed_events(
     data: bytes, wanted: frozenset[str], *, reverse: bool
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    # (kind, JSON) of the wanted events; the JSON of the others (text deltas
-    # for parse_stream, pings) is not parsed when they are named.
+    # (kind, JSON) of the wanted events, by their event: name as the SDK reads
+    # them (it skips unnamed events); the JSON of the others is not parsed.
     for event in iter_events(data, reverse=reverse):
-        obj = None if event.name else event.json()
-        kind = event_type(event, obj)
-        if kind is None or kind not in wanted:
-            continue
-        if obj is None:
+        kind = event.name.decode("utf-8", "replace")
+        if kind in wanted:
             obj = event.json()
-        yield kind, obj if obj is not None else {}
+            yield kind, obj if obj is not None else {}
 
 
 def _read_usage(out: ResponseInfo, usage: Any) -> None:

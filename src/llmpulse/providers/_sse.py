@@ -90,8 +90,9 @@ class SseEvent(NamedTuple):
 def event_type(event: SseEvent, obj: dict[str, Any] | None) -> str | None:
     """The event's kind: its ``event:`` name, else the ``"type"`` of its JSON ``obj``.
 
-    OpenAI's Responses API and Anthropic send both; some compatible servers
-    send only the JSON field.
+    OpenAI's Responses API sends both, and its SDK reads the JSON field;
+    some compatible servers send only that. (The Anthropic SDK reads only
+    named events.)
     """
     if event.name:
         return event.name.decode("utf-8", "replace")
@@ -332,6 +333,14 @@ def _typed(*names: str) -> Callable[[SseEvent], bool]:
     return test
 
 
+def _named(name: bytes) -> Callable[[SseEvent], bool]:
+    # The Anthropic SDK skips events without an event: line, whatever their data says.
+    def test(event: SseEvent) -> bool:
+        return event.name == name
+
+    return test
+
+
 class _Dialect(NamedTuple):
     hint: re.Pattern[bytes]
     is_output: Callable[[SseEvent], bool]
@@ -342,7 +351,7 @@ _DIALECTS: dict[str, _Dialect] = {
     "responses": _Dialect(
         _RESPONSES_HINT, _typed("response.output_text.delta", "response.function_call_arguments.delta")
     ),
-    "anthropic": _Dialect(_ANTHROPIC_HINT, _typed("content_block_delta")),
+    "anthropic": _Dialect(_ANTHROPIC_HINT, _named(b"content_block_delta")),
 }
 
 
