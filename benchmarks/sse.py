@@ -10,7 +10,8 @@ It measures whichever llmpulse is importable, old (byte markers,
 ``UsageChunkFilter``) or new (``StreamWatch``). ``--compare SRC`` also runs it
 on another checkout's ``src`` in a subprocess and prints both side by side:
 
-    PYTHONPATH=src .venv/bin/python benchmarks/sse.py --compare /path/to/before/src
+    mkdir -p /tmp/before && git archive 5737675 src | tar -x -C /tmp/before   # the byte markers
+    PYTHONPATH=src .venv/bin/python benchmarks/sse.py --compare /tmp/before/src
 
 Times are the best of ``--rounds`` (the machine's other work only adds to
 them). The "hidden" and "TTFT" columns say whether the usage-only chunk was removed
