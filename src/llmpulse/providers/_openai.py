@@ -136,8 +136,9 @@ class OpenAIProvider:
             return _parse_responses_stream(data)
         out = ResponseInfo(terminal=False)
         usage_seen = False
-        # From the end: usage, the finish reason and [DONE] are in the last
-        # few events, so a long stream costs no more than a short one.
+        # From the end: [DONE], usage (on the finish chunk or after it) and the
+        # finish reason are in the last few events, so the walk stops at the
+        # finish chunk and a long stream costs no more than a short one.
         for event in iter_events(data, reverse=True):
             if event.data.startswith(b"[DONE]"):  # the SDK's own test
                 out.terminal = True
@@ -156,7 +157,7 @@ class OpenAIProvider:
                 out.finish_reason = _finish_reason(obj)
             if out.error_type is None:
                 _read_stream_error(out, obj)
-            if usage_seen and out.finish_reason is not None and out.response_model is not None:
+            if out.finish_reason is not None and out.response_model is not None:
                 break
         return out
 
