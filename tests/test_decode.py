@@ -11,9 +11,9 @@ import brotli
 import pytest
 from backports import zstd
 
-from llmpulse._body import BodyWatcher, MarkerWatch
+from llmpulse._body import BodyWatcher
 from llmpulse._decode import decoder_for
-from llmpulse.providers import OpenAIProvider, RequestInfo
+from llmpulse.providers._sse import StreamWatch
 
 BODY = json.dumps(
     {"id": "chatcmpl-1", "choices": [{"message": {"content": "hi " * 2000}}], "usage": {"prompt_tokens": 3}}
@@ -134,9 +134,8 @@ def _chat_stream() -> bytes:
     return body + b"data: [DONE]\n\n"
 
 
-def _stream_watch(*, strip: bool) -> MarkerWatch:
-    provider = OpenAIProvider()
-    return MarkerWatch(provider.stream_format(RequestInfo("chat")), strip_usage_chunk=strip)
+def _stream_watch(*, strip: bool) -> StreamWatch:
+    return StreamWatch("chat", strip_usage_chunk=strip)
 
 
 def test_a_compressed_stream_that_must_be_filtered_is_handed_over_decoded() -> None:

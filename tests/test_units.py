@@ -12,8 +12,8 @@ import pytest
 from llmpulse._redact import redact
 from llmpulse._sampling import Sampler
 from llmpulse.policies import parse_retry_after
-from llmpulse.providers import OpenAIProvider, UsageChunkFilter, operation_from_path
-from llmpulse.providers._base import iter_sse_data, json_malformed, json_value_after
+from llmpulse.providers import OpenAIProvider, operation_from_path
+from llmpulse.providers._base import json_malformed, json_value_after
 
 
 @pytest.mark.parametrize(
@@ -44,12 +44,6 @@ def test_json_value_after_reads_only_the_value() -> None:
     assert json_value_after(body, b"model", last=False) == "m"
     assert json_value_after(body, b"missing") is None
     assert json_value_after(b'{"usage":{broken', b"usage") is None
-
-
-def test_iter_sse_data_splits_events() -> None:
-    """SSE blocks become (event, data) pairs, CRLF included."""
-    data = b"event: a\r\ndata: 1\r\n\r\ndata: [DONE]\n\n: comment\n\n"
-    assert iter_sse_data(data) == [(b"a", b"1"), (b"", b"[DONE]")]
 
 
 def test_retry_after_http_date() -> None:
@@ -125,45 +119,6 @@ def test_a_body_orjson_rejects_is_still_read() -> None:
     body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\ud800"}]}).encode()
     info = OpenAIProvider("openai").describe("POST", "/v1/chat/completions", body, inject_usage=True)
     assert info.model == "gpt-4o-mini"
-
-
-CHAT_STREAM = (
-    b'data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
-    b'data: {"choices":[{"delta":{"content":"Hello"}}],"usage":null}\n\n'
-    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
-    b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}\n\n'
-    b"data: [DONE]\n\n"
-)
-WITHOUT_USAGE = CHAT_STREAM.replace(
-    b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}\n\n', b""
-)
-
-
-def test_usage_chunk_filter_passes_whole_reads_unchanged() -> None:
-    """A read that ends on an event boundary and holds no usage event is returned as the same object."""
-    usage_filter = UsageChunkFilter()
-    first = CHAT_STREAM[: CHAT_STREAM.index(b"data: {", 10)]
-    assert usage_filter.feed(first) is first
-
-
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, 61, 100, 1000])
-def test_usage_chunk_filter_hides_the_usage_event_however_the_stream_is_cut(size: int) -> None:
-    """Cut into reads of any size, the caller gets whole events, all but the usage-only one."""
-    usage_filter = UsageChunkFilter()
-    out = []
-    for i in range(0, len(CHAT_STREAM), size):
-        passed = usage_filter.feed(CHAT_STREAM[i : i + size])
-        assert passed == b"" or passed.endswith(b"\n\n")
-        out.append(passed)
-    out.append(usage_filter.drain())
-    assert b"".join(out) == WITHOUT_USAGE
-
-
-def test_usage_chunk_filter_hands_over_a_truncated_tail() -> None:
-    """A stream cut mid-event still reaches the caller in full when the body ends."""
-    usage_filter = UsageChunkFilter()
-    cut = CHAT_STREAM[:-5]
-    assert usage_filter.feed(cut) + usage_filter.drain() == WITHOUT_USAGE[:-5]
 
 
 @pytest.mark.parametrize(

@@ -23,11 +23,9 @@ from collections.abc import MutableMapping
 from typing import Protocol
 
 from ._decode import BodyDecoder, decoder_for
-from .providers import StreamFormat, UsageChunkFilter
 
-__all__ = ["BodyWatcher", "MarkerWatch", "StreamWatch"]
+__all__ = ["BodyWatcher", "StreamWatch"]
 
-_MARKER_CARRY = 64
 # The decoded head kept whole for parsing at the end ...
 _HEAD_LIMIT = 1024 * 1024
 # ... and the tail kept beyond it (usage lives at the end of every format).
@@ -35,10 +33,13 @@ _TAIL_LIMIT = 256 * 1024
 
 
 class StreamWatch(Protocol):
-    """What a `BodyWatcher` asks of a stream's format, read by read."""
+    """What a `BodyWatcher` asks of a stream's format, read by read (`llmpulse.providers._sse`)."""
 
     content_seen: bool
     """Whether output has reached the caller (set by the `feed` that passed it)."""
+
+    strips: bool
+    """Whether it holds events back (the usage-only chunk llmpulse asked for)."""
 
     def feed(self, chunk: bytes) -> bytes:
         """Look at decoded stream bytes; return those to pass on now."""
@@ -125,6 +126,8 @@ class BodyWatcher:
         out = stream.feed(data)
         if self.content_at is None and stream.content_seen:
             self.content_at = time.perf_counter()
+            if not stream.strips:
+                self._stream = None  # nothing left to look for: later reads cost nothing
         return out if self._pass_decoded or decoder is None else wire
 
     def drain(self) -> bytes:
@@ -158,39 +161,3 @@ class BodyWatcher:
     def unread_reason(self) -> str | None:
         """Why (part of) the body could not be decoded: ``no_decoder:<coding>``, ``corrupt``, ``ratio``."""
         return None if self._decoder is None else self._decoder.stopped
-
-
-class MarkerWatch:
-    """A `StreamWatch` by byte markers of a format, with the optional usage-chunk filter."""
-
-    __slots__ = ("_carry", "_filter", "_format", "content_seen")
-
-    def __init__(self, fmt: StreamFormat, *, strip_usage_chunk: bool) -> None:
-        self._format = fmt
-        self._filter = UsageChunkFilter() if strip_usage_chunk else None
-        self._carry = b""
-        self.content_seen = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        """Look for the first content marker; filter the usage chunk."""
-        if not self.content_seen:
-            self._scan(chunk)
-        return chunk if self._filter is None else self._filter.feed(chunk)
-
-    def drain(self) -> bytes:
-        """Bytes the filter held back."""
-        return b"" if self._filter is None else self._filter.drain()
-
-    def _scan(self, chunk: bytes) -> None:
-        data = self._carry + chunk
-        for marker in self._format.content_markers:
-            pos = data.find(marker)
-            while pos >= 0:
-                end = pos + len(marker)
-                # '"content":""' is the role-only first chunk, not output.
-                if marker.endswith(b'"') and data[end : end + 1] in (b'"', b""):
-                    pos = data.find(marker, end)
-                    continue
-                self.content_seen = True
-                return
-        self._carry = data[-_MARKER_CARRY:]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import orjson
 
-from ._body import BodyWatcher, MarkerWatch
+from ._body import BodyWatcher
 from ._content import output_content
 from ._context import Context, InteractionTotals, context, current_interaction
 from ._redact import redact
@@ -73,7 +73,7 @@ _log = logging.getLogger("llmpulse")
 if TYPE_CHECKING:
     from ._hook import Hook
     from .policies import CircuitBreaker, Permit
-    from .providers import RequestInfo, ResponseInfo, StreamFormat
+    from .providers import RequestInfo, ResponseInfo
     from .state import GcraResult
 
 __all__ = ["Call"]
@@ -181,7 +181,6 @@ class Call:
         "_sse",
         "_status",
         "_stop_reason",
-        "_stream_format",
         "_t0",
         "_timed",
         "_trace",
@@ -233,7 +232,6 @@ class Call:
         self._body: BodyWatcher | None = None
         self._body_malformed = False
         self._sse = False
-        self._stream_format: StreamFormat | None = None
 
     def _init_policies(self, hook: Hook, info: RequestInfo, ctx: Context, sdk_timeout: Any) -> None:
         policies = hook.policies
@@ -1056,11 +1054,8 @@ class Call:
         """
         content_type = (self._headers or {}).get("content-type", "")
         self._sse = content_type.startswith("text/event-stream")
-        stream = None
-        strip = self._info.strip_usage_chunk
-        if self._sse:
-            self._stream_format = fmt = self._hook.provider.stream_format(self._info)
-            stream = MarkerWatch(fmt, strip_usage_chunk=strip)
+        stream = self._hook.provider.stream_watch(self._info) if self._sse else None
+        strip = stream is not None and stream.strips
         self._body = body = BodyWatcher(headers, stream=stream, rewrites=strip, decoded=decoded)
         return body
 
@@ -1140,9 +1135,7 @@ class Call:
             outcome: Outcome = "error"
         elif self._sse:
             parsed = provider.parse_stream(self._info, data)
-            fmt = self._stream_format
-            assert fmt is not None
-            terminal = any(m in data for m in fmt.terminal_markers)
+            terminal = parsed.terminal is True
             outcome = "ok" if terminal else "abandoned"
             if parsed.error_type is not None:
                 outcome = "error"

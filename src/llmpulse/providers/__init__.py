@@ -1,8 +1,9 @@
 """③ Provider adapters: the only code that knows the OpenAI and Anthropic wire formats."""
 
 from ._anthropic import AnthropicProvider
-from ._base import Provider, RequestInfo, ResponseInfo, StreamFormat, operation_from_path
-from ._openai import OpenAIProvider, UsageChunkFilter
+from ._base import Provider, RequestInfo, ResponseInfo, operation_from_path
+from ._openai import OpenAIProvider
+from ._sse import StreamWatch
 
 __all__ = [
     "AnthropicProvider",
@@ -10,7 +11,6 @@ __all__ = [
     "Provider",
     "RequestInfo",
     "ResponseInfo",
-    "StreamFormat",
-    "UsageChunkFilter",
+    "StreamWatch",
     "operation_from_path",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -11,14 +11,13 @@ from ..events import RateLimitInfo
 from ._base import (
     RequestInfo,
     ResponseInfo,
-    StreamFormat,
     as_int,
     header_int,
-    iter_sse_data,
     json_value_after,
     loads,
     operation_from_path,
 )
+from ._sse import StreamWatch, iter_events
 
 __all__ = ["AnthropicProvider"]
 
@@ -38,11 +37,6 @@ _ERRORS = {
     504: "GatewayTimeoutError",
     529: "OverloadedError",
 }
-_STREAM = StreamFormat(
-    content_markers=(b"event: content_block_delta",),
-    terminal_markers=(b"event: message_stop",),
-    error_marker=b"event: error",
-)
 
 
 class AnthropicProvider:
@@ -89,38 +83,42 @@ class AnthropicProvider:
         message = _str(error.get("message")) if isinstance(error, dict) else None
         return ResponseInfo(error_type=_sdk_error_name(status, data), error_message=_join(code, message))
 
-    def stream_format(self, info: RequestInfo) -> StreamFormat:
-        """One format for every streamed Messages call."""
-        return _STREAM
+    def stream_watch(self, info: RequestInfo) -> StreamWatch:
+        """One dialect for every streamed Messages call; nothing is added, so nothing is stripped."""
+        return StreamWatch("anthropic", strip_usage_chunk=False)
 
     def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
         """Input and cache usage from ``message_start``, output from the last ``message_delta``."""
-        out = ResponseInfo()
-        start = data.find(b"event: message_start")
-        if start >= 0:
-            message = json_value_after(data[start : start + 16384], b"message", last=False)
+        out = ResponseInfo(terminal=False)
+        for _, obj in _typed_events(data, _START, reverse=False):  # message_start comes first
+            message = obj.get("message")
             if isinstance(message, dict):
                 out.response_model = _str(message.get("model"))
                 _read_usage(out, message.get("usage"))
                 # message_start's output_tokens is a placeholder; the count
                 # comes from message_delta, or is estimated if none arrived.
                 out.output_tokens = None
-        delta = data.rfind(b"event: message_delta")
-        if delta >= 0:
-            tail = data[delta:]
-            usage = json_value_after(tail, b"usage", last=False)
-            if isinstance(usage, dict):
-                # message_delta's usage is cumulative; its input fields are usually null.
-                out.output_tokens = as_int(usage.get("output_tokens"))
-                if as_int(usage.get("input_tokens")) is not None:
-                    _read_usage(out, {**usage})
-            out.finish_reason = _str(json_value_after(tail, b"stop_reason", last=False))
-        error = data.rfind(b"event: error")
-        if error >= 0:
-            err = json_value_after(data[error:], b"error", last=False)
-            if isinstance(err, dict):
-                out.error_type = _sdk_error_name(529 if err.get("type") == "overloaded_error" else 500, None)
-                out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
+            break
+        for kind, obj in _typed_events(data, _END, reverse=True):  # the rest is at the end
+            if kind == "message_stop":
+                out.terminal = True
+            elif kind == "error" and out.error_type is None:
+                err = obj.get("error")
+                if isinstance(err, dict):
+                    status = 529 if err.get("type") == "overloaded_error" else 500
+                    out.error_type = _sdk_error_name(status, None)
+                    out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
+            elif kind == "message_delta":
+                usage = obj.get("usage")
+                if isinstance(usage, dict):
+                    # message_delta's usage is cumulative; its input fields are usually null.
+                    output_tokens = as_int(usage.get("output_tokens"))
+                    if as_int(usage.get("input_tokens")) is not None:
+                        _read_usage(out, {**usage})
+                    out.output_tokens = output_tokens
+                delta = obj.get("delta")
+                out.finish_reason = _str(delta.get("stop_reason")) if isinstance(delta, dict) else None
+                break
         return out
 
     def quota_exhausted(self, status: int, body: bytes) -> bool:
@@ -146,14 +144,11 @@ class AnthropicProvider:
     def stream_text(self, data: bytes) -> str:
         """Concatenate ``text_delta`` / ``input_json_delta`` fragments."""
         parts: list[str] = []
-        for event, payload in iter_sse_data(data):
-            if event != b"content_block_delta":
-                continue
-            try:
-                delta = loads(payload).get("delta") or {}
-            except ValueError:
-                continue
-            parts.append(str(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""))
+        for _, obj in _typed_events(data, _TEXT, reverse=False):
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+                parts.append(str(text or ""))
         return "".join(parts)
 
     def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
@@ -172,6 +167,23 @@ class AnthropicProvider:
     def provider_latency(self, headers: Mapping[str, str]) -> float | None:
         """Anthropic reports no processing time."""
         return None
+
+
+_START = frozenset({"message_start"})
+_END = frozenset({"message_delta", "message_stop", "error"})
+_TEXT = frozenset({"content_block_delta"})
+
+
+def _typed_events(
+    data: bytes, wanted: frozenset[str], *, reverse: bool
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    # (kind, JSON) of the wanted events, by their event: name as the SDK reads
+    # them (it skips unnamed events); the JSON of the others is not parsed.
+    for event in iter_events(data, reverse=reverse):
+        kind = event.name.decode("utf-8", "replace")
+        if kind in wanted:
+            obj = event.json()
+            yield kind, obj if obj is not None else {}
 
 
 def _read_usage(out: ResponseInfo, usage: Any) -> None:

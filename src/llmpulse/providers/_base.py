@@ -11,17 +11,19 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from ..events import RateLimitInfo
 
+if TYPE_CHECKING:
+    from ._sse import StreamWatch
+
 __all__ = [
     "Provider",
     "RequestInfo",
     "ResponseInfo",
-    "StreamFormat",
     "json_malformed",
     "json_value_after",
     "loads",
@@ -65,23 +67,9 @@ class ResponseInfo:
     error_message: str | None = None
     # Whether the JSON body failed to parse; None when the adapter did not parse it whole.
     malformed: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamFormat:
-    """How to read one SSE format without parsing every event.
-
-    Attributes:
-        content_markers: Byte strings whose presence means output reached the
-            caller (the first one sets time to first token).
-        terminal_markers: Byte strings that mean the stream ended normally.
-        error_marker: Byte string of an in-stream error event.
-
-    """
-
-    content_markers: tuple[bytes, ...]
-    terminal_markers: tuple[bytes, ...]
-    error_marker: bytes | None = None
+    # Whether a stream reached its terminal event ([DONE], message_stop,
+    # response.completed...); None for a response that is not a stream.
+    terminal: bool | None = None
 
 
 class Provider(Protocol):
@@ -99,11 +87,11 @@ class Provider(Protocol):
     def parse_error(self, status: int, body: bytes) -> ResponseInfo:
         """Read the error class name and message the SDK will raise for this response."""
 
-    def stream_format(self, info: RequestInfo) -> StreamFormat:
-        """Return the SSE markers for this request's stream."""
+    def stream_watch(self, info: RequestInfo) -> StreamWatch:
+        """Return a fresh watcher for this request's stream (first output, usage-chunk stripping)."""
 
     def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
-        """Read usage and metadata from the retained bytes of a finished stream."""
+        """Read usage, metadata and ``terminal`` from the retained bytes of a finished stream."""
 
     def stream_text(self, data: bytes) -> str:
         """Return the generated text in stream bytes (to estimate tokens when usage is missing)."""
@@ -253,19 +241,3 @@ def header_int(headers: Mapping[str, str], name: str) -> int | None:
         return int(raw)
     except ValueError:
         return None
-
-
-def iter_sse_data(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Split SSE bytes into (event name, data) pairs; only used off the per-chunk path."""
-    out = []
-    for block in data.replace(b"\r\n", b"\n").split(b"\n\n"):
-        event = b""
-        payload = []
-        for line in block.split(b"\n"):
-            if line.startswith(b"event:"):
-                event = line[6:].strip()
-            elif line.startswith(b"data:"):
-                payload.append(line[5:].strip())
-        if payload:
-            out.append((event, b"\n".join(payload)))
-    return out

@@ -10,16 +10,15 @@ from ..events import RateLimitInfo
 from ._base import (
     RequestInfo,
     ResponseInfo,
-    StreamFormat,
     as_int,
     header_int,
-    iter_sse_data,
     json_value_after,
     loads,
     operation_from_path,
 )
+from ._sse import StreamKind, StreamWatch, event_type, iter_events
 
-__all__ = ["OpenAIProvider", "UsageChunkFilter"]
+__all__ = ["OpenAIProvider"]
 
 _SMALL_BODY = 16 * 1024
 
@@ -33,60 +32,8 @@ _ERRORS = {
     422: "UnprocessableEntityError",
     429: "RateLimitError",
 }
-_CHAT_STREAM = StreamFormat(
-    content_markers=(b'"content":"', b'"arguments":"', b'"refusal":"', b'"text":"'),
-    terminal_markers=(b"data: [DONE]",),
-    error_marker=b'"error":{',
-)
-_RESPONSES_STREAM = StreamFormat(
-    content_markers=(b"response.output_text.delta", b"response.function_call_arguments.delta"),
-    terminal_markers=(b"response.completed", b"response.incomplete", b"response.failed"),
-    error_marker=b"event: error",
-)
-
-
-class UsageChunkFilter:
-    """Removes the usage-only event from a chat stream whose caller did not ask for it.
-
-    llmpulse adds ``stream_options.include_usage`` to learn the usage; the
-    extra event (``"choices":[]``) is hidden so the caller's stream is
-    byte for byte what they asked for. Output is cut on event boundaries, so
-    an event split across reads is never passed on half.
-    """
-
-    __slots__ = ("_pending",)
-
-    def __init__(self) -> None:
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        """Return what of ``chunk`` (and of earlier held-back bytes) can go on now."""
-        pending = self._pending
-        if not pending and chunk.endswith(b"\n\n"):
-            # The common case, and the one that must be cheap (it runs per
-            # read): nothing held back, the read ends on an event boundary.
-            if _USAGE_ONLY not in chunk:
-                return chunk
-            data = chunk
-        else:
-            data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self._pending = data
-            return b""
-        complete, self._pending = data[: cut + 2], data[cut + 2 :]
-        if _USAGE_ONLY not in complete:
-            return complete
-        events = complete.split(b"\n\n")[:-1]
-        return b"".join(e + b"\n\n" for e in events if _USAGE_ONLY not in e)
-
-    def drain(self) -> bytes:
-        """Return the bytes still held back when the stream ends."""
-        pending, self._pending = self._pending, b""
-        return pending
-
-
-_USAGE_ONLY = b'"choices":[]'
+# Events that end a Responses stream; each carries the final response object.
+_RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def _with_stream_usage(body: bytes, data: dict[str, Any]) -> bytes:
@@ -178,61 +125,64 @@ class OpenAIProvider:
                 message = f"{code}: {message}"
         return ResponseInfo(error_type=error_type, error_message=message)
 
-    def stream_format(self, info: RequestInfo) -> StreamFormat:
-        """Chat and legacy completions share one format; Responses has its own."""
-        return _RESPONSES_STREAM if info.operation == "responses" else _CHAT_STREAM
+    def stream_watch(self, info: RequestInfo) -> StreamWatch:
+        """Chat and legacy completions share one dialect; Responses has its own."""
+        kind: StreamKind = "responses" if info.operation == "responses" else "chat"
+        return StreamWatch(kind, strip_usage_chunk=info.strip_usage_chunk)
 
     def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
-        """Read usage and metadata from the end of a finished stream."""
+        """Read usage and metadata from the last events of a finished stream."""
         if info.operation == "responses":
-            return self._parse_responses_stream(data)
-        out = ResponseInfo(response_model=_str(json_value_after(data[:4096], b"model", last=False)))
-        _read_usage(out, json_value_after(data, b"usage"))
-        out.finish_reason = _str(json_value_after(data, b"finish_reason"))
-        if out.finish_reason is None:
-            # The last chunk may carry "finish_reason":null after the real one.
-            for _, payload in reversed(iter_sse_data(data[-8192:])):
-                reason = _str(json_value_after(payload, b"finish_reason"))
-                if reason:
-                    out.finish_reason = reason
-                    break
-        return out
-
-    def _parse_responses_stream(self, data: bytes) -> ResponseInfo:
-        out = ResponseInfo()
-        for marker in _RESPONSES_STREAM.terminal_markers:
-            pos = data.rfind(b"event: " + marker)
-            if pos >= 0:
-                for _, payload in iter_sse_data(data[pos:]):
-                    try:
-                        response = loads(payload).get("response") or {}
-                    except ValueError:
-                        continue
-                    out.response_model = _str(response.get("model"))
-                    out.finish_reason = _str(response.get("status"))
-                    _read_usage(out, response.get("usage"))
-                    break
+            return _parse_responses_stream(data)
+        out = ResponseInfo(terminal=False)
+        usage_seen = False
+        # From the end: [DONE], usage (on the finish chunk or after it) and the
+        # finish reason are in the last few events, so the walk stops at the
+        # finish chunk and a long stream costs no more than a short one.
+        for event in iter_events(data, reverse=True):
+            if event.data.startswith(b"[DONE]"):  # the SDK's own test
+                out.terminal = True
+                continue
+            obj = event.json()
+            if obj is None:
+                continue
+            if out.response_model is None:
+                out.response_model = _str(obj.get("model"))
+            if not usage_seen:
+                usage = _chunk_usage(obj)
+                if usage is not None:
+                    _read_usage(out, usage)
+                    usage_seen = True
+            if out.finish_reason is None:
+                out.finish_reason = _finish_reason(obj)
+            if out.error_type is None:
+                _read_stream_error(out, obj)
+            if out.finish_reason is not None and out.response_model is not None:
                 break
         return out
 
     def stream_text(self, data: bytes) -> str:
         """Concatenate content deltas (chat, completions and Responses)."""
         parts: list[str] = []
-        for event, payload in iter_sse_data(data):
-            if payload == b"[DONE]":
+        for event in iter_events(data):
+            obj = event.json()
+            if obj is None:
                 continue
-            try:
-                obj = loads(payload)
-            except ValueError:
-                continue
-            if event == b"response.output_text.delta" or obj.get("type") == "response.output_text.delta":
+            if event_type(event, obj) == "response.output_text.delta":
                 parts.append(str(obj.get("delta") or ""))
                 continue
-            for choice in obj.get("choices") or ():
-                delta = choice.get("delta") or {}
+            choices = obj.get("choices")
+            for choice in choices if isinstance(choices, list) else ():
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
+                delta = delta if isinstance(delta, dict) else {}
                 parts.append(str(delta.get("content") or choice.get("text") or ""))
-                for call in delta.get("tool_calls") or ():
-                    parts.append(str((call.get("function") or {}).get("arguments") or ""))
+                calls = delta.get("tool_calls")
+                for call in calls if isinstance(calls, list) else ():
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        parts.append(str(function.get("arguments") or ""))
         return "".join(parts)
 
     def quota_exhausted(self, status: int, body: bytes) -> bool:
@@ -305,6 +255,60 @@ def _read_usage(out: ResponseInfo, usage: Any) -> None:
     out.cache_write_tokens = as_int(details.get("cache_write_tokens"))
     out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
     out.reasoning_tokens = as_int(out_details.get("reasoning_tokens"))
+
+
+def _parse_responses_stream(data: bytes) -> ResponseInfo:
+    out = ResponseInfo(terminal=False)
+    for event in iter_events(data, reverse=True):
+        obj = None if event.name else event.json()
+        if event_type(event, obj) not in _RESPONSES_TERMINAL:
+            continue
+        obj = obj if obj is not None else event.json()
+        response = obj.get("response") if obj is not None else None
+        response = response if isinstance(response, dict) else {}
+        out.terminal = True
+        out.response_model = _str(response.get("model"))
+        out.finish_reason = _str(response.get("status"))
+        _read_usage(out, response.get("usage"))
+        return out
+    # No terminal event (abandoned or cut off): the model is in response.created.
+    for event in iter_events(data):
+        obj = event.json()
+        response = obj.get("response") if obj is not None else None
+        if isinstance(response, dict):
+            out.response_model = _str(response.get("model"))
+        break
+    return out
+
+
+def _chunk_usage(obj: dict[str, Any]) -> Any:
+    # Top-level usage (OpenAI's usage-only chunk, or a server that puts it on
+    # the last chunk with choices); Groq also reports it under x_groq.
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        return usage
+    vendor = obj.get("x_groq")
+    usage = vendor.get("usage") if isinstance(vendor, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def _finish_reason(obj: dict[str, Any]) -> str | None:
+    choices = obj.get("choices")
+    reason = None
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+            reason = choice["finish_reason"]
+    return reason
+
+
+def _read_stream_error(out: ResponseInfo, obj: dict[str, Any]) -> None:
+    # The SDK raises APIError for an event whose data has a truthy "error".
+    error = obj.get("error")
+    if not error:
+        return
+    out.error_type = "APIError"
+    message = error.get("message") if isinstance(error, dict) else None
+    out.error_message = message if isinstance(message, str) else "An error occurred during streaming"
 
 
 def _str(value: Any) -> str | None:
