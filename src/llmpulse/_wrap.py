@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
 from ._config import Settings, get_settings
+from ._exit import start_daemon
 from ._hook import Hook
 from ._pipeline import get_pipeline, make_metrics
 from ._runtime import price_table
@@ -216,7 +217,7 @@ def _warm_up_prices() -> None:
         with contextlib.suppress(Exception):
             price_table().warm_up()
 
-    threading.Thread(target=warm, name="llmpulse-prices", daemon=True).start()
+    start_daemon(warm, "llmpulse-prices")
 
 
 def unwrap(client: Any) -> Any:
