@@ -10,6 +10,7 @@ transports and byte streams subclass its own base classes.
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
@@ -55,6 +56,8 @@ class _Body:
 
 
 _OPEN: weakref.WeakSet[_Body] = weakref.WeakSet()  # every body handed to an SDK and still referenced
+# A forked child's copies of the parent's bodies are the parent's to report.
+os.register_at_fork(after_in_child=_OPEN.clear)
 
 
 def report_open_bodies() -> None:

@@ -685,7 +685,7 @@ class AlertEngine:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the queued rule checks and deliveries ran; True if they did."""
-        if not self._background or self._thread is None:
+        if not self._background or (self._thread is None and self._queue.empty()):
             return True
         if not self._ensure_thread():
             return self._queue.empty()

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._exit import STATE as _EXIT
 from .._exit import start_daemon
 from ..events import Event
 
@@ -162,7 +163,7 @@ class Dispatcher:
             with self._lock:
                 route.emitted += 1
                 dropped = None
-                if self._closed:
+                if self._closed or _EXIT.exited:  # also a dispatcher made after the exit hook
                     route.dropped += 1
                     dropped = "shutdown"
                 elif len(route.queue) >= self.capacity:
