@@ -60,10 +60,26 @@ def late() -> None:
     KEEP.append(open_sync())  # after llmpulse's exit hook: it never sees this stream open
 
 
+def spans() -> None:
+    outcomes = [span.attributes.get("llmpulse.outcome") for span in EXPORTER.get_finished_spans()]
+    print("outcomes", [o for o in outcomes if o is not None])
+
+
 if CASE == "late":
     atexit.register(late)  # registered before llmpulse's hook, so it runs after it
+elif CASE == "otel":
+    atexit.register(spans)  # the last to run: after the provider's own hook
 
 import llmpulse  # noqa: E402
+
+if CASE == "otel":  # a provider set up after llmpulse was imported, before the client was wrapped
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    EXPORTER = InMemorySpanExporter()
+    PROVIDER = TracerProvider()  # its atexit hook shuts it down
+    PROVIDER.add_span_processor(BatchSpanProcessor(EXPORTER))
 
 if CASE.startswith("async"):
     asyncio_log = logging.getLogger("asyncio")
@@ -76,7 +92,8 @@ def client(is_async):
         import openai
 
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI
-        return llmpulse.wrap(cls(base_url=BASE + "/v1", api_key="sk-test", max_retries=0))
+        sinks = [llmpulse.OtelSink(tracer_provider=PROVIDER)] if CASE == "otel" else None
+        return llmpulse.wrap(cls(base_url=BASE + "/v1", api_key="sk-test", max_retries=0), sinks=sinks)
     import anthropic
 
     cls = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic
@@ -105,7 +122,7 @@ async def open_async():
 READY = threading.Event()  # set once a thread holds its stream
 
 
-if CASE == "sync-global":
+if CASE in ("sync-global", "otel"):
     STREAM = open_sync()
 elif CASE == "sync-local":
     def returns():
@@ -260,6 +277,15 @@ def test_the_queued_event_of_a_finished_call_is_delivered_at_exit(run: Callable[
     exited.assert_quiet()
     assert exited.stdout == "pending 1\n"
     assert [e["outcome"] for e in exited.events] == ["ok"]
+
+
+def test_an_otel_provider_set_up_before_wrapping_gets_the_spans_at_exit(
+    run: Callable[[str, str], Exited],
+) -> None:
+    """llmpulse's exit hook runs before the atexit hook of a tracer provider made before wrap()."""
+    exited = run("openai", "otel")
+    exited.assert_quiet()  # no "Processor is already shutdown" warnings either
+    assert exited.stdout == "outcomes ['abandoned']\n"
 
 
 class ThreadSink:

@@ -446,4 +446,15 @@ def _at_exit(timeout: float = 2.0) -> None:
         _exit.end()
 
 
+def run_exit_hook_first() -> None:
+    """Move llmpulse's exit hook ahead of every atexit handler registered so far.
+
+    `wrap` calls it. What the sinks need at exit (an OpenTelemetry provider,
+    a connection) usually exists before the client is wrapped, and its own
+    atexit handler (the last registered runs first) must run after ours.
+    """
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
+
 atexit.register(_at_exit)

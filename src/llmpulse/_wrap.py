@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 from ._config import Settings, get_settings
 from ._exit import start_daemon
 from ._hook import Hook
-from ._pipeline import get_pipeline, make_metrics
+from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
 from ._runtime import price_table
 from ._sampling import Sampler
 from ._transport import transport_classes
@@ -85,6 +85,7 @@ def wrap(
     if not settings.enabled:
         return client
     pipeline = get_pipeline()
+    run_exit_hook_first()
     _warm_up_prices()
     try:
         api_key_id = _fingerprint(getattr(client, "api_key", None))
