@@ -72,6 +72,18 @@ elif CASE == "otel":
 
 import llmpulse  # noqa: E402
 
+
+
+def early() -> None:
+    c = client(False)  # wrapped while the atexit handlers run
+    for _ in request(c):
+        pass
+    KEEP.append(open_sync())
+
+
+if CASE == "early":
+    atexit.register(early)  # registered after llmpulse's hook, so it runs before it
+
 if CASE == "otel":  # a provider set up after llmpulse was imported, before the client was wrapped
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -269,6 +281,15 @@ def test_a_stream_opened_after_the_exit_hook_is_counted_as_dropped(
     assert exited.counter("llmpulse_events_dropped_total", sink="jsonl", reason="shutdown") == 1
     assert exited.counter("llmpulse_events_dropped_total", sink="prometheus", reason="shutdown") == 1
     assert exited.counter("llmpulse_requests_total") == 0  # the event was never built
+
+
+def test_calls_made_by_an_atexit_handler_that_runs_first_are_delivered(
+    run: Callable[[str, str], Exited],
+) -> None:
+    """A handler running before llmpulse's (it wraps a client, finishes one call, leaves a stream open)."""
+    exited = run("openai", "early")
+    exited.assert_quiet()
+    assert sorted(e["outcome"] for e in exited.events) == ["abandoned", "ok"]
 
 
 def test_the_queued_event_of_a_finished_call_is_delivered_at_exit(run: Callable[[str, str], Exited]) -> None:

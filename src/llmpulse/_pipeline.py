@@ -435,6 +435,8 @@ def _at_exit(timeout: float = 2.0) -> None:
     from ._call import finish_collected  # noqa: PLC0415
     from ._transport import report_open_bodies  # noqa: PLC0415
 
+    if _exit.STATE.exiting:
+        return
     _exit.begin()
     try:
         report_open_bodies()
@@ -452,9 +454,12 @@ def run_exit_hook_first() -> None:
     `wrap` calls it. What the sinks need at exit (an OpenTelemetry provider,
     a connection) usually exists before the client is wrapped, and its own
     atexit handler (the last registered runs first) must run after ours.
+    Not once the interpreter is exiting (the main thread no longer alive): a
+    handler registered while the handlers run is never run.
     """
-    atexit.unregister(_at_exit)
-    atexit.register(_at_exit)
+    if threading.main_thread().is_alive():
+        atexit.unregister(_at_exit)
+        atexit.register(_at_exit)
 
 
 atexit.register(_at_exit)
