@@ -17,7 +17,9 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import _exit
 from ._config import Settings, get_settings, on_configure
+from ._exit import exiting
 from ._sampling import DetailSampler
 from .events import AttemptEvent, CallEvent, Event, InteractionSummary
 from .sinks._dispatch import Dispatcher, Route, SinkStats
@@ -182,6 +184,15 @@ class Pipeline:
                 self.internal_error("alerts")
         self.dispatcher.submit(event, self.default_routes if routes is None else routes, app_ctx)
 
+    def call_lost(self, routes: tuple[Route, ...] | None, metrics: PrometheusSink | None) -> None:
+        """Count a call that ended after the exit hook, its event never built (see `llmpulse._exit`)."""
+        target = metrics or self.metrics
+        if target is not None:
+            target.record_dropped(target.name, "shutdown")
+        self.dispatcher.count_dropped(
+            CallEvent, self.default_routes if routes is None else routes, "shutdown"
+        )
+
     def emit_other(self, event: Event) -> None:
         """Send a non-call event (an interaction summary) to the default sinks."""
         self.dispatcher.submit(event, self.default_routes, contextvars.copy_context())
@@ -323,7 +334,7 @@ def _reconfigure(settings: Settings) -> None:
 
 
 def _start_metrics_server(settings: Settings) -> None:
-    if settings.metrics_port is None:
+    if settings.metrics_port is None or exiting():
         return
     from ._metrics_server import maybe_start_from_env  # noqa: PLC0415
 
@@ -388,8 +399,8 @@ async def aflush(timeout: float | None = 5.0) -> bool:
 def shutdown(timeout: float | None = 5.0) -> bool:
     """Deliver pending events and stop the delivery thread (it restarts on the next event).
 
-    Call it from a SIGTERM handler or at the end of a worker's life; an
-    ``atexit`` hook calls it too.
+    Call it from a SIGTERM handler or at the end of a worker's life; at
+    interpreter exit llmpulse's ``atexit`` hook does more (see `_at_exit`).
     """
     from ._call import finish_collected  # noqa: PLC0415
 
@@ -416,4 +427,39 @@ def sink_stats() -> list[SinkStats]:
     return [] if current is None else current.dispatcher.stats()
 
 
-atexit.register(shutdown, 2.0)
+def _at_exit(timeout: float = 2.0) -> None:
+    # Interpreter exit (see `llmpulse._exit`). The app will read no body it
+    # left open: end those calls ("abandoned") while imports and the sinks
+    # still work, deliver on this thread what no delivery thread took, and
+    # from then on count calls that end as dropped ("shutdown").
+    from ._call import finish_collected  # noqa: PLC0415
+    from ._transport import report_open_bodies  # noqa: PLC0415
+
+    if _exit.STATE.exiting:
+        return
+    _exit.begin()
+    try:
+        report_open_bodies()
+        finish_collected()
+        current = _pipeline
+        if current is not None:
+            current.dispatcher.close(timeout)
+    finally:
+        _exit.end()
+
+
+def run_exit_hook_first() -> None:
+    """Move llmpulse's exit hook ahead of every atexit handler registered so far.
+
+    `wrap` calls it. What the sinks need at exit (an OpenTelemetry provider,
+    a connection) usually exists before the client is wrapped, and its own
+    atexit handler (the last registered runs first) must run after ours.
+    Not once the interpreter is exiting (the main thread no longer alive): a
+    handler registered while the handlers run is never run.
+    """
+    if threading.main_thread().is_alive():
+        atexit.unregister(_at_exit)
+        atexit.register(_at_exit)
+
+
+atexit.register(_at_exit)

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._exit import exiting
+
 if TYPE_CHECKING:
     from tiktoken import Encoding
 
@@ -201,6 +203,8 @@ class TokenCounter:
             return None
 
     def _download(self, name: str) -> None:
+        if exiting():
+            return  # no thread may start at interpreter exit: estimate
         with self._lock:
             if name in self._download_failed or name in self._encodings:
                 return

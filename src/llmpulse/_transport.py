@@ -10,10 +10,13 @@ transports and byte streams subclass its own base classes.
 from __future__ import annotations
 
 import functools
+import os
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ._exit import STATE, ExitState
 from .policies._elsewhere import ServeElsewhere
 
 if TYPE_CHECKING:
@@ -21,23 +24,72 @@ if TYPE_CHECKING:
     from ._call import Call
     from ._hook import Hook
 
-__all__ = ["transport_classes"]
+__all__ = ["report_open_bodies", "transport_classes"]
+
+
+class _Body:
+    """What both stacks' sync and async bodies share: telling the call, once, how the body ended."""
+
+    _exit: ExitState = STATE  # read through self: __del__ may run after teardown cleared the globals
+    _call: Call
+    _hook: Hook
+    _reported: bool
+
+    def _watch(self, call: Call, hook: Hook) -> None:
+        self._call, self._hook, self._reported = call, hook, False
+        _OPEN.add(self)
+
+    def _report(self, how: str, *args: Any) -> None:
+        # ``how`` names the `Call` method ("body_ended", ...): a name, not the
+        # method, since a global such as `Call` may be None by the time __del__ runs.
+        if self._reported:
+            return
+        self._reported = True
+        if not self._exit.exited:
+            getattr(self._call, how)(*args)
+            return
+        # After llmpulse's exit hook, maybe during interpreter teardown: building an
+        # event may import or start a thread, and neither works any more. Count it.
+        try:  # noqa: SIM105 - not contextlib.suppress: a global, maybe None by now
+            self._hook.pipeline.call_lost(self._hook.routes, self._hook.metrics)
+        except Exception:  # noqa: BLE001 - the interpreter is being torn down: best effort
+            pass
+
+
+_OPEN: weakref.WeakSet[_Body] = weakref.WeakSet()  # every body handed to an SDK and still referenced
+# A forked child's copies of the parent's bodies are the parent's to report.
+os.register_at_fork(after_in_child=_OPEN.clear)
+
+
+def report_open_bodies() -> None:
+    """Report each body the app left open as collected (llmpulse's exit hook; see `llmpulse._exit`).
+
+    Their calls end with outcome "abandoned" once `llmpulse._call.finish_collected` runs.
+    """
+    for _ in range(10):
+        try:
+            bodies = list(_OPEN)
+        except RuntimeError:  # a daemon thread handed over a body meanwhile: look again
+            continue
+        for body in bodies:
+            body._report("body_collected")
+        return
 
 
 @functools.cache
 def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
     """Return (sync transport, async transport) classes for one HTTP module."""
 
-    class ObservedStream(http.SyncByteStream):  # type: ignore[name-defined,misc]
+    class ObservedStream(_Body, http.SyncByteStream):  # type: ignore[name-defined,misc]
         """The response body on its way to the SDK, watched chunk by chunk."""
 
-        def __init__(self, inner: Any, call: Call, watcher: BodyWatcher) -> None:
+        def __init__(self, inner: Any, call: Call, hook: Hook, watcher: BodyWatcher) -> None:
             self._inner = inner
-            self._call = call
             self._watcher = watcher
+            self._watch(call, hook)
 
         def __iter__(self) -> Iterator[bytes]:
-            call, feed = self._call, self._watcher.feed
+            feed = self._watcher.feed
             try:
                 for chunk in self._inner:
                     out = feed(chunk)
@@ -46,34 +98,34 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             except GeneratorExit:
                 raise  # the consumer stopped iterating: close() or __del__ reports it
             except BaseException as exc:
-                call.body_failed(exc)
+                self._report("body_failed", exc)
                 raise
             rest = self._watcher.drain()
             if rest:
                 yield rest
-            call.body_ended()
+            self._report("body_ended")
 
         def close(self) -> None:
             try:
                 self._inner.close()
             finally:
-                self._call.body_closed()
+                self._report("body_closed")
 
         def __del__(self) -> None:
             # A stream the caller dropped without closing (sync openai
             # streams sit in a reference cycle until the GC runs).
-            self._call.body_collected()
+            self._report("body_collected")
 
-    class AsyncObservedStream(http.AsyncByteStream):  # type: ignore[name-defined,misc]
+    class AsyncObservedStream(_Body, http.AsyncByteStream):  # type: ignore[name-defined,misc]
         """Async twin of ObservedStream."""
 
-        def __init__(self, inner: Any, call: Call, watcher: BodyWatcher) -> None:
+        def __init__(self, inner: Any, call: Call, hook: Hook, watcher: BodyWatcher) -> None:
             self._inner = inner
-            self._call = call
             self._watcher = watcher
+            self._watch(call, hook)
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
-            call, feed = self._call, self._watcher.feed
+            feed = self._watcher.feed
             try:
                 async for chunk in self._inner:
                     out = feed(chunk)
@@ -82,21 +134,21 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             except GeneratorExit:
                 raise  # the consumer stopped iterating: aclose() or __del__ reports it
             except BaseException as exc:
-                call.body_failed(exc)
+                self._report("body_failed", exc)
                 raise
             rest = self._watcher.drain()
             if rest:
                 yield rest
-            call.body_ended()
+            self._report("body_ended")
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
             finally:
-                self._call.body_closed()
+                self._report("body_closed")
 
         def __del__(self) -> None:
-            self._call.body_collected()
+            self._report("body_collected")
 
     class Transport(http.BaseTransport):  # type: ignore[name-defined,misc]
         """Runs each request as one logical call of one or more attempts."""
@@ -136,7 +188,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                                 _replace_content(http, response, call)
                             else:
                                 watcher = call.observe_body(response.headers)
-                                response.stream = ObservedStream(response.stream, call, watcher)
+                                response.stream = ObservedStream(response.stream, call, self.hook, watcher)
                             return response
                         response.close()
                     clock.sleep(delay)
@@ -188,7 +240,9 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                                 _replace_content(http, response, call)
                             else:
                                 watcher = call.observe_body(response.headers)
-                                response.stream = AsyncObservedStream(response.stream, call, watcher)
+                                response.stream = AsyncObservedStream(
+                                    response.stream, call, self.hook, watcher
+                                )
                             return response
                         await response.aclose()
                     await clock.asleep(delay)

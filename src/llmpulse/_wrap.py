@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
 from ._config import Settings, get_settings
+from ._exit import start_daemon
 from ._hook import Hook
-from ._pipeline import get_pipeline, make_metrics
+from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
 from ._runtime import price_table
 from ._sampling import Sampler
 from ._transport import transport_classes
@@ -85,6 +86,7 @@ def wrap(
     if not settings.enabled:
         return client
     pipeline = get_pipeline()
+    run_exit_hook_first()
     _warm_up_prices()
     try:
         api_key_id = _fingerprint(getattr(client, "api_key", None))
@@ -233,7 +235,7 @@ def _warm_up_prices() -> None:
         with contextlib.suppress(Exception):
             price_table().warm_up()
 
-    threading.Thread(target=warm, name="llmpulse-prices", daemon=True).start()
+    start_daemon(warm, "llmpulse-prices")
 
 
 def unwrap(client: Any) -> Any:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._exit import start_daemon
 from ..policies._shared import is_shared
 from ..state import MemoryStore
 from ._alert import Alert, AlertSink, Evidence, Severity
@@ -656,12 +657,14 @@ class AlertEngine:
             return
         self._ensure_thread()
 
-    def _ensure_thread(self) -> None:
+    def _ensure_thread(self) -> bool:
+        # False at interpreter exit, when no thread may start: queued work then waits, unrun.
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="llmpulse-alerts", daemon=True)
-                    self._thread.start()
+                    self._thread = start_daemon(self._run, "llmpulse-alerts")
+                    return self._thread is not None
+        return True
 
     def _run(self) -> None:
         interval = self.config.evaluate_every_s
@@ -682,9 +685,10 @@ class AlertEngine:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the queued rule checks and deliveries ran; True if they did."""
-        if not self._background or self._thread is None:
+        if not self._background or (self._thread is None and self._queue.empty()):
             return True
-        self._ensure_thread()
+        if not self._ensure_thread():
+            return self._queue.empty()
         done = threading.Event()
         try:
             self._queue.put(done.set, timeout=timeout)

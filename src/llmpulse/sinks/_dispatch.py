@@ -13,6 +13,10 @@ writes their lines in one batch: in the thread, rendering cost three times
 as much per event. Whatever a sink raises is
 counted and logged, never raised into the app. For every sink
 ``emitted == exported + dropped + pending`` holds at all times.
+
+At interpreter exit no thread may start (see `llmpulse._exit`): `close`
+delivers what is queued on the exiting thread, and events submitted after
+it are counted as dropped with reason "shutdown".
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._exit import STATE as _EXIT
+from .._exit import start_daemon
 from ..events import Event
 
 __all__ = ["Dispatcher", "Route", "SinkStats"]
 
 _log = logging.getLogger("llmpulse")
+
+# One route's events (or rendered lines), each with the caller's contextvars.
+_Batch = tuple["Route", list[tuple[Any, contextvars.Context | None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +126,7 @@ class Dispatcher:
         self._idle = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self._stopping = False
+        self._closed = False  # closed at exit: events are counted as dropped, not queued
         self._armed = False  # the worker has been woken for the queued events
         self._hurry = threading.Event()  # flush() wants the batch now
 
@@ -152,16 +162,19 @@ class Dispatcher:
                     continue
             with self._lock:
                 route.emitted += 1
-                if len(route.queue) >= self.capacity:
+                dropped = None
+                if self._closed or _EXIT.exited:  # also a dispatcher made after the exit hook
                     route.dropped += 1
-                    dropped = True
+                    dropped = "shutdown"
+                elif len(route.queue) >= self.capacity:
+                    route.dropped += 1
+                    dropped = "buffer_full"
                 else:
                     route.queue.append(item)
-                    dropped = False
                     if not self._armed:
                         self._armed = wake = True
-            if dropped:
-                self._on_drop(route.name, "buffer_full", 1)
+            if dropped is not None:
+                self._on_drop(route.name, dropped, 1)
         if wake:
             self._ensure_worker()
             with self._lock:
@@ -208,8 +221,8 @@ class Dispatcher:
             if self._worker is not None and self._worker.is_alive():
                 return
             self._stopping = False
-            self._worker = threading.Thread(target=self._run, name="llmpulse-sinks", daemon=True)
-            self._worker.start()
+            # None at exit: the events wait for `close`, which delivers them on the exiting thread.
+            self._worker = start_daemon(self._run, "llmpulse-sinks")
 
     def _run(self) -> None:
         while True:
@@ -222,30 +235,47 @@ class Dispatcher:
             if not self._stopping and self._hurry.wait(self.batch_interval):
                 self._hurry.clear()
             with self._lock:
-                self._armed = False
-                batches = []
-                for route in self._routes:
-                    if route.queue:
-                        batch = list(route.queue)
-                        route.queue.clear()
-                        route.inflight += len(batch)
-                        batches.append((route, batch))
-            for route, batch in batches:
-                if route.render is not None:
-                    ok = self._write_lines(route, [line for line, _ in batch])
-                else:
-                    ok = sum(self._call_sink(route, event, app_ctx) for event, app_ctx in batch)
-                with self._lock:  # one update per batch keeps emitted == exported + dropped + pending
-                    route.exported += ok
-                    route.dropped += len(batch) - ok
-                    route.inflight -= len(batch)
-                flush = getattr(route.sink, "flush", None)
-                if callable(flush):
-                    # A failing flush loses nothing that was not counted per event.
-                    with contextlib.suppress(Exception):
-                        flush()
+                batches = self._take_batches()
+            self._deliver_batches(batches)
             with self._lock:
                 self._idle.notify_all()
+
+    def _take_batches(self) -> list[_Batch]:
+        # Under the lock: empty every queue; the events are in flight until delivered.
+        self._armed = False
+        batches = []
+        for route in self._routes:
+            if route.queue:
+                batch = list(route.queue)
+                route.queue.clear()
+                route.inflight += len(batch)
+                batches.append((route, batch))
+        return batches
+
+    def _deliver_batches(self, batches: list[_Batch]) -> None:
+        for route, batch in batches:
+            if route.render is not None:
+                ok = self._write_lines(route, [line for line, _ in batch])
+            else:
+                ok = sum(self._call_sink(route, event, app_ctx) for event, app_ctx in batch)
+            with self._lock:  # one update per batch keeps emitted == exported + dropped + pending
+                route.exported += ok
+                route.dropped += len(batch) - ok
+                route.inflight -= len(batch)
+            flush = getattr(route.sink, "flush", None)
+            if callable(flush):
+                # A failing flush loses nothing that was not counted per event.
+                with contextlib.suppress(Exception):
+                    flush()
+
+    def count_dropped(self, cls: type, routes: tuple[Route, ...], reason: str) -> None:
+        """Count an event of class ``cls`` that each route taking it will never get."""
+        for route in routes:
+            if route.wants_type(cls):
+                with self._lock:
+                    route.emitted += 1
+                    route.dropped += 1
+                self._on_drop(route.name, reason, 1)
 
     def pending(self) -> int:
         """Events queued or in delivery, over all routes."""
@@ -278,6 +308,33 @@ class Dispatcher:
         if worker is not None:
             worker.join(timeout)
         return done
+
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """At exit: deliver what is queued, then count later events as dropped ("shutdown").
+
+        The worker delivers if it runs; else (it could not start: see
+        `llmpulse._exit`) this thread does. Events the worker still holds when
+        ``timeout`` ends stay pending; queued ones are counted as dropped.
+
+        Returns:
+            True if nothing was left undelivered.
+
+        """
+        done = self.stop(timeout)
+        worker = self._worker
+        stuck = worker is not None and worker.is_alive()
+        with self._lock:
+            self._closed = True
+            batches = self._take_batches()
+        if not stuck:
+            self._deliver_batches(batches)
+            return self.pending() == 0
+        for route, batch in batches:  # the worker is still inside a sink: do not call it twice at once
+            with self._lock:
+                route.inflight -= len(batch)
+                route.dropped += len(batch)
+            self._on_drop(route.name, "shutdown", len(batch))
+        return done and not batches
 
     def stats(self) -> list[SinkStats]:
         """Delivery counts of every route."""

@@ -693,7 +693,8 @@ class PrometheusSink:
 
         Args:
             sink: The sink's name.
-            reason: Why, e.g. "buffer_full" or "sink_error".
+            reason: Why: "buffer_full", "sink_error", or "shutdown" (a call that
+                ended after llmpulse's exit hook, see `llmpulse._exit`).
             n: How many events.
 
         """

@@ -16,6 +16,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from .._exit import start_daemon
+
 __all__ = ["WriteBack"]
 
 _log = logging.getLogger("llmpulse")
@@ -52,12 +54,14 @@ class WriteBack:
         self._ensure_worker()
         return True
 
-    def _ensure_worker(self) -> None:
+    def _ensure_worker(self) -> bool:
+        # False at interpreter exit, when no thread may start: queued updates then wait, unrun.
         if self._worker is None or not self._worker.is_alive():
             with self._lock:
                 if self._worker is None or not self._worker.is_alive():
-                    self._worker = threading.Thread(target=self._run, name="llmpulse-store", daemon=True)
-                    self._worker.start()
+                    self._worker = start_daemon(self._run, "llmpulse-store")
+                    return self._worker is not None
+        return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every queued update ran (flush, shutdown, tests); True if none is left."""
@@ -68,7 +72,8 @@ class WriteBack:
             self._queue.put(done.set, timeout=timeout)  # waits for room, unlike submit
         except queue.Full:
             return False
-        self._ensure_worker()
+        if not self._ensure_worker():
+            return False
         return done.wait(timeout)
 
     def _run(self) -> None:
