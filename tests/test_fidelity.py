@@ -873,6 +873,16 @@ def test_json_formatting(server: FidelityServer, fmt: str, kind: Kind, call: Cal
     assert_fidelity(server, Case(kind, (call,), modes=FORMATS[fmt]))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["openai", "async_openai"])
+def test_stream_reaches_the_caller_event_by_event(server: FidelityServer, kind: Kind, fmt: str) -> None:
+    """A chat stream that stalls after three events has given the caller three chunks (nothing held back)."""
+    script = (Step.stall(after_events=3),)
+    case = Case(kind, (Call(stream=True),), script, modes=FORMATS[fmt], client={"timeout": 0.2})
+    comparison = assert_fidelity(server, case)
+    assert len(comparison.bare.outcomes[0]["chunks"]) == 3
+
+
 # == the ordinary paths (these hold today: they show the harness is not the problem) ================
 
 
