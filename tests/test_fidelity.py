@@ -19,6 +19,7 @@ llmpulse's default deadlines all shrink by the same factor.
 
 ``FIDELITY_SCHEDULES`` (default 500) sets the number of random schedules,
 ``FIDELITY_SEED`` replays one, ``FIDELITY_TIME_SCALE`` sets the compression.
+(A wrapped stream still open at interpreter exit is tested elsewhere.)
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ which must match).
 ALLOWED_DIFFERENCES = (
     "(a) On the wire, llmpulse may add stream_options.include_usage=true to an OpenAI chat stream "
     "(POST .../chat/completions with stream=true) whose caller did not ask for usage; what the "
-    "caller gets from the stream must still be identical.",
+    "caller gets from the stream must still be identical, chunk by chunk (model_dump()). The "
+    '"usage": null that OpenAI then adds to every chunk shows only in dumps of the fields set '
+    "(to_dict(), to_json(), model_dump(exclude_unset=True)), which are therefore not compared.",
     "(b) Once per endpoint (method and path), when the server answers that request with a 400 or "
     "422 whose body names stream_options, llmpulse may send one extra request: the same request "
     "with the same headers (the same x-stainless-retry-count: not a retry) without the added field. "
