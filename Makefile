@@ -10,7 +10,7 @@ LEGACY_STAMP := $(LEGACY)/.installed
 # The smoke subset run on the previous SDK majors (httpx stack).
 LEGACY_TESTS := tests/test_calls.py tests/test_streaming.py tests/test_context.py tests/test_policies.py
 
-.PHONY: venv demo test lint typecheck pytest test-legacy bench scenarios clean
+.PHONY: venv demo test lint typecheck pytest test-legacy fidelity-long bench scenarios clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-legacy: $(LEGACY_STAMP)
 	$(LEGACY)/bin/pytest -q -p no:cacheprovider $(LEGACY_TESTS)
 
 test: lint typecheck pytest test-legacy
+
+# Bare SDK vs wrapped client on 5,000 random schedules instead of the suite's 500 (minutes).
+fidelity-long: $(STAMP)
+	FIDELITY_SCHEDULES=5000 $(BIN)/pytest -q -p no:cacheprovider tests/test_fidelity.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
