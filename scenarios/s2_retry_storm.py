@@ -8,8 +8,9 @@ What is real: the same ``openai.OpenAI(timeout=30, max_retries=5)`` client
 makes every call, once as it is (the naive service) and once wrapped by
 `llmpulse.wrap` with the default policies (retries and timeouts from the
 client, as llmpulse sets no deadline of its own by default; the 10 % + 10
-retry budget; the breaker at 10 consecutive failures). 200 user threads each make 3 requests (in sequence) to the fake
-provider over HTTP, which answers every request after 100 s: later than
+retry budget; the breaker at 10 consecutive failures). 200 user threads
+each make 3 requests (in sequence) to the fake provider over HTTP, which
+answers every request after 100 s: later than
 any attempt waits. Attempts are counted by the fake (requests it received).
 
 What is simulated: time is divided by 100, for everything that waits: the

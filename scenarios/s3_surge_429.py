@@ -5,7 +5,7 @@ minutes. The criterion here: the share of attempts answered 429 in the surge's
 last minute is under 1 % (the ``rate_429`` alert's threshold).
 
 What is real: 10,000 real ``openai`` SDK calls through `llmpulse.wrap` with
-the default policies (adaptive concurrency starting at 256, Retry-After
+the default policies (adaptive concurrency starting at 1000, Retry-After
 pauses, retries within the retry budget), sent open-loop (each at its own
 arrival time, whether or not earlier ones finished: a surge does not wait) to
 the fake provider over HTTP. The fake's capacity model decides every 429: it

@@ -158,8 +158,8 @@ def test_retry_after_beyond_the_deadline_fails_at_once(
 def test_spent_quota_is_not_retried(
     fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
 ) -> None:
-    """429 insufficient_quota: one attempt, and the SDK still sees the body to raise its error."""
-    policies = Policies(breaker=None, clock=FakeClock())
+    """Asked to (retry_quota_exhausted=False), 429 insufficient_quota: one attempt, the SDK still raises."""
+    policies = Policies(breaker=None, clock=FakeClock(), retry_quota_exhausted=False)
     client = _openai(raw_openai, policies, sink)
     fake.enqueue(Fault.status(429, error_code="insufficient_quota"))
     error = _fail(client)

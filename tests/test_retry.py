@@ -44,7 +44,8 @@ def decide(**kwargs: Any) -> tuple[float | None, str]:
         (422, {}, (None, "not_retryable")),
         (418, {}, (None, "not_retryable")),
         (418, {"x-should-retry": "true"}, (0.5, "server_asked")),
-        (400, {"x-should-retry": "true"}, (None, "not_retryable")),  # never, whatever the server says
+        (400, {"x-should-retry": "true"}, (0.5, "server_asked")),  # the server's word wins, as in the SDKs
+        (401, {"x-should-retry": "true"}, (0.5, "server_asked")),
         (500, {"x-should-retry": "false"}, (None, "server_refused")),
         (429, {"retry-after-ms": "1500", "retry-after": "9"}, (1.5, "429")),
         (429, {"retry-after": "0.25"}, (0.25, "429")),
@@ -52,27 +53,49 @@ def decide(**kwargs: Any) -> tuple[float | None, str]:
     ],
 )
 def test_status_rules(status: int, headers: dict[str, str], expected: tuple[float | None, str]) -> None:
-    """408/409/429/5xx retry; 400/401/403/404/422 never; the server's x-should-retry and Retry-After count."""
+    """408/409/429/5xx retry, other statuses not, unless the server's x-should-retry says otherwise."""
     assert decide(status=status, headers=headers) == expected
 
 
-def test_a_spent_quota_is_not_retried() -> None:
-    """A 429 that says the quota is spent will not refill by waiting."""
+def test_a_spent_quota_is_not_retried_when_asked() -> None:
+    """A 429 that says the quota is spent will not refill by waiting: refused when the user says so."""
     assert decide(status=429, quota_exhausted=True) == (None, "quota_exhausted")
+    assert decide(status=500, headers={"x-should-retry": "false"}, quota_exhausted=True) == (
+        None,
+        "server_refused",
+    )
+
+
+def test_a_retry_after_longer_than_the_sdk_waits_is_not_retried() -> None:
+    """OpenAI's SDK does not retry when asked to wait over 120 s; an overflowing hint is too long, too."""
+    assert decide(status=429, headers={"retry-after": "121"}, max_retry_after_s=120.0) == (
+        None,
+        "retry_after_too_long",
+    )
+    assert decide(status=429, headers={"retry-after": "1e999"}, max_retry_after_s=120.0) == (
+        None,
+        "retry_after_too_long",
+    )
+    assert decide(status=429, headers={"retry-after": "120"}, max_retry_after_s=120.0) == (120.0, "429")
+    # Anthropic's waits as long as asked, capped where time.sleep gives up.
+    assert decide(status=429, headers={"retry-after": "600"}) == (600.0, "429")
+    assert decide(status=429, headers={"retry-after": "1e999"}) == (4_294_967.0, "429")
 
 
 @pytest.mark.parametrize(
-    ("failure", "expected"),
+    ("failure", "retried", "expected"),
     [
-        ("timeout", (0.5, "timeout")),
-        ("connect", (0.5, "connect")),
-        ("local_pool", (None, "local_pool")),
-        ("other", (None, "not_retryable")),
+        ("timeout", True, (0.5, "timeout")),
+        ("connect", True, (0.5, "connect")),
+        ("local_pool", True, (0.5, "local_pool")),
+        ("other", True, (0.5, "other")),
+        ("timeout", False, (None, "not_retryable")),
+        ("other", False, (None, "not_retryable")),
     ],
 )
-def test_failed_sends(failure: str, expected: tuple[float | None, str]) -> None:
-    """Timeouts and connection errors retry; a full local pool or a foreign error does not."""
-    assert decide(status=None, headers=None, failure=failure) == expected
+def test_failed_sends(failure: str, retried: bool, expected: tuple[float | None, str]) -> None:
+    """A failed send is retried exactly when the SDK would retry that error."""
+    assert decide(status=None, headers=None, failure=failure, failure_retried=retried) == expected
 
 
 def test_exceptions_are_classified_by_the_http_stack_class() -> None:

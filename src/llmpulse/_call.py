@@ -65,6 +65,7 @@ from .policies._elsewhere import (
     record_served,
     stop_collecting,
 )
+from .policies._stream_usage import rejects_stream_options
 from .providers._base import json_malformed
 from .state import WRITE_BACK, MemoryStore
 
@@ -165,6 +166,7 @@ class Call:
         "_interaction",
         "_limiter",
         "_max_retries",
+        "_original_body",
         "_permit",
         "_policies",
         "_prev_trace",
@@ -173,6 +175,8 @@ class Call:
         "_rate_reserved",
         "_rejected_reason",
         "_request",
+        "_resend",
+        "_retries",
         "_retry_unsent",
         "_sdk_timeout",
         "_served_model",
@@ -184,8 +188,12 @@ class Call:
         "_t0",
         "_timed",
         "_trace",
+        "_usage_refused",
         "attempts",
         "call_id",
+        "reads_whole",
+        "sdk_retries",
+        "vetoes_sdk_retries",
     )
 
     def __init__(
@@ -200,11 +208,18 @@ class Call:
         sdk_timeout: Any = None,
         input_content: str | None = None,
         capture: bool = False,
+        reads_whole: bool = False,
+        original_body: bytes | None = None,
     ) -> None:
         self._hook = hook
         self._info = info
         self._input_content = input_content
         self._capture = capture
+        # The SDK will read the answer whole (not a stream): its body is read within the attempt.
+        self.reads_whole = reads_whole
+        # The caller's own body, when llmpulse sends another (asking a stream for its usage).
+        self._original_body = original_body
+        self._usage_refused = False
         self._ctx = ctx
         self._correlation_id = correlation_id
         self.call_id = call_id
@@ -217,6 +232,8 @@ class Call:
         self._interaction: InteractionTotals | None = current_interaction()
         self._finish_lock = threading.Lock()
         self.attempts = 0
+        self._retries = 0  # attempts that were retries (a negotiation resend is not)
+        self._resend = False  # the next attempt resends the caller's request as they made it
         self._backoff: list[float] = []
         self._status: int | None = None
         self._headers: Mapping[str, str] | None = None
@@ -237,7 +254,13 @@ class Call:
         policies = hook.policies
         self._policies = policies
         self._sdk_timeout = sdk_timeout
-        self._max_retries = hook.max_retries if policies.max_retries is None else policies.max_retries
+        # A max_retries the caller assigned on the client counts as the client's own; the SDK's
+        # loop, which then runs too, is told not to retry on top of llmpulse's (`vetoes_sdk_retries`).
+        assigned = hook.assigned_retries()
+        own = hook.max_retries if assigned is None else assigned
+        self._max_retries = own if policies.max_retries is None else policies.max_retries
+        self.vetoes_sdk_retries = bool(assigned)
+        self.sdk_retries = assigned or 0
         # The policies' clock (fake in tests) drives every time-based decision;
         # perf_counter only measures what the event reports.
         self._clock = policies.clock
@@ -729,7 +752,9 @@ class Call:
             self._refuse(request, refusal)
         if first:
             self._earn_retry_budget()  # only calls actually sent earn retries
-        self._retry_unsent = False
+        elif not self._resend:
+            self._retries += 1
+        self._retry_unsent = self._resend = False
         self.attempts += 1
         self._trace = []
         self._attempt_started = time.perf_counter()
@@ -737,7 +762,7 @@ class Call:
             self._prev_trace = extensions.get("trace")
         extensions = dict(extensions)
         # A retry is timed whenever timings are on: something already went wrong.
-        if self._timed or (self.attempts > 1 and self._hook.network_sampler is not None):
+        if self._timed or (self._retries > 0 and self._hook.network_sampler is not None):
             extensions["trace"] = self._async_trace if is_async else self._sync_trace
         info = self._info
         timeout = self._policies.timeouts.attempt_extension(
@@ -780,9 +805,7 @@ class Call:
             if body is None:
                 continue
             hook = self._hook
-            request.stream = hook.http.ByteStream(body)
-            request._content = body
-            request.headers["Content-Length"] = str(len(body))
+            hook.set_body(request, body)
             name = hook.provider.name
             hook.pipeline.count_fallback(hook.metrics, name, self._served_model, fallback.model, reason, name)
             self._served_model = fallback.model
@@ -859,6 +882,11 @@ class Call:
         self._finish(outcome, None, error_type=cls.__name__, error_message=message)
         raise exc
 
+    @property
+    def retries(self) -> int:
+        """Attempts so far that were retries (what the SDK's ``x-stainless-retry-count`` numbers)."""
+        return self._retries
+
     def _remaining(self) -> float | None:
         """Seconds left before the call's deadline; None: it has none."""
         return None if self._deadline is None else self._deadline - self._clock.monotonic()
@@ -894,7 +922,9 @@ class Call:
 
     def wants_error_body(self, status: int) -> bool:
         """Whether the call's decisions need the body of a response with this status."""
-        if status == 429:
+        if status in (400, 422) and self._original_body is not None:
+            return True  # it may refuse the stream_options llmpulse added
+        if status == 429 and not self._policies.retry_quota_exhausted:
             return True  # only its error code tells a spent quota from a rate limit
         # An overloaded answer may be replaced by another provider's: keep it to hand over otherwise.
         return status in _OVERLOADED and self._policies.cross_provider is not None and not self._info.streamed
@@ -908,14 +938,16 @@ class Call:
         # Only provider-side failures count against the breaker; a 4xx is the caller's.
         self._release("failure" if status >= 500 else "success" if status < 400 else "ignored")
         delay = None
-        if status >= 400:
+        if self._original_body is not None and rejects_stream_options(status, body):
+            delay = self._send_as_made()
+        elif status >= 400:
             quota = False
-            if body is not None:
+            if body is not None and not self._policies.retry_quota_exhausted:
                 try:
                     quota = self._hook.provider.quota_exhausted(status, body)
                 except Exception:  # noqa: BLE001 - a bug of ours: decide without it
                     self._hook.pipeline.internal_error("retry_decision")
-            delay = self._retry_delay(status, headers, None, quota)
+            delay = self._retry_delay(status, headers, None, quota=quota)
         elif self._info.streamed and self._attempt_timeout is not None:
             # Headers are in: from here on every read waits at most the idle gap.
             idle = self._policies.timeouts.body_read_s(self._sdk_timeout, streamed=True)
@@ -930,23 +962,41 @@ class Call:
             )
         return delay
 
+    def _send_as_made(self) -> float:
+        """The server refused the stream_options llmpulse added: resend the caller's request, as made."""
+        body, self._original_body = self._original_body, None
+        assert body is not None
+        hook = self._hook
+        url = self._request.url
+        self._policies.stream_usage().remember(url.host, url.port, url.path)
+        hook.set_body(self._request, body)
+        self._info.strip_usage_chunk = False
+        self._usage_refused = self._resend = True
+        return 0.0  # not a retry: no backoff, no budget, not counted against max_retries
+
     def attempt_failed(self, exc: Exception) -> float | None:
         """Record a transport failure; return the sleep before a retry, or None to raise it."""
         self._status = None
         self._headers = None
         failure = classify_exception(exc)
         self._release("failure" if failure in ("timeout", "connect") else "ignored")
-        delay = self._retry_delay(None, None, failure, False)
+        delay = self._retry_delay(None, None, failure, retried=self._hook.provider.retries_exception(exc))
         if delay is not None:
             self._release_slot(None)
         self._attempt_event(None, type(exc).__name__, None, delay)
         return delay
 
     def _retry_delay(
-        self, status: int | None, headers: Mapping[str, str] | None, failure: str | None, quota: bool
+        self,
+        status: int | None,
+        headers: Mapping[str, str] | None,
+        failure: str | None,
+        *,
+        quota: bool = False,
+        retried: bool = True,
     ) -> float | None:
         try:
-            decision = self._decide(status, headers, failure, quota)
+            decision = self._decide(status, headers, failure, quota, retried)
         except Exception:  # noqa: BLE001 - a bug of ours: hand over what we have, as it is
             self._hook.pipeline.internal_error("retry_decision")
             return None
@@ -959,16 +1009,23 @@ class Call:
         return decision.delay_s
 
     def _decide(
-        self, status: int | None, headers: Mapping[str, str] | None, failure: str | None, quota: bool
+        self,
+        status: int | None,
+        headers: Mapping[str, str] | None,
+        failure: str | None,
+        quota: bool,
+        retried: bool,
     ) -> RetryDecision:
         policies = self._policies
         decision = decide_retry(
-            retries_taken=self.attempts - 1,
+            retries_taken=self._retries,
             max_retries=self._max_retries,
             status=status,
             headers=headers,
             failure=failure,
+            failure_retried=retried,
             quota_exhausted=quota,
+            max_retry_after_s=self._hook.provider.max_retry_after_s,
             remaining_s=self._remaining(),
             backoff_base_s=policies.backoff_base_s,
             backoff_max_s=policies.backoff_max_s,
@@ -1221,9 +1278,9 @@ class Call:
             response_model, finish_reason = parsed.response_model, parsed.finish_reason
             error_type = error_type or parsed.error_type
             error_message = error_message or parsed.error_message
-        if self._sse and output_tokens is None and outcome != "ok" and data:
-            # No usage block arrived (stream dropped or reset): estimate what
-            # was generated and billed, and say so.
+        if self._sse and output_tokens is None and data:
+            # No usage arrived (the stream dropped or reset, or the server sends none
+            # and refused to be asked): estimate what was generated and billed, and say so.
             output_tokens = hook.count_tokens(hook.provider.stream_text(data), model)
             if input_tokens is None:
                 input_tokens = self._prompt_estimate
@@ -1257,7 +1314,7 @@ class Call:
         # Decided once, here: traces, attempt events and content follow it.
         sampled = hook.pipeline.sampler.keep(
             failed=outcome == "error" or (self._status or 0) >= 400,
-            retried=self.attempts > 1,
+            retried=self._retries > 0,
             latency_s=now - self._t0,
             model=model,
         )
@@ -1280,7 +1337,8 @@ class Call:
             http_status=self._status,
             error_type=error_type if outcome != "ok" else None,
             attempts=self.attempts,
-            retries=max(0, self.attempts - 1),
+            retries=self._retries,
+            stream_usage_refused=self._usage_refused,
             backoff_s=tuple(self._backoff),
             request_id=None if headers is None else headers.get(hook.provider.request_id_header),
             latency_s=now - self._t0,

@@ -116,6 +116,8 @@ class Settings:
             ``max_retries`` (the SDKs default to 2; 2 with ``deadlines="fixed"``).
         retry_budget_ratio: Retries earned per request, per endpoint.
         retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
+        retry_quota_exhausted: Retry a 429 whose error code says the quota is spent, as the
+            SDKs do (waiting does not refill it: 0 spares those retries).
         backoff_base_s: Ceiling of the first backoff (full jitter below it).
         backoff_max_s: Largest backoff ceiling.
         deadlines: "sdk" (default): each attempt gets the client's own timeout
@@ -194,6 +196,7 @@ class Settings:
     max_retries: int | None = None
     retry_budget_ratio: float = 0.1
     retry_budget_reserve: int = 10
+    retry_quota_exhausted: bool = True
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
     deadlines: str = "sdk"
@@ -219,7 +222,7 @@ class Settings:
     budget_tokens_per_day: float | None = None
     budget_action: str = "alert"
     concurrency: bool = True
-    concurrency_limit: int = 256
+    concurrency_limit: int = 1000
     redis_url: str | None = None
     replicas: int = 1
     cache_ttl_s: float = 3600.0
@@ -480,6 +483,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_retries": _parse_optional_int,
     "retry_budget_ratio": _parse_float,
     "retry_budget_reserve": _parse_int,
+    "retry_quota_exhausted": _parse_bool,
     "backoff_base_s": _parse_float,
     "backoff_max_s": _parse_float,
     "deadlines": _parse_str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from ._runtime import price_table, token_counter
 from ._sampling import Sampler
 from ._tokens import estimate_request_tokens
 from .policies import BreakerState, Policies
+from .policies._stream_usage import ask_for_stream_usage
 from .providers import Provider
 
 if TYPE_CHECKING:
@@ -21,9 +23,47 @@ if TYPE_CHECKING:
     from .sinks._dispatch import Route
     from .sinks._prometheus import PrometheusSink
 
-__all__ = ["Hook"]
+__all__ = ["RETRIES_OFF", "ClientRef", "Hook"]
+
+
+class _RetriesOff(int):
+    """The SDK's ``max_retries`` on a wrapped client: 0, and recognisably llmpulse's.
+
+    llmpulse runs the attempts, so the SDK's own loop must not. A caller (or a
+    framework: LiteLLM sets it on every client) may still assign
+    ``client.max_retries = n``; anything but this very object is such an
+    assignment, 0 included, and llmpulse then retries ``n`` times itself.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "0"
+
+
+RETRIES_OFF = _RetriesOff(0)
+
+
+class ClientRef:
+    """A weak reference to the one SDK client a `Hook` serves, set once that client exists."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref[Any] | None = None
+
+    def bind(self, client: Any) -> None:
+        """Point at ``client``."""
+        self._ref = weakref.ref(client)
+
+    def get(self) -> Any:
+        """The client, or None (not bound yet, or collected)."""
+        return None if self._ref is None else self._ref()
+
 
 _NO_CONTEXT = Context(priority="interactive", cache=False, private=False)
+# The SDKs mark ``with_streaming_response`` calls so: the non-stream calls whose body they do not read whole.
+_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +88,7 @@ class Hook:
         endpoint: ``(provider, host, api_key_id)``: what policy state is keyed by.
         connection_error: The SDK's ``APIConnectionError``: llmpulse's own
             exceptions also subclass it when raised through this client.
+        client: The wrapped SDK client this hook serves (each copy has its own hook).
 
     """
 
@@ -66,10 +107,24 @@ class Hook:
     policies: Policies = field(default_factory=Policies)
     endpoint: tuple[str, str, str] = ("", "", "")
     connection_error: type[BaseException] = Exception
+    client: ClientRef = field(default_factory=ClientRef)
 
     def with_max_retries(self, max_retries: int) -> Hook:
-        """Return a copy retrying ``max_retries`` times (for ``with_options(max_retries=N)``)."""
-        return dataclasses.replace(self, max_retries=max_retries)
+        """Return a copy retrying ``max_retries`` times, for another client (``with_options``, ``copy``)."""
+        return dataclasses.replace(self, max_retries=max_retries, client=ClientRef())
+
+    def assigned_retries(self) -> int | None:
+        """The ``max_retries`` the caller assigned on the client since it was wrapped, or None."""
+        client = self.client.get()
+        value = getattr(client, "max_retries", RETRIES_OFF)
+        if value is RETRIES_OFF or not isinstance(value, int):
+            return None
+        return int(value)
+
+    def max_retries_of(self, client: Any) -> int:
+        """The retries a call through ``client`` (served by this hook) makes by the SDK's count."""
+        value = getattr(client, "max_retries", RETRIES_OFF)
+        return self.max_retries if value is RETRIES_OFF or not isinstance(value, int) else int(value)
 
     def circuit_changed(
         self, provider: str, host: str, key_id: str, model: str, old: BreakerState, new: BreakerState
@@ -103,14 +158,14 @@ class Hook:
             body: bytes | None = request.content
         except Exception:  # noqa: BLE001 - a streamed upload has no readable content
             body = None
-        path = request.url.path
-        info = self.provider.describe(request.method, path, body, inject_usage=self.inject_stream_usage)
+        url = request.url
+        path = url.path
+        info = self.provider.describe(request.method, path, body, inject_usage=self._ask_usage(url))
         info.path = path
+        original_body = None
         if info.new_body is not None:
-            body = info.new_body
-            request.stream = self.http.ByteStream(body)
-            request._content = body
-            request.headers["Content-Length"] = str(len(body))
+            original_body, body = body, info.new_body
+            self.set_body(request, body)
         capture = self.capture_content and not ctx.private
         call = Call(
             self,
@@ -122,9 +177,29 @@ class Hook:
             sdk_timeout=request.extensions.get("timeout"),
             input_content=input_content(body) if capture else None,
             capture=capture,
+            reads_whole=not info.streamed and request.headers.get(_RAW_RESPONSE_HEADER) != "stream",
+            original_body=original_body,
         )
         self.pipeline.call_started(self.provider.name, self.metrics)
         return call
+
+    def _ask_usage(self, url: Any) -> bool:
+        # Only OpenAI chat streams are asked (the provider decides that); where is decided here.
+        if not self.inject_stream_usage:
+            return False
+        host, port, path = url.host, url.port, url.path
+        if self.policies.stream_usage().refused(host, port, path):
+            return False
+        query = url.query
+        return ask_for_stream_usage(
+            self.provider.name, host, path, query if isinstance(query, bytes) else b""
+        )
+
+    def set_body(self, request: Any, body: bytes) -> None:
+        """Send ``request`` with ``body`` instead of the one it has (a rewrite of llmpulse's)."""
+        request.stream = self.http.ByteStream(body)
+        request._content = body
+        request.headers["Content-Length"] = str(len(body))
 
     def sdk_error_name(self, exc: BaseException) -> str:
         """The class name of the exception the SDK will raise for a failed send."""

@@ -9,6 +9,7 @@ transports and byte streams subclass its own base classes.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import weakref
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
     from ._call import Call
     from ._hook import Hook
 
-__all__ = ["report_open_bodies", "transport_classes"]
+__all__ = ["RETRIES_EXTENSION", "report_open_bodies", "transport_classes"]
+
+RETRIES_EXTENSION = "llmpulse.retries"
+"""The response extension holding the retries llmpulse made for it (the SDK's ``retries_taken``)."""
 
 
 class _Body:
@@ -158,6 +162,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             self.hook = hook
 
         def handle_request(self, request: Any) -> Any:
+            _refuse_vetoed_retry(self.hook, request)
             call = self.hook.start_call(request)
             if call is None:
                 return self.inner.handle_request(request)
@@ -174,7 +179,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     request.extensions = call.begin_attempt(request, base_extensions, is_async=False)
                     _mark_retry(request, call)
                     try:
-                        response = self.inner.handle_request(request)
+                        response = self._send(call, request)
                     except Exception as exc:
                         delay = call.attempt_failed(exc)
                         if delay is None:
@@ -184,12 +189,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                         body = response.read() if call.wants_error_body(status) else None
                         delay = call.attempt_answered(status, response.headers, body)
                         if delay is None:
-                            if _already_read(response):
-                                _replace_content(http, response, call)
-                            else:
-                                watcher = call.observe_body(response.headers)
-                                response.stream = ObservedStream(response.stream, call, self.hook, watcher)
-                            return response
+                            return _hand_over(http, call, self.hook, response, ObservedStream)
                         response.close()
                     clock.sleep(delay)
             except ServeElsewhere as offer:
@@ -197,7 +197,20 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                 return _response(http, request, call.serve_elsewhere(offer))
             except BaseException as exc:
                 call.abort(exc)
+                _veto_sdk_retries(self.hook, call, exc)
                 raise
+
+        def _send(self, call: Call, request: Any) -> Any:
+            response = self.inner.handle_request(request)
+            if call.reads_whole and not _already_read(response):
+                # The SDK reads this body whole inside its send, where failing to is one
+                # of its attempts (and retried): so is it here.
+                raw = response.stream
+                try:
+                    response.stream = http.ByteStream(b"".join(raw))
+                finally:
+                    raw.close()
+            return response
 
         def close(self) -> None:
             self.inner.close()
@@ -210,6 +223,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             self.hook = hook
 
         async def handle_async_request(self, request: Any) -> Any:
+            _refuse_vetoed_retry(self.hook, request)
             call = self.hook.start_call(request)
             if call is None:
                 return await self.inner.handle_async_request(request)
@@ -226,7 +240,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     request.extensions = call.begin_attempt(request, base_extensions, is_async=True)
                     _mark_retry(request, call)
                     try:
-                        response = await self.inner.handle_async_request(request)
+                        response = await self._send(call, request)
                     except Exception as exc:
                         delay = call.attempt_failed(exc)
                         if delay is None:
@@ -236,26 +250,76 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                         body = await response.aread() if call.wants_error_body(status) else None
                         delay = call.attempt_answered(status, response.headers, body)
                         if delay is None:
-                            if _already_read(response):
-                                _replace_content(http, response, call)
-                            else:
-                                watcher = call.observe_body(response.headers)
-                                response.stream = AsyncObservedStream(
-                                    response.stream, call, self.hook, watcher
-                                )
-                            return response
+                            return _hand_over(http, call, self.hook, response, AsyncObservedStream)
                         await response.aclose()
                     await clock.asleep(delay)
             except ServeElsewhere as offer:
                 return _response(http, request, await call.aserve_elsewhere(offer))
             except BaseException as exc:
                 call.abort(exc)
+                _veto_sdk_retries(self.hook, call, exc)
                 raise
+
+        async def _send(self, call: Call, request: Any) -> Any:
+            response = await self.inner.handle_async_request(request)
+            if call.reads_whole and not _already_read(response):
+                raw = response.stream
+                try:
+                    response.stream = http.ByteStream(b"".join([chunk async for chunk in raw]))
+                finally:
+                    await raw.aclose()
+            return response
 
         async def aclose(self) -> None:
             await self.inner.aclose()
 
     return Transport, AsyncTransport
+
+
+def _hand_over(http: ModuleType, call: Call, hook: Hook, response: Any, stream_cls: type[Any]) -> Any:
+    """The response goes to the SDK: watch its body on the way."""
+    if call.retries:
+        response.extensions[RETRIES_EXTENSION] = call.retries
+    if call.vetoes_sdk_retries and response.status_code >= 400:
+        response.headers["x-should-retry"] = "false"  # llmpulse's loop already retried it
+    if _already_read(response):
+        _replace_content(http, response, call)
+    else:
+        watcher = call.observe_body(response.headers)
+        response.stream = stream_cls(response.stream, call, hook, watcher)
+    return response
+
+
+class _Vetoed:
+    """A failure llmpulse gave up on while the SDK's own loop runs too (`Hook.assigned_retries`)."""
+
+    __slots__ = ("error", "hook", "left")
+
+    def __init__(self, hook: Hook, error: Exception, left: int) -> None:
+        self.hook, self.error, self.left = hook, error, left
+
+
+# In the caller's context: the SDK's retries of one call run in the same thread or task.
+_VETOED: contextvars.ContextVar[_Vetoed | None] = contextvars.ContextVar("llmpulse_vetoed", default=None)
+
+
+def _veto_sdk_retries(hook: Hook, call: Call, exc: BaseException) -> None:
+    # The SDK would send again what llmpulse already retried: answer its retries instead.
+    if call.vetoes_sdk_retries and isinstance(exc, Exception) and hook.provider.retries_exception(exc):
+        _VETOED.set(_Vetoed(hook, exc, call.sdk_retries))
+
+
+def _refuse_vetoed_retry(hook: Hook, request: Any) -> None:
+    """Raise the failure again, sending nothing, if ``request`` is the SDK's retry of a vetoed call."""
+    vetoed = _VETOED.get()
+    if vetoed is None:
+        return
+    retry = request.headers.get("x-stainless-retry-count", "0")
+    if vetoed.hook is not hook or retry == "0" or vetoed.left <= 0:
+        _VETOED.set(None)  # a new call
+        return
+    vetoed.left -= 1
+    raise vetoed.error
 
 
 def _already_read(response: Any) -> bool:
@@ -280,5 +344,5 @@ def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
 
 def _mark_retry(request: Any, call: Call) -> None:
     # The SDK numbers its attempts in this header; ours replace its loop.
-    if call.attempts > 1:
-        request.headers["x-stainless-retry-count"] = str(call.attempts - 1)
+    if call.retries > 0:
+        request.headers["x-stainless-retry-count"] = str(call.retries)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import logging
 import sys
 import threading
@@ -22,11 +23,11 @@ from typing import Any, TypeVar, cast
 
 from ._config import Settings, get_settings
 from ._exit import start_daemon
-from ._hook import Hook
+from ._hook import RETRIES_OFF, Hook
 from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
 from ._runtime import price_table
 from ._sampling import Sampler
-from ._transport import transport_classes
+from ._transport import RETRIES_EXTENSION, transport_classes
 from .exceptions import UnsupportedClientError
 from .policies import BreakerConfig, Budget, ConcurrencyConfig, Policies, RateLimit, Timeouts
 from .providers import AnthropicProvider, OpenAIProvider, Provider
@@ -89,24 +90,21 @@ def wrap(
     run_exit_hook_first()
     _warm_up_prices()
     try:
-        api_key_id = _fingerprint(getattr(client, "api_key", None))
-        host = str(client.base_url.host)  # type: ignore[attr-defined]
-        hook = Hook(
-            provider=provider,
-            http=_http_module(client._client),  # type: ignore[attr-defined]
-            pipeline=pipeline,
-            max_retries=int(client.max_retries),  # type: ignore[attr-defined]
-            routes=None if sinks is None else pipeline.routes_for(sinks),
-            metrics=None if registry is None else make_metrics(registry, settings),
-            api_key_id=api_key_id,
-            server_address=host,
-            server_port=_port(client.base_url),  # type: ignore[attr-defined]
-            inject_stream_usage=settings.include_stream_usage,
-            network_sampler=_network_sampler(settings),
-            capture_content=settings.capture_content,
-            policies=policies if policies is not None else default_policies(settings),
-            endpoint=(provider.name, host, api_key_id or ""),
-            connection_error=_connection_error(client),
+        hook = _addressed(
+            Hook(
+                provider=provider,
+                http=_http_module(client._client),  # type: ignore[attr-defined]
+                pipeline=pipeline,
+                max_retries=int(client.max_retries),  # type: ignore[attr-defined]
+                routes=None if sinks is None else pipeline.routes_for(sinks),
+                metrics=None if registry is None else make_metrics(registry, settings),
+                inject_stream_usage=settings.include_stream_usage,
+                network_sampler=_network_sampler(settings),
+                capture_content=settings.capture_content,
+                policies=policies if policies is not None else default_policies(settings),
+                connection_error=_connection_error(client),
+            ),
+            client,
         )
         wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
@@ -135,6 +133,7 @@ def default_policies(settings: Settings) -> Policies:
         backoff_max_s=settings.backoff_max_s,
         retry_budget_ratio=settings.retry_budget_ratio,
         retry_budget_reserve=settings.retry_budget_reserve,
+        retry_quota_exhausted=settings.retry_quota_exhausted,
         timeouts=_timeouts(settings),
         breaker=breaker,
         fallbacks=dict(settings.fallbacks),
@@ -291,30 +290,44 @@ def _clone_http(http: Any, hook: Hook) -> Any:
     return clone
 
 
+def _addressed(hook: Hook, client: Any) -> Hook:
+    """``hook`` with the key and address of ``client`` (a copy may change either)."""
+    api_key_id = _fingerprint(getattr(client, "api_key", None))
+    host = str(client.base_url.host)
+    return dataclasses.replace(
+        hook,
+        api_key_id=api_key_id,
+        server_address=host,
+        server_port=_port(client.base_url),
+        endpoint=(hook.provider.name, host, api_key_id or ""),
+    )
+
+
 def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
     """Copy ``client`` onto a hooked clone of ``http`` and make its copies do the same."""
     clone = _clone_http(http, hook)
-    wrapped = type(client).copy(client, http_client=clone, max_retries=0)
+    # The SDK's own retries are off (llmpulse runs the attempts), with a 0 that tells
+    # llmpulse whether the caller has since assigned ``max_retries`` themselves.
+    wrapped = type(client).copy(client, http_client=clone, max_retries=RETRIES_OFF)
     wrapped._strict_response_validation = client._strict_response_validation
     _install(wrapped, hook)
     return wrapped
 
 
 def _install(wrapped: Any, hook: Hook) -> None:
+    hook.client.bind(wrapped)
     object.__setattr__(wrapped, _HOOK_ATTR, hook)
 
     def copy(*args: Any, **kwargs: Any) -> Any:
-        max_retries = kwargs.pop("max_retries", None)
+        # One hook per client: each reads its own client's max_retries, key and address.
         http_client = kwargs.pop("http_client", None)
-        new_hook = hook
-        if isinstance(max_retries, int) and not isinstance(max_retries, bool):
-            new_hook = hook.with_max_retries(max_retries)
-        if http_client is not None:
-            kwargs["http_client"] = _clone_http(http_client, new_hook)
-        elif new_hook is not hook:
-            kwargs["http_client"] = _clone_http(wrapped._client, new_hook)
-        result = type(wrapped).copy(wrapped, *args, max_retries=0, **kwargs)
+        clone = _clone_http(http_client if http_client is not None else wrapped._client, hook)
+        result = type(wrapped).copy(wrapped, *args, http_client=clone, **kwargs)  # validates as bare
+        retries = hook.max_retries_of(wrapped) if "max_retries" not in kwargs else result.max_retries
+        object.__setattr__(result, "max_retries", RETRIES_OFF)
         result._strict_response_validation = wrapped._strict_response_validation
+        new_hook = _addressed(hook.with_max_retries(int(retries)), result)
+        _rebind(clone, new_hook)
         _install(result, new_hook)
         object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
         return result
@@ -322,6 +335,42 @@ def _install(wrapped: Any, hook: Hook) -> None:
     # Instance attributes: the class (and `type(c) is OpenAI`) stay the SDK's.
     object.__setattr__(wrapped, "copy", copy)
     object.__setattr__(wrapped, "with_options", copy)
+    object.__setattr__(wrapped, "_process_response", _counting_retries(wrapped))
+
+
+def _counting_retries(wrapped: Any) -> Any:
+    """The SDK's ``_process_response``, told the retries llmpulse made below its loop.
+
+    The SDK numbers ``retries_taken`` (``with_raw_response``) with its own
+    loop, which llmpulse's replaces: the transport leaves its count on the
+    response, and this adds it.
+    """
+    process = type(wrapped)._process_response
+
+    def add_retries(kwargs: dict[str, Any]) -> None:
+        response = kwargs.get("response")
+        if "retries_taken" in kwargs and response is not None:
+            kwargs["retries_taken"] += response.extensions.get(RETRIES_EXTENSION, 0)
+
+    if inspect.iscoroutinefunction(process):
+
+        async def aprocess(*args: Any, **kwargs: Any) -> Any:
+            add_retries(kwargs)
+            return await process(wrapped, *args, **kwargs)
+
+        return aprocess
+
+    def sprocess(*args: Any, **kwargs: Any) -> Any:
+        add_retries(kwargs)
+        return process(wrapped, *args, **kwargs)
+
+    return sprocess
+
+
+def _rebind(http: Any, hook: Hook) -> None:
+    for transport in (http._transport, *http._mounts.values()):
+        if transport is not None and hasattr(transport, "hook"):
+            transport.hook = hook
 
 
 def _give_up(client: Any, exc: Exception, pipeline: Any) -> Any:

@@ -143,6 +143,7 @@ class CallEvent:
     content_encoding: str | None = None
     body_unread_reason: str | None = None
     body_malformed: bool = False
+    stream_usage_refused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

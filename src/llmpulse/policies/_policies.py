@@ -31,6 +31,7 @@ from ._elsewhere import CrossProvider
 from ._fallback import FallbackChains
 from ._quota import Budget, RateLimit, throttles
 from ._shared import SharedSignals, is_shared, register
+from ._stream_usage import StreamUsageMemory
 
 __all__ = ["Clock", "Policies", "SystemClock"]
 
@@ -92,6 +93,8 @@ class Policies:
         backoff_max_s: Largest backoff ceiling.
         retry_budget_ratio: Retries earned per request, per endpoint.
         retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
+        retry_quota_exhausted: Retry a 429 whose error code says the quota is spent
+            (OpenAI ``insufficient_quota``), as the SDKs do; False spares those retries.
         timeouts: Per-attempt and per-call time limits.
         breaker: Circuit breaker settings, one breaker per endpoint and model;
             None: no breaker.
@@ -128,6 +131,7 @@ class Policies:
     backoff_max_s: float = 8.0
     retry_budget_ratio: float = 0.1
     retry_budget_reserve: int = 10
+    retry_quota_exhausted: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
     fallbacks: FallbackChains = field(default_factory=dict)
@@ -139,7 +143,7 @@ class Policies:
     budget: Budget | None = None
     tenant_budgets: Mapping[str, Budget] = field(default_factory=dict)
     concurrency: ConcurrencyConfig | None = field(
-        default_factory=lambda: ConcurrencyConfig(initial_limit=256)
+        default_factory=lambda: ConcurrencyConfig(initial_limit=1000)
     )
     store: StateStore | None = None
     cache_ttl_s: float = 3600.0
@@ -170,6 +174,10 @@ class Policies:
         if self.concurrency is None:
             return None
         return self._state.limiter(endpoint, self, on_change)
+
+    def stream_usage(self) -> StreamUsageMemory:
+        """The endpoints that refused ``stream_options`` (see `llmpulse.policies._stream_usage`)."""
+        return self._state.stream_usage
 
     def state_store(self) -> StateStore:
         """The store of rate limits and budgets (this process's memory unless one was given)."""
@@ -228,6 +236,7 @@ class _State:
         self._limiters: dict[Endpoint, AdaptiveLimiter] = {}
         self._memory: MemoryStore | None = None
         self._signals: SharedSignals | None = None
+        self.stream_usage = StreamUsageMemory()
 
     def limiter(
         self, endpoint: Endpoint, policies: Policies, on_change: Callable[[int, int], None]

@@ -1,23 +1,24 @@
-"""Whether to retry an attempt, and after how long: one pure function.
+"""Whether to retry an attempt, and after how long: one pure function, the SDKs' own rules.
 
-The rules, in order (each refusal has a stable ``reason`` for telemetry):
+With default settings llmpulse retries exactly what the bare SDK would, so a
+wrapped client sends the same requests; the rules, in order (each refusal
+has a stable ``reason`` for telemetry):
 
 1. ``max_retries`` spent -> no.
-2. The server said so: ``x-should-retry: false`` -> no; ``true`` -> yes,
-   except for the never-retried statuses below.
-3. Statuses: 408, 409, 429, 5xx (529 included) are retried; 400, 401, 403,
-   404, 422 never are, whatever the server says; other 4xx are not.
-   A 429 whose error code says the quota is spent (OpenAI
-   ``insufficient_quota``) is not retried: waiting does not refill it.
-4. Failed sends: timeouts and connection errors before any response byte
-   are retried; a full local connection pool is not (the provider is fine,
-   we are saturated) nor is anything else.
-5. The delay: ``Retry-After`` (``retry-after-ms``, then ``retry-after`` in
+2. A response: a ``Retry-After`` longer than the SDK accepts (OpenAI: 120 s)
+   -> no; then the server's ``x-should-retry: true`` -> yes, ``false`` -> no,
+   whatever the status; then 408, 409, 429 and 5xx (529 included) -> yes,
+   anything else -> no. Optionally (``retry_quota_exhausted=False``, off by
+   default because the SDKs retry it) a 429 whose error code says the quota
+   is spent (OpenAI ``insufficient_quota``) is not retried.
+3. A failed send: what the SDK retries (OpenAI: timeouts, connection and
+   protocol errors, TLS errors; Anthropic: any error) -> yes, else no.
+4. The delay: ``Retry-After`` (``retry-after-ms``, then ``retry-after`` in
    seconds or as an HTTP date) when the server sent one, else exponential
    backoff with full jitter, ``random() * min(max_s, base_s * 2**retries)``
    (AWS "full jitter": spreads a thundering herd best).
-6. Never sleep past the call's deadline: if the delay would end after it,
-   fail now instead of waiting to fail.
+5. Only with a deadline (one the user set): never sleep past it; if the delay
+   would end after it, fail now instead of waiting to fail.
 
 Whether the retry budget still allows a retry is asked after this (it is
 state, this is not); stream output that reached the caller is never retried
@@ -35,7 +36,8 @@ from dataclasses import dataclass
 __all__ = ["RetryDecision", "classify_exception", "decide_retry", "parse_retry_after"]
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
-_NEVER_RETRIED = frozenset({400, 401, 403, 404, 422})
+# A Retry-After that overflowed a float ("1e999") is a very long delay, not a missing one.
+_OVERFLOW_S = 1e18
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,9 @@ class RetryDecision:
     Attributes:
         delay_s: Seconds to sleep before the next attempt; None: do not retry.
         reason: Why: the failure class when retrying ("5xx", "429", "408",
-            "409", "timeout", "connect", "server_asked"), else why not
-            ("max_retries", "not_retryable", "server_refused", "quota_exhausted",
-            "deadline", "local_pool").
+            "409", "timeout", "connect", "local_pool", "other", "server_asked"),
+            else why not ("max_retries", "not_retryable", "server_refused",
+            "retry_after_too_long", "quota_exhausted", "deadline").
 
     """
 
@@ -66,9 +68,12 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         if raw is None:
             continue
         try:
-            return float(raw) / divisor
+            value = float(raw)
         except ValueError:
             continue
+        if math.isinf(value) and raw.strip().lstrip("+").lower() not in ("inf", "infinity"):
+            return _OVERFLOW_S  # as the SDKs read it: too long to wait, not "no hint"
+        return value / divisor
     raw = headers.get("retry-after")
     if raw is None:
         return None
@@ -85,7 +90,8 @@ def classify_exception(exc: BaseException) -> str:
     """Name the kind of a failed send: "timeout", "connect", "local_pool" or "other".
 
     Judged by the class names of the HTTP stack (``httpx`` or ``httpx2``),
-    so one rule serves both SDK generations.
+    so one rule serves both SDK generations. Whether the SDK would retry it
+    is the provider's to say (`llmpulse.providers.Provider.retries_exception`).
     """
     names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.split(".")[0] in ("httpx", "httpx2")}
     if "PoolTimeout" in names:
@@ -97,8 +103,25 @@ def classify_exception(exc: BaseException) -> str:
     return "other"
 
 
-def _status_reason(status: int) -> str:
-    return "5xx" if status >= 500 else str(status)
+def _status_verdict(
+    status: int,
+    headers: Mapping[str, str] | None,
+    retry_after: float | None,
+    max_retry_after_s: float | None,
+    quota_exhausted: bool,
+) -> tuple[bool, str]:
+    """Whether the SDK would retry a response with this status, and the reason's name."""
+    if max_retry_after_s is not None and retry_after is not None and retry_after > max_retry_after_s:
+        return False, "retry_after_too_long"
+    should = headers.get("x-should-retry") if headers is not None else None
+    retryable = status in _RETRYABLE_STATUSES or status >= 500
+    if should == "false":
+        return False, "server_refused"
+    if should != "true" and not retryable:
+        return False, "not_retryable"
+    if quota_exhausted:
+        return False, "quota_exhausted"
+    return True, ("5xx" if status >= 500 else str(status)) if retryable else "server_asked"
 
 
 def decide_retry(
@@ -108,7 +131,9 @@ def decide_retry(
     status: int | None,
     headers: Mapping[str, str] | None,
     failure: str | None,
-    quota_exhausted: bool,
+    failure_retried: bool = True,
+    quota_exhausted: bool = False,
+    max_retry_after_s: float | None = None,
     remaining_s: float | None,
     backoff_base_s: float,
     backoff_max_s: float,
@@ -122,37 +147,35 @@ def decide_retry(
         status: The response status, None when the send failed.
         headers: The response headers, if any.
         failure: For a failed send, `classify_exception`'s verdict.
-        quota_exhausted: The body of a 429 says the quota is spent.
+        failure_retried: For a failed send, whether the SDK retries that error.
+        quota_exhausted: Refuse this 429: its body says the quota is spent and
+            the user asked not to retry that.
+        max_retry_after_s: The longest ``Retry-After`` the SDK waits for (None: any).
         remaining_s: Seconds left before the call's deadline (None: no deadline).
         backoff_base_s: The first backoff's ceiling.
         backoff_max_s: The largest backoff ceiling.
         random: A ``random.random``-like source (injected for tests).
 
     """
+    retry_after = parse_retry_after(headers) if headers is not None else None
     if status is not None:
-        reason = _status_reason(status)
-        should = headers.get("x-should-retry") if headers is not None else None
-        if status in _NEVER_RETRIED:
-            return RetryDecision(None, "not_retryable")
-        if should == "false":
-            return RetryDecision(None, "server_refused")
-        if quota_exhausted:
-            return RetryDecision(None, "quota_exhausted")
-        if should == "true":
-            reason = "server_asked" if not (status in _RETRYABLE_STATUSES or status >= 500) else reason
-        elif not (status in _RETRYABLE_STATUSES or status >= 500):
-            return RetryDecision(None, "not_retryable")
-    elif failure in ("timeout", "connect"):
-        reason = failure
+        retry, reason = _status_verdict(status, headers, retry_after, max_retry_after_s, quota_exhausted)
     else:
-        return RetryDecision(None, "local_pool" if failure == "local_pool" else "not_retryable")
+        retry, reason = (
+            (True, failure) if failure is not None and failure_retried else (False, "not_retryable")
+        )
+    if not retry:
+        return RetryDecision(None, reason)
     if retries_taken >= max_retries:
         return RetryDecision(None, "max_retries")
-    retry_after = parse_retry_after(headers) if headers is not None else None
     if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
-        delay = retry_after
+        delay = min(retry_after, _LONGEST_SLEEP_S)
     else:
         delay = random() * min(backoff_max_s, backoff_base_s * 2.0 ** min(retries_taken, 64))
     if remaining_s is not None and delay >= remaining_s:
         return RetryDecision(None, "deadline")
     return RetryDecision(delay, reason)
+
+
+# time.sleep refuses longer waits on some platforms; the Anthropic SDK caps its own the same way.
+_LONGEST_SLEEP_S = 4_294_967.0

@@ -44,6 +44,11 @@ class AnthropicProvider:
 
     name = "anthropic"
     request_id_header = "request-id"
+    max_retry_after_s: float | None = None  # the SDK waits as long as asked (up to 4,294,967 s)
+
+    def retries_exception(self, exc: BaseException) -> bool:
+        """Any failed send: the SDK wraps it in its APIConnectionError and retries that."""
+        return isinstance(exc, Exception)
 
     def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
         """Read operation, model, stream flag and ``max_tokens``."""

@@ -77,6 +77,11 @@ class Provider(Protocol):
 
     name: str
     request_id_header: str
+    max_retry_after_s: float | None
+    """The longest ``Retry-After`` the SDK waits for before retrying; longer: it does not retry."""
+
+    def retries_exception(self, exc: BaseException) -> bool:
+        """Whether the SDK retries a send that failed with ``exc``."""
 
     def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
         """Read what a request asks for; ``body`` is the raw JSON, if any."""

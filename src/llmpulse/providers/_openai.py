@@ -51,6 +51,7 @@ class OpenAIProvider:
     """Adapter for the OpenAI REST API; ``name`` is "openai" or "azure"."""
 
     request_id_header = "x-request-id"
+    max_retry_after_s: float | None = 120.0  # openai._constants.MAX_RETRY_AFTER_DELAY
 
     def __init__(self, name: str = "openai") -> None:
         self.name = name
@@ -184,6 +185,16 @@ class OpenAIProvider:
                     if isinstance(function, dict):
                         parts.append(str(function.get("arguments") or ""))
         return "".join(parts)
+
+    def retries_exception(self, exc: BaseException) -> bool:
+        """What ``openai._httpx2.timeout_exceptions()`` and ``request_exceptions()`` name."""
+        for cls in type(exc).__mro__:
+            module = cls.__module__.split(".")[0]
+            if module in ("httpx", "httpx2") and cls.__name__ == "RequestError":
+                return True  # timeouts, connection and protocol errors of either stack
+            if (module, cls.__name__) in (("ssl", "SSLError"), ("anyio", "EndOfStream")):
+                return True
+        return False
 
     def quota_exhausted(self, status: int, body: bytes) -> bool:
         """A 429 with code ``insufficient_quota``: billing, not rate."""
