@@ -1,0 +1,196 @@
+"""What llmpulse sends, and when: stream usage asked only where it works, deadlines only when set."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import openai
+import pytest
+from prometheus_client import CollectorRegistry
+
+import llmpulse
+from conftest import MESSAGES
+from llmpulse import Policies, Timeouts
+from llmpulse.policies._stream_usage import StreamUsageMemory, ask_for_stream_usage, rejects_stream_options
+from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, Fault
+
+_AZURE = ("azure", "x.openai.azure.com", "/openai/deployments/d/chat/completions")
+
+
+@pytest.mark.parametrize(
+    ("provider", "host", "path", "query", "ask"),
+    [
+        ("openai", "api.openai.com", "/v1/chat/completions", b"", True),
+        ("openai", "localhost", "/v1/chat/completions", b"", True),  # negotiate: it will say if it minds
+        (*_AZURE, b"api-version=2024-06-01", False),
+        (*_AZURE, b"api-version=2024-05-01-preview", False),
+        (*_AZURE, b"api-version=2024-08-01-preview", True),
+        (*_AZURE, b"a=1&api-version=2024-10-21", True),
+        (*_AZURE, b"api-version=2025-04-01-preview", True),
+        ("azure", "x.openai.azure.com", "/openai/v1/chat/completions", b"api-version=preview", True),
+        (*_AZURE, b"", True),
+    ],
+)
+def test_stream_usage_is_asked_where_it_is_known_to_work(
+    provider: str, host: str, path: str, query: bytes, ask: bool
+) -> None:
+    """Azure API versions before 2024-08-01-preview refuse stream_options; elsewhere it is asked."""
+    assert ask_for_stream_usage(provider, host, path, query) is ask
+
+
+def test_a_refusal_names_the_field() -> None:
+    """Only a 400/422 whose body names stream_options is a refusal of it."""
+    body = b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+    assert rejects_stream_options(400, body)
+    assert rejects_stream_options(422, body)
+    assert not rejects_stream_options(400, b'{"error": {"message": "messages is empty"}}')
+    assert not rejects_stream_options(500, body)
+    assert not rejects_stream_options(400, None)
+
+
+def test_the_refusal_memory_is_bounded() -> None:
+    """Past its size, new refusals are not remembered (each such call costs one resend, never a failure)."""
+    memory = StreamUsageMemory()
+    for port in range(5000):
+        memory.remember("h", port, "/v1/chat/completions")
+    assert memory.refused("h", 0, "/v1/chat/completions")
+    assert not memory.refused("h", 4999, "/v1/chat/completions")
+
+
+@pytest.mark.parametrize(("version", "asked"), [("2024-06-01", False), ("2024-10-21", True)])
+def test_azure_streams_are_asked_for_usage_by_api_version(
+    fake: FakeProvider, sink: CapturingSink, version: str, asked: bool
+) -> None:
+    """An AzureOpenAI stream on an old API version goes as the caller made it, and still gets tokens."""
+    client = openai.AzureOpenAI(
+        api_key="azure-key-0123456789",
+        api_version=version,
+        azure_endpoint=fake.base_url,
+        azure_deployment="prod-gpt4o",
+    )
+    wrapped = llmpulse.wrap(client, sinks=[sink], registry=CollectorRegistry())
+    with client:
+        chunks = list(wrapped.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert ("stream_options" in fake.requests[-1].json) is asked
+    assert all(chunk.choices for chunk in chunks)
+    [event] = sink.calls
+    assert event.outcome == "ok"
+    assert event.output_tokens is not None
+    assert event.tokens_estimated is not asked
+
+
+def test_by_default_the_sdks_timeout_reaches_the_transport_unchanged(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """No llmpulse limit is set: an answer slower than the old 8 s default budget would be is awaited."""
+    client = llmpulse.wrap(raw_openai.with_options(timeout=30.0), sinks=[sink], registry=CollectorRegistry())
+    fake.enqueue(Fault.latency(0.3))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=1)
+    [event] = sink.calls
+    assert (event.outcome, event.attempts) == ("ok", 1)
+    assert len(fake.requests) == 1
+
+
+def test_a_context_deadline_bounds_the_whole_call(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """context(total_timeout_s=...) caps every attempt at the time left; past it, no retry is made."""
+    client = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+    fake.enqueue(Fault.latency(5.0))
+    started = time.monotonic()
+    with llmpulse.context(total_timeout_s=0.3), pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert time.monotonic() - started < 4.0  # a loose guard: the 5 s answer was not awaited
+    [event] = sink.calls
+    assert (event.outcome, event.attempts, event.retry_stop_reason) == ("error", 1, "deadline")
+    assert len(fake.requests) == 1
+
+
+def test_a_context_deadline_must_be_positive() -> None:
+    """A zero, negative or infinite total_timeout_s is refused where it is given."""
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="total_timeout_s"):
+            llmpulse.context(total_timeout_s=bad)
+
+
+def test_inner_context_deadline_wins(raw_openai: openai.OpenAI) -> None:
+    """Nested contexts: the innermost deadline applies, unset inner ones inherit it."""
+    with llmpulse.context(total_timeout_s=5.0) as outer:
+        assert outer.total_timeout_s == 5.0
+        with llmpulse.context(tenant="a") as inner:
+            assert inner.total_timeout_s == 5.0
+        with llmpulse.context(total_timeout_s=1.0) as tighter:
+            assert tighter.total_timeout_s == 1.0
+
+
+def test_the_fixed_preset_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLMPULSE_DEADLINES=fixed is the field's recipe with 2 retries; a variable set overrides its phase."""
+    monkeypatch.setenv("LLMPULSE_DEADLINES", "fixed")
+    monkeypatch.setenv("LLMPULSE_STREAM_IDLE_TIMEOUT_S", "90")
+    settings = llmpulse.Settings.from_env()
+    policies = llmpulse._wrap.default_policies(settings)
+    assert policies.timeouts == Timeouts(**{**_fields(Timeouts.fixed()), "stream_idle_s": 90.0})
+    assert policies.max_retries == 2
+    monkeypatch.setenv("LLMPULSE_DEADLINES", "sdk")
+    monkeypatch.delenv("LLMPULSE_STREAM_IDLE_TIMEOUT_S")
+    default = llmpulse._wrap.default_policies(llmpulse.Settings.from_env())
+    assert default.timeouts == Timeouts()
+    assert default.max_retries is None
+
+
+def _fields(timeouts: Timeouts) -> dict[str, object]:
+    return {name: getattr(timeouts, name) for name in Timeouts.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LLMPULSE_DEADLINES", "strict", "LLMPULSE_DEADLINES=strict is not valid"),
+        ("LLMPULSE_READ_TIMEOUT_S", "0", "LLMPULSE_READ_TIMEOUT_S=0.0 is not valid"),
+        ("LLMPULSE_TOTAL_TIMEOUT_S", "inf", "LLMPULSE_TOTAL_TIMEOUT_S=inf is not valid"),
+        ("LLMPULSE_READ_TIMEOUT_PER_TOKEN_S", "nan", "LLMPULSE_READ_TIMEOUT_PER_TOKEN_S=nan is not valid"),
+    ],
+)
+def test_bad_deadline_settings_name_the_variable(variable: str, value: str, message: str) -> None:
+    """A bad deadline setting fails at configure time, naming the variable."""
+    with pytest.raises(llmpulse.ConfigError, match=message):
+        llmpulse.Settings.from_env({variable: value})
+
+
+def test_an_empty_timeout_variable_means_unset() -> None:
+    """LLMPULSE_CONNECT_TIMEOUT_S= (empty) leaves the client's timeout in charge."""
+    assert llmpulse.Settings.from_env({"LLMPULSE_CONNECT_TIMEOUT_S": ""}).connect_timeout_s is None
+
+
+def test_a_spent_quota_is_retried_unless_asked(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """As the SDKs do, a 429 insufficient_quota is retried; LLMPULSE_RETRY_QUOTA_EXHAUSTED=0 spares it."""
+    settings = llmpulse.Settings.from_env({"LLMPULSE_RETRY_QUOTA_EXHAUSTED": "0"})
+    assert settings.retry_quota_exhausted is False
+    client = llmpulse.wrap(
+        raw_openai, sinks=[sink], registry=CollectorRegistry(), policies=Policies(clock=FakeClock())
+    )
+    fake.enqueue(Fault.status(429, error_code="insufficient_quota"))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions"] * 2
+    assert sink.calls[0].retries == 1
+
+
+async def test_assigned_max_retries_keeps_one_loop_async_anthropic(
+    fake: FakeProvider, sink: CapturingSink
+) -> None:
+    """client.max_retries = 1 on a wrapped async Anthropic client: 2 requests for a failing call, 1 event."""
+    raw = anthropic.AsyncAnthropic(api_key="sk-ant-test-abcdefghijklmnop", base_url=fake.anthropic_base_url)
+    client = llmpulse.wrap(
+        raw, sinks=[sink], registry=CollectorRegistry(), policies=Policies(clock=FakeClock(), breaker=None)
+    )
+    client.max_retries = 1
+    fake.enqueue(*[Fault.reset_before_headers()] * 2)
+    with pytest.raises(anthropic.APIConnectionError):
+        await client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=MESSAGES)
+    assert len(fake.requests) == 2
+    [event] = sink.calls
+    assert (event.attempts, event.retries) == (2, 1)
+    await raw.close()
