@@ -61,7 +61,7 @@ def _reset_fake(fake: FakeProvider) -> None:
     fake.clear()
     # Each test starts with fresh policy state (breakers, retry budgets): the
     # fake provider is one endpoint for the whole session.
-    llmpulse._wrap._defaults.clear()
+    llmpulse.testing.reset()
 
 
 @pytest.fixture(name="sink")

@@ -371,7 +371,7 @@ def _prepared(client: Any, case: Case) -> Any:
 def observe(server: FidelityServer, case: Case, *, wrapped: bool) -> Observation:
     """Run ``case`` once, bare or wrapped, on a freshly reset server."""
     server.reset(case.script, default=case.default, **case.modes)
-    llmpulse._wrap._defaults.clear()  # fresh policy state (breakers, retry budgets) for every run
+    llmpulse.testing.reset()  # fresh policy state (breakers, retry budgets) for every run
     sink = CapturingSink()
     client, recorder = _build(server, case)
     user_client = llmpulse.wrap(client, sinks=[sink]) if wrapped else client
@@ -627,7 +627,7 @@ def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     llmpulse.configure(before, **{k: v for k, v in backoff.items() if hasattr(before, k)})
     yield
     llmpulse.configure(before)
-    llmpulse._wrap._defaults.clear()
+    llmpulse.testing.reset()
 
 
 @pytest.fixture(name="compressed")

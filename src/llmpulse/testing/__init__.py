@@ -14,6 +14,7 @@ from ._capture import CapturingSink
 from ._clock import FakeClock
 from ._events import make_call_event
 from ._fake_provider import FakeProvider, FakeStats, Fault, FaultPlan, RecordedRequest
+from ._reset import reset
 
 __all__ = [
     "CapturingSink",
@@ -24,4 +25,5 @@ __all__ = [
     "FaultPlan",
     "RecordedRequest",
     "make_call_event",
+    "reset",
 ]
