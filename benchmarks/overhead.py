@@ -34,9 +34,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_fake(port: int) -> subprocess.Popen[bytes]:
+def start_fake(port: int, *options: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmpulse", "fake-provider", "--port", str(port)],
+        [sys.executable, "-m", "llmpulse", "fake-provider", "--port", str(port), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -273,13 +273,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument(
+        "--no-compress",
+        action="store_true",
+        help="the fake answers uncompressed (default: gzip, as hosted APIs)",
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument(
         "--real-calls", type=int, default=0, help="also measure RSS over this many HTTP calls"
     )
     args = parser.parse_args()
     port = free_port()
-    proc = start_fake(port)
+    proc = start_fake(port, *(["--no-compress"] if args.no_compress else []))
     try:
         results = run_calls(port, args.rounds, args.n)
         marks = real_calls(port, args.real_calls) if args.real_calls else []
