@@ -206,11 +206,12 @@ def context(
         cache: Allow the response cache for these calls.
         private: Never capture prompt or completion text for these calls.
         total_timeout_s: Give each call in the block a deadline over all its
-            attempts, backoff and waits (seconds): past it, no retry is made and
-            `llmpulse.DeadlineExceededError` ends the call. The SDK's timeout
-            still applies to each attempt; without this (or
-            ``LLMPULSE_TOTAL_TIMEOUT_S``) a call has no overall deadline, as
-            with the bare SDK.
+            attempts, backoff and waits (seconds). Each attempt is cut at the
+            time left (the SDK raises its timeout error), no retry is made past
+            it, and a call whose deadline passes before its next attempt ends
+            with `llmpulse.DeadlineExceededError`. The SDK's timeout still applies
+            to each attempt; without this (or ``LLMPULSE_TOTAL_TIMEOUT_S``) a
+            call has no overall deadline, as with the bare SDK.
 
     Raises:
         ValueError: For an unknown priority, non-string tags or a timeout that is not positive.
