@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import anthropic
+import httpx2
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
@@ -194,3 +196,35 @@ async def test_assigned_max_retries_keeps_one_loop_async_anthropic(
     [event] = sink.calls
     assert (event.attempts, event.retries) == (2, 1)
     await raw.close()
+
+
+class _CountedEvents(httpx2.SyncByteStream):
+    """An event stream that counts how much of it was read."""
+
+    def __init__(self, events: int) -> None:
+        self.events, self.read = events, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for n in range(self.events):
+            self.read += 1
+            yield b'data: {"n": %d}\n\n' % n
+
+
+def test_an_event_stream_without_stream_in_its_body_is_not_read_ahead() -> None:
+    """A GET of an event stream (the SDK streams it; its request has no "stream": true) goes read by read."""
+    body = _CountedEvents(50)
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=body)
+
+    raw = openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://127.0.0.1:9/v1",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
+    client = llmpulse.wrap(raw, sinks=[CapturingSink()], registry=CollectorRegistry())
+    stream = client.get("/events", cast_to=object, stream=True, stream_cls=openai.Stream[object])
+    first = next(iter(stream))
+    assert first == {"n": 0}
+    assert body.read < 5  # not all 50 events before the caller read its first
+    stream.close()

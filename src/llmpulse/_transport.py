@@ -202,7 +202,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
 
         def _send(self, call: Call, request: Any) -> Any:
             response = self.inner.handle_request(request)
-            if call.reads_whole and not _already_read(response):
+            if _read_whole(call, response):
                 # The SDK reads this body whole inside its send, where failing to is one
                 # of its attempts (and retried): so is it here.
                 raw = response.stream
@@ -262,7 +262,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
 
         async def _send(self, call: Call, request: Any) -> Any:
             response = await self.inner.handle_async_request(request)
-            if call.reads_whole and not _already_read(response):
+            if _read_whole(call, response):
                 raw = response.stream
                 try:
                     response.stream = http.ByteStream(b"".join([chunk async for chunk in raw]))
@@ -320,6 +320,15 @@ def _refuse_vetoed_retry(hook: Hook, request: Any) -> None:
         return
     vetoed.left -= 1
     raise vetoed.error
+
+
+def _read_whole(call: Call, response: Any) -> bool:
+    # Not an event stream: the SDK streams those (a GET of one has no "stream" in its body).
+    return (
+        call.reads_whole
+        and not _already_read(response)
+        and not response.headers.get("content-type", "").startswith("text/event-stream")
+    )
 
 
 def _already_read(response: Any) -> bool:
