@@ -77,6 +77,9 @@ def test_a_retry_after_longer_than_the_sdk_waits_is_not_retried() -> None:
         "retry_after_too_long",
     )
     assert decide(status=429, headers={"retry-after": "120"}, max_retry_after_s=120.0) == (120.0, "429")
+    # No usable hint (a literal infinity, NaN, an overflow below zero): backoff, as the SDK does.
+    for hint in ("inf", " +Infinity ", "NaN", "-1e999"):
+        assert decide(status=429, headers={"retry-after": hint}, max_retry_after_s=120.0) == (0.5, "429")
     # Anthropic's waits as long as asked, capped where time.sleep gives up.
     assert decide(status=429, headers={"retry-after": "600"}) == (600.0, "429")
     assert decide(status=429, headers={"retry-after": "1e999"}) == (4_294_967.0, "429")

@@ -71,7 +71,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             value = float(raw)
         except ValueError:
             continue
-        if math.isinf(value) and raw.strip().lstrip("+").lower() not in ("inf", "infinity"):
+        if value == math.inf and raw.strip().lstrip("+").lower() not in ("inf", "infinity"):
             return _OVERFLOW_S  # as the SDKs read it: too long to wait, not "no hint"
         return value / divisor
     raw = headers.get("retry-after")
@@ -111,7 +111,13 @@ def _status_verdict(
     quota_exhausted: bool,
 ) -> tuple[bool, str]:
     """Whether the SDK would retry a response with this status, and the reason's name."""
-    if max_retry_after_s is not None and retry_after is not None and retry_after > max_retry_after_s:
+    # A literal "inf" (or NaN) is no usable hint, as in the SDK: backoff, not a refusal.
+    too_long = (
+        retry_after is not None
+        and math.isfinite(retry_after)
+        and retry_after > (max_retry_after_s or math.inf)
+    )
+    if too_long:
         return False, "retry_after_too_long"
     should = headers.get("x-should-retry") if headers is not None else None
     retryable = status in _RETRYABLE_STATUSES or status >= 500
