@@ -228,3 +228,20 @@ def test_an_event_stream_without_stream_in_its_body_is_not_read_ahead() -> None:
     assert first == {"n": 0}
     assert body.read < 5  # not all 50 events before the caller read its first
     stream.close()
+
+
+def test_copies_share_the_http_client_unless_they_change_what_llmpulse_keys_on(
+    raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
+) -> None:
+    """As in the SDK, with_options(timeout=...) shares the http client; another key gets its own hook."""
+    wrapped = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+    assert wrapped.with_options(timeout=5.0)._client is wrapped._client
+    other = wrapped.with_options(api_key="sk-another-key-0123456789")
+    assert other._client is not wrapped._client
+    retrying = wrapped.with_options(max_retries=0)
+    fake.enqueue(Fault.status(500))
+    with pytest.raises(openai.InternalServerError):
+        retrying.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    other.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [e.attempts for e in sink.calls] == [1, 1]
+    assert sink.calls[1].api_key_id != sink.calls[0].api_key_id

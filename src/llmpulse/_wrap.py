@@ -315,19 +315,28 @@ def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
 
 
 def _install(wrapped: Any, hook: Hook) -> None:
-    hook.client.bind(wrapped)
+    if hook.client.get() is None:  # a shared hook reads the max_retries of the client it was made for
+        hook.client.bind(wrapped)
     object.__setattr__(wrapped, _HOOK_ATTR, hook)
 
     def copy(*args: Any, **kwargs: Any) -> Any:
-        # One hook per client: each reads its own client's max_retries, key and address.
+        # As in the SDK, a copy shares its original's http client (and so its hook) unless it
+        # changes what the hook knows: the key, the address, max_retries or the http client.
         http_client = kwargs.pop("http_client", None)
-        clone = _clone_http(http_client if http_client is not None else wrapped._client, hook)
+        shared = http_client is None
+        clone = wrapped._client if shared else _clone_http(http_client, hook)
         result = type(wrapped).copy(wrapped, *args, http_client=clone, **kwargs)  # validates as bare
         retries = hook.max_retries_of(wrapped) if "max_retries" not in kwargs else result.max_retries
+        new_hook = _addressed(hook.with_max_retries(int(retries)), result)
+        if shared and _same_target(new_hook, hook):
+            new_hook = hook
+        elif shared:
+            clone = _clone_http(wrapped._client, new_hook)
+            result = type(wrapped).copy(wrapped, *args, http_client=clone, **kwargs)
+        else:
+            _rebind(clone, new_hook)
         object.__setattr__(result, "max_retries", RETRIES_OFF)
         result._strict_response_validation = wrapped._strict_response_validation
-        new_hook = _addressed(hook.with_max_retries(int(retries)), result)
-        _rebind(clone, new_hook)
         _install(result, new_hook)
         object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
         return result
@@ -365,6 +374,10 @@ def _counting_retries(wrapped: Any) -> Any:
         return process(wrapped, *args, **kwargs)
 
     return sprocess
+
+
+def _same_target(a: Hook, b: Hook) -> bool:
+    return (a.endpoint, a.server_port, a.max_retries) == (b.endpoint, b.server_port, b.max_retries)
 
 
 def _rebind(http: Any, hook: Hook) -> None:
