@@ -245,3 +245,17 @@ def test_copies_share_the_http_client_unless_they_change_what_llmpulse_keys_on(
     other.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert [e.attempts for e in sink.calls] == [1, 1]
     assert sink.calls[1].api_key_id != sink.calls[0].api_key_id
+
+
+def test_a_copy_with_another_base_url_shares_the_http_client_and_reports_its_own_address(
+    raw_openai: openai.OpenAI, sink: CapturingSink, plain_fake: FakeProvider
+) -> None:
+    """with_options(base_url=...) shares the http client, as in the SDK; the event names the new address."""
+    plain_fake.clear()  # a session server other tests use too
+    wrapped = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+    moved = wrapped.with_options(base_url=plain_fake.openai_base_url)
+    assert moved._client is wrapped._client
+    moved.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    [event] = sink.calls
+    assert (event.server_address, event.server_port) == ("127.0.0.1", plain_fake.port)
+    assert len(plain_fake.requests) == 1

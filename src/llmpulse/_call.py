@@ -181,6 +181,7 @@ class Call:
         "_sdk_timeout",
         "_served_model",
         "_served_provider",
+        "_server_port",
         "_slot",
         "_sse",
         "_status",
@@ -191,6 +192,7 @@ class Call:
         "_usage_refused",
         "attempts",
         "call_id",
+        "endpoint",
         "reads_whole",
         "sdk_retries",
         "vetoes_sdk_retries",
@@ -210,9 +212,14 @@ class Call:
         capture: bool = False,
         reads_whole: bool = False,
         original_body: bytes | None = None,
+        address: tuple[str, int | None] = ("", None),
     ) -> None:
         self._hook = hook
         self._info = info
+        # Where this request goes (a copy may change the base URL but share its original's hook):
+        # what policy state is keyed by, with the client's key.
+        host, self._server_port = address
+        self.endpoint = (hook.provider.name, host, hook.api_key_id or "")
         self._input_content = input_content
         self._capture = capture
         # The SDK will read the answer whole (not a stream): its body is read within the attempt.
@@ -410,10 +417,10 @@ class Call:
         hook = self._hook
         try:
             if self._limiter is None:
-                self._limiter = self._policies.limiter(hook.endpoint, hook.concurrency_changed)
+                self._limiter = self._policies.limiter(self.endpoint, hook.limit_listener(self.endpoint[1]))
             signals = self._policies.shared_signals()
             if signals is not None and self._limiter is not None:
-                until = signals.pause_until(hook.endpoint)  # another replica's Retry-After
+                until = signals.pause_until(self.endpoint)  # another replica's Retry-After
                 if until is not None:
                     self._limiter.pause(until)
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
@@ -421,7 +428,7 @@ class Call:
         return self._limiter
 
     def _slot_refused(self, request: Any, refused: Refused) -> NoReturn:
-        endpoint = f"{self._hook.provider.name} at {self._hook.endpoint[1]}"
+        endpoint = f"{self._hook.provider.name} at {self.endpoint[1]}"
         if refused.reason == "queue_full":
             self._refuse(request, OverloadedError, f"too many calls waiting for {endpoint}: shed at once")
         if refused.reason == "paused":
@@ -456,7 +463,7 @@ class Call:
                     self._limiter.pause(self._clock.monotonic() + pause)  # for everybody in the process
                     signals = self._policies.shared_signals()
                     if signals is not None:
-                        signals.publish_pause(self._hook.endpoint, pause)  # and every replica
+                        signals.publish_pause(self.endpoint, pause)  # and every replica
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
 
@@ -473,7 +480,7 @@ class Call:
             policies.tenant_limit(tenant),
             policies.key_rate_limit,
             tenant=tenant,
-            key_id=self._hook.endpoint[2],
+            key_id=self.endpoint[2],
             tokens=self._reserved_tokens(),
             throttle_rpm=policies.throttle_of(tenant, time.time()) if tenant else None,
         )
@@ -581,7 +588,7 @@ class Call:
         if not cacheable or ctx.private or self._info.streamed:
             return None
         try:
-            provider, host, key_id = self._hook.endpoint
+            provider, host, key_id = self.endpoint
             self._cache_key = cache_key(provider, host, key_id, self._info.path, request.content)
         except Exception:  # noqa: BLE001 - a streamed upload has no readable content
             self._cache_key = None
@@ -780,7 +787,7 @@ class Call:
     def _find_breaker(self) -> None:
         hook = self._hook
         try:
-            self._breaker = self._policies.circuit(hook.endpoint, self._served_model, hook.circuit_changed)
+            self._breaker = self._policies.circuit(self.endpoint, self._served_model, hook.circuit_changed)
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             hook.pipeline.internal_error("policies")
 
@@ -816,7 +823,7 @@ class Call:
 
     def _earn_retry_budget(self) -> None:
         try:
-            self._policies.retry_budget(self._hook.endpoint).on_request()
+            self._policies.retry_budget(self.endpoint).on_request()
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
 
@@ -856,7 +863,7 @@ class Call:
             pass
         elif cls is CircuitOpenError and self._breaker is not None:
             wait = self._breaker.retry_after_s()
-            what = f"{hook.provider.name} {self._served_model or info.operation} at {hook.endpoint[1]}"
+            what = f"{hook.provider.name} {self._served_model or info.operation} at {self.endpoint[1]}"
             message = (
                 f"circuit open for {what}: failing fast for {wait:.1f} s more"
                 if wait > 0
@@ -1050,14 +1057,14 @@ class Call:
         return decision
 
     def _spend_retry(self) -> bool:
-        self._retry_unsent = self._policies.retry_budget(self._hook.endpoint).try_spend()
+        self._retry_unsent = self._policies.retry_budget(self.endpoint).try_spend()
         return self._retry_unsent
 
     def _refund_unsent_retry(self) -> None:
         # Cancelled or refused in backoff (or waiting for a slot): the retry never reached the provider.
         self._retry_unsent = False
         try:
-            self._policies.retry_budget(self._hook.endpoint).refund()
+            self._policies.retry_budget(self.endpoint).refund()
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
 
@@ -1362,8 +1369,8 @@ class Call:
             network=self._network(),
             ratelimit=None if headers is None else hook.provider.ratelimit(headers),
             started_at=datetime.fromtimestamp(time.time() - (now - self._t0), UTC),
-            server_address=hook.server_address,
-            server_port=hook.server_port,
+            server_address=self.endpoint[1],
+            server_port=self._server_port,
             error_message=_redacted(error_message) if outcome != "ok" else None,
             path=info.path,
             retry_stop_reason=self._stop_reason if outcome != "ok" else None,

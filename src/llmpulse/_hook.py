@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,11 @@ class _RetriesOff(int):
 RETRIES_OFF = _RetriesOff(0)
 
 
+def _port(url: Any) -> int | None:
+    port = url.port
+    return int(port) if port is not None else {"https": 443, "http": 80}.get(str(url.scheme))
+
+
 class ClientRef:
     """A weak reference to the one SDK client a `Hook` serves, set once that client exists."""
 
@@ -78,14 +84,11 @@ class Hook:
         routes: Output sinks of this client; None means the process defaults.
         metrics: Prometheus sink of this client; None means the process default.
         api_key_id: Fingerprint of the client's API key.
-        server_address: Host of the client's base URL.
-        server_port: Its port (the scheme's default when the URL has none).
         inject_stream_usage: Ask OpenAI chat streams for usage.
         capture_content: Capture prompt and completion text (opt-in).
         network_sampler: Picks the calls whose network phases are timed
             (httpcore's trace hook); None: none are.
         policies: Retry, timeout and circuit-breaker settings and their state.
-        endpoint: ``(provider, host, api_key_id)``: what policy state is keyed by.
         connection_error: The SDK's ``APIConnectionError``: llmpulse's own
             exceptions also subclass it when raised through this client.
         client: The wrapped SDK client this hook serves (each copy has its own hook).
@@ -99,19 +102,17 @@ class Hook:
     routes: tuple[Route, ...] | None = None
     metrics: PrometheusSink | None = None
     api_key_id: str | None = None
-    server_address: str = ""
-    server_port: int | None = None
     inject_stream_usage: bool = True
     network_sampler: Sampler | None = None
     capture_content: bool = False
     policies: Policies = field(default_factory=Policies)
-    endpoint: tuple[str, str, str] = ("", "", "")
     connection_error: type[BaseException] = Exception
     client: ClientRef = field(default_factory=ClientRef)
+    _listeners: dict[str, Callable[[int, int], None]] = field(default_factory=dict, repr=False, compare=False)
 
     def with_max_retries(self, max_retries: int) -> Hook:
         """Return a copy retrying ``max_retries`` times, for another client (``with_options``, ``copy``)."""
-        return dataclasses.replace(self, max_retries=max_retries, client=ClientRef())
+        return dataclasses.replace(self, max_retries=max_retries, client=ClientRef(), _listeners={})
 
     def assigned_retries(self) -> int | None:
         """The ``max_retries`` the caller assigned on the client since it was wrapped, or None."""
@@ -132,10 +133,18 @@ class Hook:
         """Record a breaker transition of this client's endpoint in the metrics."""
         self.pipeline.circuit_changed(self.metrics, provider, host, model, old, new)
 
-    def concurrency_changed(self, old: int, new: int) -> None:
-        """Record a new concurrency limit of this client's endpoint."""
-        provider, host, _ = self.endpoint
-        self.pipeline.concurrency_changed(self.metrics, provider, host, new)
+    def limit_listener(self, host: str) -> Callable[[int, int], None]:
+        """What records a new concurrency limit of the endpoint at ``host`` in the metrics."""
+        listener = self._listeners.get(host)
+        if listener is None:
+            provider = self.provider.name
+
+            def listener(old: int, new: int) -> None:
+                self.pipeline.concurrency_changed(self.metrics, provider, host, new)
+
+            if len(self._listeners) < 64:
+                self._listeners[host] = listener
+        return listener
 
     def start_call(self, request: Any) -> Call | None:
         """Begin observing ``request`` as one logical call; None lets it pass unobserved."""
@@ -179,6 +188,7 @@ class Hook:
             capture=capture,
             reads_whole=not info.streamed and request.headers.get(_RAW_RESPONSE_HEADER) != "stream",
             original_body=original_body,
+            address=(url.host, _port(url)),
         )
         self.pipeline.call_started(self.provider.name, self.metrics)
         return call

@@ -184,13 +184,6 @@ def _count_store_fallback(reason: str) -> None:
         metrics.record_store_fallback(reason)
 
 
-def _port(url: Any) -> int | None:
-    port = getattr(url, "port", None)
-    if port is not None:
-        return int(port)
-    return {"https": 443, "http": 80}.get(str(getattr(url, "scheme", "")))
-
-
 def _rate_limit(requests: float | None, tokens: float | None) -> RateLimit | None:
     return None if requests is None and tokens is None else RateLimit(requests, tokens)
 
@@ -291,16 +284,8 @@ def _clone_http(http: Any, hook: Hook) -> Any:
 
 
 def _addressed(hook: Hook, client: Any) -> Hook:
-    """``hook`` with the key and address of ``client`` (a copy may change either)."""
-    api_key_id = _fingerprint(getattr(client, "api_key", None))
-    host = str(client.base_url.host)
-    return dataclasses.replace(
-        hook,
-        api_key_id=api_key_id,
-        server_address=host,
-        server_port=_port(client.base_url),
-        endpoint=(hook.provider.name, host, api_key_id or ""),
-    )
+    """``hook`` with the key of ``client`` (a copy may change it; the address is read per request)."""
+    return dataclasses.replace(hook, api_key_id=_fingerprint(getattr(client, "api_key", None)))
 
 
 def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
@@ -321,7 +306,7 @@ def _install(wrapped: Any, hook: Hook) -> None:
 
     def copy(*args: Any, **kwargs: Any) -> Any:
         # As in the SDK, a copy shares its original's http client (and so its hook) unless it
-        # changes what the hook knows: the key, the address, max_retries or the http client.
+        # changes what the hook knows: the key, max_retries or the http client.
         http_client = kwargs.pop("http_client", None)
         shared = http_client is None
         clone = wrapped._client if shared else _clone_http(http_client, hook)
@@ -377,7 +362,8 @@ def _counting_retries(wrapped: Any) -> Any:
 
 
 def _same_target(a: Hook, b: Hook) -> bool:
-    return (a.endpoint, a.server_port, a.max_retries) == (b.endpoint, b.server_port, b.max_retries)
+    # The address is read from each request: a copy with another base URL may share the hook.
+    return (a.api_key_id, a.max_retries) == (b.api_key_id, b.max_retries)
 
 
 def _rebind(http: Any, hook: Hook) -> None:
