@@ -43,13 +43,16 @@ def test_values_are_parsed() -> None:
     [
         ({"LLMPULSE_METRICS": "maybe"}, r"LLMPULSE_METRICS='maybe' is not a boolean"),
         ({"LLMPULSE_MAX_TENANTS": "lots"}, r"LLMPULSE_MAX_TENANTS='lots' is not an integer"),
-        ({"LLMPULSE_MAX_TENANTS": "0"}, r"LLMPULSE_MAX_TENANTS must be a positive integer"),
+        ({"LLMPULSE_MAX_TENANTS": "0"}, r"LLMPULSE_MAX_TENANTS=0 is not valid: use an integer >= 1"),
         (
             {"LLMPULSE_SINKS": "log,kafka"},
             r"LLMPULSE_SINKS=log,kafka is not valid: accepted values are log, jsonl, none",
         ),
         ({"LLMPULSE_LOG_FORMAT": "xml"}, r"accepted values are json, console"),
-        ({"LLMPULSE_METRICS_PORT": "70000"}, r"LLMPULSE_METRICS_PORT must be a port"),
+        (
+            {"LLMPULSE_METRICS_PORT": "70000"},
+            r"LLMPULSE_METRICS_PORT=70000 is not valid: use an integer >= 0 and <= 65535",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
