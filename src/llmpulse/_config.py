@@ -303,9 +303,10 @@ class Settings:
 
     def replace(self, **overrides: Any) -> Settings:
         """Return a copy with ``overrides`` applied (validated like the environment)."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(fields))
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown setting(s): {', '.join(_with_guess(n, fields) for n in unknown)}")
         token = _in_code.set(frozenset(overrides))
         try:
             return dataclasses.replace(self, **overrides)
@@ -507,17 +508,6 @@ def _names() -> _Spec:
     return _Spec("names", _split, check)
 
 
-def _text(*, optional: bool = False) -> _Spec:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value:
-            raise _Invalid("use a non-empty string")
-        return value
-
-    return _Spec("text", (lambda raw: raw or None) if optional else str, check)
-
-
 def _file_path() -> _Spec:
     """A file to write, in a directory that exists."""
 
@@ -565,7 +555,7 @@ def _prices() -> _Spec:
             raise _Invalid(str(exc).removeprefix("prices: ")) from None
         return value
 
-    return _Spec("code", None, check)
+    return _Spec("prices", None, check)
 
 
 def _webhook_url() -> _Spec:
@@ -645,7 +635,7 @@ def _rules() -> _Spec:
                 raise _Invalid(f"{rule!r} is not callable (a rule takes a CallEvent)")
         return rules
 
-    return _Spec("code", None, check)
+    return _Spec("rules", None, check)
 
 
 _OTEL_CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -773,20 +763,25 @@ def _check_names(env: Mapping[str, str]) -> None:
     """Refuse (or, with LLMPULSE_STRICT_ENV=0, warn about) ``LLMPULSE_*`` names that are no setting."""
     known = known_variables()
     unknown = sorted(name for name in env if name.startswith("LLMPULSE_") and name not in known)
-    strict = _flag()(_STRICT_ENV[len("LLMPULSE_") :].lower(), env.get(_STRICT_ENV, "1").strip())
+    strict = _flag()("strict_env", env.get(_STRICT_ENV, "1").strip())
     if not unknown:
         return
-    suffixes = sorted(name.removeprefix("LLMPULSE_") for name in known)
-    problems = []
-    for name in unknown:  # the names only: a value may be a secret (a misspelt webhook URL)
-        close = difflib.get_close_matches(name.removeprefix("LLMPULSE_"), suffixes, n=1)
-        problems.append(f"{name} (did you mean LLMPULSE_{close[0]}?)" if close else name)
+    # The names only: a value may be a secret (a misspelt webhook URL).
+    problems = [_with_guess(name, sorted(known)) for name in unknown]
     message = (
         f"unknown llmpulse variable(s): {', '.join(problems)}; see docs/configuration.md for the variables"
     )
     if strict:
         raise ConfigError(f"{message}. Set {_STRICT_ENV}=0 to only warn about unknown LLMPULSE_* names")
     _log.warning("%s (ignored: %s=0)", message, _STRICT_ENV)
+
+
+def _with_guess(name: str, known: list[str]) -> str:
+    """``name (did you mean CLOSEST?)``, or just ``name`` when nothing known is close."""
+    # Compared without the shared prefix, which would make every LLMPULSE_ name look close.
+    stem = name.removeprefix("LLMPULSE_")
+    close = difflib.get_close_matches(stem, [k.removeprefix("LLMPULSE_") for k in known], n=1)
+    return f"{name} (did you mean {name[: len(name) - len(stem)]}{close[0]}?)" if close else name
 
 
 _lock = threading.Lock()
