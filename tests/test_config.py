@@ -371,6 +371,7 @@ def test_url_errors_never_show_the_url() -> None:
     assert SECRET not in str(info.value)
     for good in ("redis://localhost:6379/0", f"rediss://u:{SECRET}@db.internal", "unix:///tmp/redis.sock"):
         assert Settings.from_env({"LLMPULSE_REDIS_URL": good}).redis_url == good
+    assert SECRET not in repr(Settings.from_env({"LLMPULSE_REDIS_URL": f"redis://:{SECRET}@db"}))
 
 
 def test_a_bad_redis_url_fails_configure_not_wrap(monkeypatch: pytest.MonkeyPatch) -> None:

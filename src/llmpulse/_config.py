@@ -204,7 +204,7 @@ class Settings:
     budget_action: str = "alert"
     concurrency: bool = True
     concurrency_limit: int = 1000
-    redis_url: str | None = None
+    redis_url: str | None = dataclasses.field(default=None, repr=False)  # may hold a password
     replicas: int = 1
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 1000
