@@ -194,7 +194,7 @@ def test_resilience_settings_become_the_default_policies() -> None:
 
 # --- every variable, from the settings themselves ---------------------------------------
 
-SPECS = {name: spec for name, spec in _config._PARSERS.items() if isinstance(spec, _config._Spec)}
+SPECS = _config._PARSERS
 ENV_SPECS = {name: spec for name, spec in SPECS.items() if spec.parse is not None}
 SECRET = "s3cr3t"
 # Wrong text for a variable, by the kind of its setting (numbers get their bounds' edges too).

@@ -237,8 +237,6 @@ class Settings:
         # Each field against its domain (normalising code values: a single sink
         # becomes a tuple), then the checks that span fields.
         for name, spec in _PARSERS.items():
-            if not isinstance(spec, _Spec):
-                continue
             value = getattr(self, name)
             try:
                 checked = spec.check(value)
@@ -285,12 +283,10 @@ class Settings:
         env = os.environ if environ is None else environ
         _check_names(env)
         values: dict[str, Any] = {}
-        for name, parser in _PARSERS.items():
-            if isinstance(parser, _Spec) and parser.parse is None:
-                continue  # settable in code only
+        for name, spec in _PARSERS.items():
             raw = env.get(_var(name))
-            if raw is not None:
-                values[name] = parser(name, raw.strip())
+            if raw is not None and spec.parse is not None:  # parse None: settable in code only
+                values[name] = spec.read(name, raw.strip())
         if "capture_content" not in values:
             otel = env.get(_OTEL_CAPTURE)
             if otel is not None:
@@ -380,7 +376,7 @@ class _Spec:
     low: float | None = None
     high: float | None = None
 
-    def __call__(self, name: str, raw: str) -> Any:
+    def read(self, name: str, raw: str) -> Any:
         """Parse ``raw``, the text of ``name``'s variable; ConfigError naming it if bad."""
         if self.parse is None:
             raise ConfigError(f"{name} can only be set in code")
@@ -657,16 +653,16 @@ def _parse_otel_capture(raw: str) -> bool:
     )
 
 
-_POSITIVE = _number(above=0)
-_POSITIVE_INT = _number(integer=True, low=1)
-_OPTIONAL_POSITIVE = _number(above=0, optional=True)
-_OPTIONAL_POSITIVE_INT = _number(integer=True, low=1, optional=True)
+_ABOVE_0 = _number(above=0)
+_COUNT = _number(integer=True, low=1)
+_OPTIONAL_ABOVE_0 = _number(above=0, optional=True)
+_OPTIONAL_COUNT = _number(integer=True, low=1, optional=True)
 _THRESHOLD = _number(off=True)  # AlertConfig checks the range
 
 # Every setting: how its variable is read and what it accepts. A new setting
 # needs its field on Settings (with its docstring line), its entry here, and
 # its row in docs/configuration.md (tests/test_config.py checks all three agree).
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
+_PARSERS: dict[str, _Spec] = {
     "enabled": _flag(),
     "sinks": _sinks(_SINK_NAMES, "event"),
     "log_format": _choice(_LOG_FORMATS),
@@ -675,11 +671,11 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "attempt_events": _flag(),
     "metrics": _flag(),
     "metrics_port": _number(integer=True, low=0, high=65535, optional=True, hint="0 picks a free port"),
-    "max_tenants": _POSITIVE_INT,
-    "max_routes": _POSITIVE_INT,
-    "max_models": _POSITIVE_INT,
+    "max_tenants": _COUNT,
+    "max_routes": _COUNT,
+    "max_models": _COUNT,
     "tenant_allowlist": _names(),
-    "buffer_size": _POSITIVE_INT,
+    "buffer_size": _COUNT,
     "prices_file": _prices_file(),
     "prices": _prices(),
     "capture_content": _flag(),
@@ -691,36 +687,36 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "retry_budget_ratio": _number(low=0),
     "retry_budget_reserve": _number(integer=True, low=0),
     "retry_quota_exhausted": _flag(),
-    "backoff_base_s": _POSITIVE,
-    "backoff_max_s": _POSITIVE,
+    "backoff_base_s": _ABOVE_0,
+    "backoff_max_s": _ABOVE_0,
     "deadlines": _choice(_DEADLINES),
-    "connect_timeout_s": _OPTIONAL_POSITIVE,
-    "read_timeout_s": _OPTIONAL_POSITIVE,
+    "connect_timeout_s": _OPTIONAL_ABOVE_0,
+    "read_timeout_s": _OPTIONAL_ABOVE_0,
     "read_timeout_per_token_s": _number(low=0),
-    "stream_first_byte_timeout_s": _OPTIONAL_POSITIVE,
-    "stream_idle_timeout_s": _OPTIONAL_POSITIVE,
-    "total_timeout_s": _OPTIONAL_POSITIVE,
+    "stream_first_byte_timeout_s": _OPTIONAL_ABOVE_0,
+    "stream_idle_timeout_s": _OPTIONAL_ABOVE_0,
+    "total_timeout_s": _OPTIONAL_ABOVE_0,
     "breaker": _flag(),
-    "breaker_failures": _POSITIVE_INT,
-    "breaker_open_s": _POSITIVE,
-    "breaker_half_open_probes": _POSITIVE_INT,
+    "breaker_failures": _COUNT,
+    "breaker_open_s": _ABOVE_0,
+    "breaker_half_open_probes": _COUNT,
     "fallbacks": _fallbacks(),
-    "tenant_requests_per_min": _OPTIONAL_POSITIVE_INT,
-    "tenant_tokens_per_min": _OPTIONAL_POSITIVE_INT,
-    "key_requests_per_min": _OPTIONAL_POSITIVE_INT,
-    "key_tokens_per_min": _OPTIONAL_POSITIVE_INT,
+    "tenant_requests_per_min": _OPTIONAL_COUNT,
+    "tenant_tokens_per_min": _OPTIONAL_COUNT,
+    "key_requests_per_min": _OPTIONAL_COUNT,
+    "key_tokens_per_min": _OPTIONAL_COUNT,
     "rate_limit_wait_s": _number(low=0),
-    "budget_usd_per_hour": _OPTIONAL_POSITIVE,
-    "budget_usd_per_day": _OPTIONAL_POSITIVE,
-    "budget_tokens_per_hour": _OPTIONAL_POSITIVE_INT,
-    "budget_tokens_per_day": _OPTIONAL_POSITIVE_INT,
+    "budget_usd_per_hour": _OPTIONAL_ABOVE_0,
+    "budget_usd_per_day": _OPTIONAL_ABOVE_0,
+    "budget_tokens_per_hour": _OPTIONAL_COUNT,
+    "budget_tokens_per_day": _OPTIONAL_COUNT,
     "budget_action": _choice(_BUDGET_ACTIONS),
     "concurrency": _flag(),
-    "concurrency_limit": _POSITIVE_INT,
+    "concurrency_limit": _COUNT,
     "redis_url": _redis_url(),
-    "replicas": _POSITIVE_INT,
-    "cache_ttl_s": _POSITIVE,
-    "cache_max_entries": _POSITIVE_INT,
+    "replicas": _COUNT,
+    "cache_ttl_s": _ABOVE_0,
+    "cache_max_entries": _COUNT,
     "cache_routes": _names(),
     "sample_rate": _number(above=0, high=1, hint="0.01 = one call in 100"),
     "sample_errors": _flag(),
@@ -755,7 +751,7 @@ _READ_ELSEWHERE: frozenset[str] = frozenset()
 
 def known_variables() -> frozenset[str]:
     """Every ``LLMPULSE_*`` variable llmpulse reads."""
-    settable = (name for name, p in _PARSERS.items() if not (isinstance(p, _Spec) and p.parse is None))
+    settable = (name for name, spec in _PARSERS.items() if spec.parse is not None)
     return frozenset(map(_var, settable)) | {_STRICT_ENV} | _READ_ELSEWHERE
 
 
@@ -763,7 +759,7 @@ def _check_names(env: Mapping[str, str]) -> None:
     """Refuse (or, with LLMPULSE_STRICT_ENV=0, warn about) ``LLMPULSE_*`` names that are no setting."""
     known = known_variables()
     unknown = sorted(name for name in env if name.startswith("LLMPULSE_") and name not in known)
-    strict = _flag()("strict_env", env.get(_STRICT_ENV, "1").strip())
+    strict = _flag().read("strict_env", env.get(_STRICT_ENV, "1").strip())
     if not unknown:
         return
     # The names only: a value may be a secret (a misspelt webhook URL).
