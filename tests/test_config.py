@@ -466,3 +466,12 @@ def test_a_misspelt_argument_names_the_closest() -> None:
     """configure(metrcs=False) names the setting it was probably meant to be."""
     with pytest.raises(ConfigError, match=r"^unknown setting\(s\): metrcs \(did you mean metrics\?\)$"):
         llmpulse.configure(metrcs=False)
+
+
+def test_alert_config_counts_are_integers() -> None:
+    """AlertConfig, also used on its own, refuses 1.5 calls and True days, which pass its ranges."""
+    with pytest.raises(ConfigError, match=r"^AlertConfig\.min_calls must be an integer, got 1\.5$"):
+        llmpulse.AlertConfig(min_calls=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^AlertConfig\.baseline_days must be an integer, got True$"):
+        llmpulse.AlertConfig(baseline_days=True)
+    assert llmpulse.AlertConfig(max_output_tokens=None).max_output_tokens is None
