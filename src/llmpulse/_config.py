@@ -8,13 +8,18 @@ docs/configuration.md.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib.util
+import logging
 import math
 import os
 import re
 import threading
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .alerts._config import AlertConfig
 from .exceptions import ConfigError
@@ -22,6 +27,7 @@ from .exceptions import ConfigError
 __all__ = ["Settings", "configure", "get_settings"]
 
 T = TypeVar("T")
+_log = logging.getLogger("llmpulse")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -51,31 +57,6 @@ _ALERT_FIELDS = (
     "max_output_tokens",
     "page_factor",
     "min_calls",
-)
-# Settings that must be > 0 when set.
-_POSITIVE = (
-    "backoff_base_s",
-    "backoff_max_s",
-    "connect_timeout_s",
-    "read_timeout_s",
-    "stream_first_byte_timeout_s",
-    "stream_idle_timeout_s",
-    "total_timeout_s",
-    "breaker_failures",
-    "breaker_open_s",
-    "breaker_half_open_probes",
-    "cache_ttl_s",
-    "cache_max_entries",
-    "tenant_requests_per_min",
-    "tenant_tokens_per_min",
-    "key_requests_per_min",
-    "key_tokens_per_min",
-    "budget_usd_per_hour",
-    "budget_usd_per_day",
-    "budget_tokens_per_hour",
-    "budget_tokens_per_day",
-    "concurrency_limit",
-    "replicas",
 )
 
 
@@ -211,19 +192,19 @@ class Settings:
     breaker_open_s: float = 60.0
     breaker_half_open_probes: int = 1
     fallbacks: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    tenant_requests_per_min: float | None = None
-    tenant_tokens_per_min: float | None = None
-    key_requests_per_min: float | None = None
-    key_tokens_per_min: float | None = None
+    tenant_requests_per_min: int | None = None
+    tenant_tokens_per_min: int | None = None
+    key_requests_per_min: int | None = None
+    key_tokens_per_min: int | None = None
     rate_limit_wait_s: float = 2.0
     budget_usd_per_hour: float | None = None
     budget_usd_per_day: float | None = None
-    budget_tokens_per_hour: float | None = None
-    budget_tokens_per_day: float | None = None
+    budget_tokens_per_hour: int | None = None
+    budget_tokens_per_day: int | None = None
     budget_action: str = "alert"
     concurrency: bool = True
     concurrency_limit: int = 1000
-    redis_url: str | None = None
+    redis_url: str | None = dataclasses.field(default=None, repr=False)  # may hold a password
     replicas: int = 1
     cache_ttl_s: float = 3600.0
     cache_max_entries: int = 1000
@@ -241,7 +222,7 @@ class Settings:
     alert_latency_jump_s: float | None = _ALERT.latency_jump_s
     alert_slo: float | None = _ALERT.slo
     alert_token_burn: float | None = _ALERT.token_burn
-    alert_expected_tokens_per_hour: float | None = _ALERT.expected_tokens_per_hour
+    alert_expected_tokens_per_hour: int | None = None  # AlertConfig's: the week before
     alert_hourly_budget_usd: float | None = _ALERT.hourly_budget_usd
     alert_tenant_hourly_budget_usd: float | None = _ALERT.tenant_hourly_budget_usd
     alert_tenant_anomaly_factor: float | None = _ALERT.tenant_anomaly_factor
@@ -253,61 +234,34 @@ class Settings:
     alert_rules: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_sinks("sinks", self.sinks, _SINK_NAMES)
-        _check_choice("log_format", self.log_format, _LOG_FORMATS)
-        _check_choice("log_stream", self.log_stream, _LOG_STREAMS)
-        _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
-        _check_choice("budget_action", self.budget_action, _BUDGET_ACTIONS)
-        _check_choice("deadlines", self.deadlines, _DEADLINES)
-        for name in _POSITIVE:
+        # Each field against its domain (normalising code values: a single sink
+        # becomes a tuple), then the checks that span fields.
+        for name, spec in _PARSERS.items():
             value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{_var(name)}={value!r} is not valid: use a number greater than 0")
-        if not (self.read_timeout_per_token_s >= 0 and math.isfinite(self.read_timeout_per_token_s)):
-            raise ConfigError(
-                f"{_var('read_timeout_per_token_s')}={self.read_timeout_per_token_s!r} is not valid: "
-                "use a number of seconds >= 0"
-            )
-        for name in ("max_retries", "retry_budget_reserve"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{_var(name)}={value!r} is not valid: use an integer >= 0")
-        if self.retry_budget_ratio < 0:
-            raise ConfigError(
-                f"{_var('retry_budget_ratio')}={self.retry_budget_ratio!r} is not valid: use >= 0"
-            )
+            try:
+                checked = spec.check(value)
+            except _Invalid as exc:
+                raise ConfigError(f"{_label(name, value, spec)} is not valid: {exc}") from None
+            if checked is not value:
+                object.__setattr__(self, name, checked)
         if self.backoff_base_s > self.backoff_max_s:
             raise ConfigError(
-                f"{_var('backoff_base_s')}={self.backoff_base_s!r} is larger than "
-                f"{_var('backoff_max_s')}={self.backoff_max_s!r}"
+                f"{_label('backoff_base_s', self.backoff_base_s)} is larger than "
+                f"{_label('backoff_max_s', self.backoff_max_s)}"
             )
-        for name in ("sample_rate", "network_sample_rate"):
-            rate = getattr(self, name)
-            if not 0.0 < rate <= 1.0:
-                raise ConfigError(
-                    f"{_var(name)}={rate!r} is not valid: "
-                    "use a fraction greater than 0 and at most 1 (0.01 = one call in 100)"
-                )
-        for name in ("max_tenants", "max_routes", "max_models", "buffer_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_var(name)} must be a positive integer, got {getattr(self, name)}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"{_var('metrics_port')} must be a port number 0-65535")
         self._check_alerts()
 
     def _check_alerts(self) -> None:
-        names = _check_sinks("alert_sinks", self.alert_sinks, _ALERT_SINK_NAMES)
-        _check_choice("alert_webhook_format", self.alert_webhook_format, _WEBHOOK_FORMATS)
-        if "webhook" in names and not self.alert_webhook_url:
+        if "webhook" in self.alert_sinks and not self.alert_webhook_url:
             raise ConfigError(
-                f"{_var('alert_sinks')} names webhook but {_var('alert_webhook_url')} is not set"
+                f"{_name('alert_sinks')} names webhook but {_name('alert_webhook_url')} is not set"
             )
         try:
             self.alert_config()
         except ConfigError as exc:
             # "AlertConfig.slo must be ..." -> "LLMPULSE_ALERT_SLO must be ...", the name the user set.
             raise ConfigError(
-                re.sub(r"AlertConfig\.(\w+)", lambda m: _var("alert_" + m[1]), str(exc))
+                re.sub(r"AlertConfig\.(\w+)", lambda m: _name("alert_" + m[1]), str(exc))
             ) from None
 
     def alert_config(self) -> AlertConfig:
@@ -319,70 +273,365 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every ``LLMPULSE_*`` variable; unset ones keep their defaults.
 
+        A variable named ``LLMPULSE_*`` that is no setting is an error too (a
+        warning with ``LLMPULSE_STRICT_ENV=0``).
+
         Raises:
             ConfigError: Naming the variable, its value and what is accepted.
 
         """
         env = os.environ if environ is None else environ
+        _check_names(env)
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in _PARSERS:
-                continue  # settable in code only
-            raw = env.get(_var(f.name))
-            if raw is not None:
-                values[f.name] = _PARSERS[f.name](f.name, raw.strip())
+        for name, spec in _PARSERS.items():
+            raw = env.get(_var(name))
+            if raw is not None and spec.parse is not None:  # parse None: settable in code only
+                values[name] = spec.read(name, raw.strip())
         if "capture_content" not in values:
             otel = env.get(_OTEL_CAPTURE)
             if otel is not None:
                 values["capture_content"] = _parse_otel_capture(otel.strip())
-        return cls(**values)
+        token = _in_code.set(frozenset())
+        try:
+            return cls(**values)
+        finally:
+            _in_code.reset(token)
 
     def replace(self, **overrides: Any) -> Settings:
         """Return a copy with ``overrides`` applied (validated like the environment)."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(fields))
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        for name in ("sinks", "alert_sinks"):
-            if name in overrides:
-                sinks = overrides[name]
-                overrides[name] = (
-                    (sinks,) if isinstance(sinks, str) or hasattr(sinks, "emit") else tuple(sinks)
-                )
-        if "alert_rules" in overrides and callable(overrides["alert_rules"]):
-            overrides["alert_rules"] = (overrides["alert_rules"],)
-        return dataclasses.replace(self, **overrides)
+            raise ConfigError(f"unknown setting(s): {', '.join(_with_guess(n, fields) for n in unknown)}")
+        token = _in_code.set(frozenset(overrides))
+        try:
+            return dataclasses.replace(self, **overrides)
+        finally:
+            _in_code.reset(token)
 
 
 def _var(name: str) -> str:
     return f"LLMPULSE_{name.upper()}"
 
 
-def _check_sinks(name: str, sinks: tuple[Any, ...], accepted: tuple[str, ...]) -> tuple[str, ...]:
-    names = tuple(s for s in sinks if isinstance(s, str))
-    _check_choice(name, names, accepted, many=True)
-    for sink in sinks:
-        if not isinstance(sink, str) and not callable(getattr(sink, "emit", None)):
-            raise ConfigError(f"{name}: {sink!r} is neither a sink name nor an object with emit()")
-    return names
+# The fields whose values being checked were given in code (the rest came from
+# the environment or are defaults): errors name the argument for those and
+# the variable for the rest. None, outside from_env() and replace(): Settings(...)
+# was called directly, so every field is an argument.
+_in_code: ContextVar[frozenset[str] | None] = ContextVar("llmpulse_settings_in_code", default=None)
 
 
-def _check_choice(name: str, value: Any, accepted: tuple[str, ...], *, many: bool = False) -> None:
-    values = value if many else (value,)
-    bad = [v for v in values if v not in accepted]
-    if bad:
-        raise ConfigError(
-            f"{_var(name)}={','.join(map(str, values))!s} is not valid: "
-            f"accepted values are {', '.join(accepted)}"
-        )
+def _given_in_code(name: str) -> bool:
+    names = _in_code.get()
+    return names is None or name in names
 
 
-def _parse_bool(name: str, raw: str) -> bool:
-    low = raw.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ConfigError(f"{_var(name)}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off")
+def _name(name: str) -> str:
+    """What the user set: the argument ``name`` or the variable ``LLMPULSE_NAME``."""
+    return name if _given_in_code(name) else _var(name)
+
+
+def _label(name: str, value: Any, spec: _Spec | None = None) -> str:
+    """``name=value`` as the user wrote it (a secret's value is never shown)."""
+    if spec is not None and spec.secret:
+        return _name(name)
+    if _given_in_code(name):
+        return f"{name}={value!r}"
+    if isinstance(value, str):
+        return f"{_var(name)}={value}"
+    if isinstance(value, tuple):
+        return f"{_var(name)}={','.join(map(str, value))}"
+    return f"{_var(name)}={value!r}"
+
+
+class _Invalid(Exception):
+    """A value its setting does not accept.
+
+    From a spec's ``parse``: the rest of the sentence after ``VAR='text'``
+    ("is not a number"); from its ``check``: what is accepted ("use a number > 0").
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """How a setting is read from its variable, and the values it accepts.
+
+    Attributes:
+        kind: The family of values, for messages and tests ("flag", "integer", ...).
+        parse: The variable's text -> a value (raises `_Invalid`); None: code only.
+        check: A value (parsed, or given in code) -> the value to keep, normalised
+            (raises `_Invalid` saying what is accepted).
+        secret: The value is never shown in errors (it may hold a token or password).
+        above: Numbers: the value must be greater than this.
+        low: Numbers: the value must be at least this.
+        high: Numbers: the value must be at most this.
+
+    """
+
+    kind: str
+    parse: Callable[[str], Any] | None
+    check: Callable[[Any], Any]
+    secret: bool = False
+    above: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def read(self, name: str, raw: str) -> Any:
+        """Parse ``raw``, the text of ``name``'s variable; ConfigError naming it if bad."""
+        if self.parse is None:
+            raise ConfigError(f"{name} can only be set in code")
+        try:
+            return self.parse(raw)
+        except _Invalid as exc:
+            shown = _var(name) if self.secret else f"{_var(name)}={raw!r}"
+            raise ConfigError(f"{shown} {exc}") from None
+
+
+def _flag() -> _Spec:
+    def parse(raw: str) -> bool:
+        low = raw.lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise _Invalid("is not a boolean: use one of 1/0, true/false, yes/no, on/off")
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid("use True or False")
+        return value
+
+    return _Spec("flag", parse, check)
+
+
+def _number(
+    *,
+    integer: bool = False,
+    above: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    optional: bool = False,
+    off: bool = False,
+    hint: str = "",
+) -> _Spec:
+    """A finite number (``integer``: a whole one) within the bounds given.
+
+    ``optional``: an empty variable (or None in code) means unset; ``off``: so
+    does "off". Without bounds only the type is checked here (alert thresholds:
+    `AlertConfig` checks their ranges).
+    """
+    bounds = [f"> {above:g}" if above is not None else "", f">= {low:g}" if low is not None else ""]
+    bounds.append(f"<= {high:g}" if high is not None else "")
+    what = "an integer" if integer else "a number" if any(bounds) else "a finite number"
+    use = f"use {what} {' and '.join(b for b in bounds if b)}".rstrip()
+    notes = [f"{'off' if off else 'empty'} or None: unset"] if optional or off else []
+    if hint:
+        notes.append(hint)
+    if notes:
+        use += f" ({'; '.join(notes)})"
+    unset = ("", "off") if off else ("",) if optional else ()
+
+    def parse(raw: str) -> int | float | None:
+        if raw.lower() in unset:
+            return None
+        try:
+            return int(raw) if integer else float(raw)
+        except ValueError:
+            raise _Invalid("is not an integer" if integer else "is not a number") from None
+
+    def check(value: Any) -> Any:
+        if value is None and unset:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+            raise _Invalid(use)
+        if not math.isfinite(value):
+            raise _Invalid(use)
+        if (above is not None and not value > above) or (low is not None and not value >= low):
+            raise _Invalid(use)
+        if high is not None and not value <= high:
+            raise _Invalid(use)
+        return value
+
+    return _Spec("integer" if integer else "number", parse, check, above=above, low=low, high=high)
+
+
+def _choice(accepted: tuple[str, ...]) -> _Spec:
+    def check(value: Any) -> str:
+        if value not in accepted or not isinstance(value, str):
+            raise _Invalid(f"accepted values are {', '.join(accepted)}")
+        return value
+
+    return _Spec("choice", str, check)
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _sinks(accepted: tuple[str, ...], what: str) -> _Spec:
+    """Names from ``accepted`` or, in code, objects with an ``emit`` method."""
+
+    def check(value: Any) -> tuple[Any, ...]:
+        sinks = (value,) if isinstance(value, str) or hasattr(value, "emit") else _as_tuple(value)
+        for sink in sinks:
+            if isinstance(sink, str):
+                if sink not in accepted:
+                    raise _Invalid(f"accepted values are {', '.join(accepted)}")
+            elif not callable(getattr(sink, "emit", None)):
+                raise _Invalid(f"{sink!r} is neither a sink name nor an object with emit({what})")
+        return sinks
+
+    return _Spec("sinks", _split, check)
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list | set | frozenset):
+        return tuple(value)
+    raise _Invalid("use a list")
+
+
+def _names() -> _Spec:
+    """A list of names (comma-separated in the variable)."""
+
+    def check(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            raise _Invalid("use a list of names, not one string")
+        names = _as_tuple(value)
+        if not all(isinstance(name, str) and name for name in names):
+            raise _Invalid("use a list of non-empty strings")
+        return names
+
+    return _Spec("names", _split, check)
+
+
+def _file_path() -> _Spec:
+    """A file to write, in a directory that exists."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise _Invalid("use the path of a file")
+        directory = os.path.dirname(value) or "."
+        if not os.path.isdir(directory):
+            raise _Invalid(f"the directory {directory} does not exist")
+        if os.path.isdir(value):
+            raise _Invalid("it is a directory: use the path of a file")
+        return value
+
+    return _Spec("path", str, check)
+
+
+def _prices_file() -> _Spec:
+    """A JSON file of price overrides, read (and its entries checked) now."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise _Invalid("use the path of a JSON file")
+        from ._pricing import load_price_overrides  # noqa: PLC0415 - only when a file is set
+
+        try:
+            load_price_overrides(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc).removeprefix(f"price file {value}: ")) from None
+        return value
+
+    return _Spec("prices_file", lambda raw: raw or None, check)
+
+
+def _prices() -> _Spec:
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        from ._pricing import _parse_overrides  # noqa: PLC0415
+
+        try:
+            _parse_overrides(value, "prices")
+        except ValueError as exc:
+            raise _Invalid(str(exc).removeprefix("prices: ")) from None
+        return value
+
+    return _Spec("prices", None, check)
+
+
+def _webhook_url() -> _Spec:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Invalid("use an http(s) URL")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # The URL is a secret (Slack's and Discord's carry their token): at most its scheme.
+            scheme = f"its scheme is {parts.scheme!r}" if parts.scheme else "it has no scheme"
+            raise _Invalid(f"it is not an http(s) URL with a host ({scheme}; the URL is not shown)")
+        return value
+
+    return _Spec("url", lambda raw: raw or None, check, secret=True)
+
+
+def _redis_url() -> _Spec:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Invalid("use a redis://, rediss:// or unix:// URL")
+        from .state._redis import url_problem  # noqa: PLC0415
+
+        problem = url_problem(value)
+        if problem is not None:
+            raise _Invalid(f"{problem} (the URL is not shown: it may hold a password)")
+        if importlib.util.find_spec("redis") is None:
+            raise _Invalid("it needs the redis package: pip install 'llmpulse[redis]'")
+        return value
+
+    return _Spec("redis_url", lambda raw: raw or None, check, secret=True)
+
+
+_FALLBACK_FORMAT = (
+    "use model=fallback[|fallback...][,model=...], e.g. gpt-4o=gpt-4o-mini,claude-sonnet-4-6=claude-haiku-4-5"
+)
+
+
+def _fallbacks() -> _Spec:
+    def parse(raw: str) -> dict[str, tuple[str, ...]]:
+        chains: dict[str, tuple[str, ...]] = {}
+        for entry in filter(None, (part.strip() for part in raw.split(","))):
+            model, sep, rest = (part.strip() for part in entry.partition("="))
+            steps = tuple(step.strip() for step in rest.split("|"))
+            # "a=b=c" or "a=b|" is a typo, not a model called "b=c" or an empty one.
+            if not sep or not model or not all(steps) or any("=" in step for step in steps):
+                raise _Invalid(f"is not valid: {_FALLBACK_FORMAT}")
+            if model in chains:
+                raise _Invalid(f"is not valid: {model} is given twice")
+            chains[model] = steps
+        return chains
+
+    def check(value: Any) -> Mapping[str, tuple[Any, ...]]:
+        if not isinstance(value, Mapping):
+            raise _Invalid("use a mapping of model -> fallback models")
+        chains: dict[str, tuple[Any, ...]] = {}
+        for model, steps in value.items():
+            if not isinstance(model, str) or not model or isinstance(steps, str):
+                raise _Invalid("use a mapping of model -> a list of fallback models")
+            chain = _as_tuple(steps)
+            if not chain or not all((isinstance(s, str) and s) or hasattr(s, "model") for s in chain):
+                raise _Invalid(f"the chain of {model} must list models (names or llmpulse.Fallback)")
+            chains[model] = chain
+        return value if all(chains[m] is value[m] for m in chains) else chains
+
+    return _Spec("fallbacks", parse, check)
+
+
+def _rules() -> _Spec:
+    def check(value: Any) -> tuple[Any, ...]:
+        rules = (value,) if callable(value) else _as_tuple(value)
+        for rule in rules:
+            if not callable(rule):
+                raise _Invalid(f"{rule!r} is not callable (a rule takes a CallEvent)")
+        return rules
+
+    return _Spec("rules", None, check)
 
 
 _OTEL_CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -404,140 +653,132 @@ def _parse_otel_capture(raw: str) -> bool:
     )
 
 
-def _parse_int(name: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{_var(name)}={raw!r} is not an integer") from None
+_ABOVE_0 = _number(above=0)
+_COUNT = _number(integer=True, low=1)
+_OPTIONAL_ABOVE_0 = _number(above=0, optional=True)
+_OPTIONAL_COUNT = _number(integer=True, low=1, optional=True)
+_THRESHOLD = _number(off=True)  # AlertConfig checks the range
 
-
-def _parse_float(name: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{_var(name)}={raw!r} is not a number") from None
-
-
-def _parse_fallbacks(name: str, raw: str) -> dict[str, tuple[str, ...]]:
-    chains: dict[str, tuple[str, ...]] = {}
-    for entry in filter(None, (part.strip() for part in raw.split(","))):
-        model, sep, rest = entry.partition("=")
-        steps = tuple(step.strip() for step in rest.split("|") if step.strip())
-        if not sep or not model.strip() or not steps:
-            raise ConfigError(
-                f"{_var(name)}={raw!r} is not valid: use model=fallback[|fallback...][,model=...], "
-                "e.g. gpt-4o=gpt-4o-mini,claude-sonnet-4-6=claude-haiku-4-5"
-            )
-        chains[model.strip()] = steps
-    return chains
-
-
-def _parse_optional_float(name: str, raw: str) -> float | None:
-    return None if raw == "" else _parse_float(name, raw)
-
-
-def _parse_optional_int(name: str, raw: str) -> int | None:
-    return None if raw == "" else _parse_int(name, raw)
-
-
-def _parse_threshold(name: str, raw: str) -> float | None:
-    return None if raw.lower() in ("", "off") else _parse_float(name, raw)
-
-
-def _parse_int_threshold(name: str, raw: str) -> int | None:
-    return None if raw.lower() in ("", "off") else _parse_int(name, raw)
-
-
-def _parse_list(name: str, raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _parse_str(name: str, raw: str) -> str:
-    return raw
-
-
-def _parse_optional_str(name: str, raw: str) -> str | None:
-    return raw or None
-
-
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "enabled": _parse_bool,
-    "sinks": _parse_list,
-    "log_format": _parse_str,
-    "log_stream": _parse_str,
-    "jsonl_path": _parse_str,
-    "attempt_events": _parse_bool,
-    "metrics": _parse_bool,
-    "metrics_port": _parse_optional_int,
-    "max_tenants": _parse_int,
-    "max_routes": _parse_int,
-    "max_models": _parse_int,
-    "tenant_allowlist": _parse_list,
-    "buffer_size": _parse_int,
-    "prices_file": _parse_optional_str,
-    "capture_content": _parse_bool,
-    "include_stream_usage": _parse_bool,
-    "tiktoken_download": _parse_bool,
-    "network_timings": _parse_str,
-    "network_sample_rate": _parse_float,
-    "max_retries": _parse_optional_int,
-    "retry_budget_ratio": _parse_float,
-    "retry_budget_reserve": _parse_int,
-    "retry_quota_exhausted": _parse_bool,
-    "backoff_base_s": _parse_float,
-    "backoff_max_s": _parse_float,
-    "deadlines": _parse_str,
-    "connect_timeout_s": _parse_optional_float,
-    "read_timeout_s": _parse_optional_float,
-    "read_timeout_per_token_s": _parse_float,
-    "stream_first_byte_timeout_s": _parse_optional_float,
-    "stream_idle_timeout_s": _parse_optional_float,
-    "total_timeout_s": _parse_optional_float,
-    "breaker": _parse_bool,
-    "breaker_failures": _parse_int,
-    "breaker_open_s": _parse_float,
-    "breaker_half_open_probes": _parse_int,
-    "fallbacks": _parse_fallbacks,
-    "tenant_requests_per_min": _parse_optional_float,
-    "tenant_tokens_per_min": _parse_optional_float,
-    "key_requests_per_min": _parse_optional_float,
-    "key_tokens_per_min": _parse_optional_float,
-    "rate_limit_wait_s": _parse_float,
-    "budget_usd_per_hour": _parse_optional_float,
-    "budget_usd_per_day": _parse_optional_float,
-    "budget_tokens_per_hour": _parse_optional_float,
-    "budget_tokens_per_day": _parse_optional_float,
-    "budget_action": _parse_str,
-    "concurrency": _parse_bool,
-    "concurrency_limit": _parse_int,
-    "redis_url": _parse_optional_str,
-    "replicas": _parse_int,
-    "cache_ttl_s": _parse_float,
-    "cache_max_entries": _parse_int,
-    "cache_routes": _parse_list,
-    "sample_rate": _parse_float,
-    "sample_errors": _parse_bool,
-    "sample_slow_for_s": _parse_float,
-    "alerts": _parse_bool,
-    "alert_sinks": _parse_list,
-    "alert_webhook_url": _parse_optional_str,
-    "alert_webhook_format": _parse_str,
-    "alert_p95_latency_s": _parse_threshold,
-    "alert_rate_5xx": _parse_threshold,
-    "alert_rate_429": _parse_threshold,
-    "alert_latency_jump_s": _parse_threshold,
-    "alert_slo": _parse_threshold,
-    "alert_token_burn": _parse_threshold,
-    "alert_expected_tokens_per_hour": _parse_threshold,
-    "alert_hourly_budget_usd": _parse_threshold,
-    "alert_tenant_hourly_budget_usd": _parse_threshold,
-    "alert_tenant_anomaly_factor": _parse_threshold,
-    "alert_baseline_days": _parse_int,
-    "alert_slow_call_s": _parse_threshold,
-    "alert_max_output_tokens": _parse_int_threshold,
-    "alert_page_factor": _parse_float,
-    "alert_min_calls": _parse_int,
+# Every setting: how its variable is read and what it accepts. A new setting
+# needs its field on Settings (with its docstring line), its entry here, and
+# its row in docs/configuration.md (tests/test_config.py checks all three agree).
+_PARSERS: dict[str, _Spec] = {
+    "enabled": _flag(),
+    "sinks": _sinks(_SINK_NAMES, "event"),
+    "log_format": _choice(_LOG_FORMATS),
+    "log_stream": _choice(_LOG_STREAMS),
+    "jsonl_path": _file_path(),
+    "attempt_events": _flag(),
+    "metrics": _flag(),
+    "metrics_port": _number(integer=True, low=0, high=65535, optional=True, hint="0 picks a free port"),
+    "max_tenants": _COUNT,
+    "max_routes": _COUNT,
+    "max_models": _COUNT,
+    "tenant_allowlist": _names(),
+    "buffer_size": _COUNT,
+    "prices_file": _prices_file(),
+    "prices": _prices(),
+    "capture_content": _flag(),
+    "include_stream_usage": _flag(),
+    "tiktoken_download": _flag(),
+    "network_timings": _choice(_NETWORK_TIMINGS),
+    "network_sample_rate": _number(above=0, high=1, hint="0.01 = one call in 100"),
+    "max_retries": _number(integer=True, low=0, optional=True),
+    "retry_budget_ratio": _number(low=0),
+    "retry_budget_reserve": _number(integer=True, low=0),
+    "retry_quota_exhausted": _flag(),
+    "backoff_base_s": _ABOVE_0,
+    "backoff_max_s": _ABOVE_0,
+    "deadlines": _choice(_DEADLINES),
+    "connect_timeout_s": _OPTIONAL_ABOVE_0,
+    "read_timeout_s": _OPTIONAL_ABOVE_0,
+    "read_timeout_per_token_s": _number(low=0),
+    "stream_first_byte_timeout_s": _OPTIONAL_ABOVE_0,
+    "stream_idle_timeout_s": _OPTIONAL_ABOVE_0,
+    "total_timeout_s": _OPTIONAL_ABOVE_0,
+    "breaker": _flag(),
+    "breaker_failures": _COUNT,
+    "breaker_open_s": _ABOVE_0,
+    "breaker_half_open_probes": _COUNT,
+    "fallbacks": _fallbacks(),
+    "tenant_requests_per_min": _OPTIONAL_COUNT,
+    "tenant_tokens_per_min": _OPTIONAL_COUNT,
+    "key_requests_per_min": _OPTIONAL_COUNT,
+    "key_tokens_per_min": _OPTIONAL_COUNT,
+    "rate_limit_wait_s": _number(low=0),
+    "budget_usd_per_hour": _OPTIONAL_ABOVE_0,
+    "budget_usd_per_day": _OPTIONAL_ABOVE_0,
+    "budget_tokens_per_hour": _OPTIONAL_COUNT,
+    "budget_tokens_per_day": _OPTIONAL_COUNT,
+    "budget_action": _choice(_BUDGET_ACTIONS),
+    "concurrency": _flag(),
+    "concurrency_limit": _COUNT,
+    "redis_url": _redis_url(),
+    "replicas": _COUNT,
+    "cache_ttl_s": _ABOVE_0,
+    "cache_max_entries": _COUNT,
+    "cache_routes": _names(),
+    "sample_rate": _number(above=0, high=1, hint="0.01 = one call in 100"),
+    "sample_errors": _flag(),
+    "sample_slow_for_s": _number(low=0),
+    "alerts": _flag(),
+    "alert_sinks": _sinks(_ALERT_SINK_NAMES, "alert"),
+    "alert_webhook_url": _webhook_url(),
+    "alert_webhook_format": _choice(_WEBHOOK_FORMATS),
+    "alert_p95_latency_s": _THRESHOLD,
+    "alert_rate_5xx": _THRESHOLD,
+    "alert_rate_429": _THRESHOLD,
+    "alert_latency_jump_s": _THRESHOLD,
+    "alert_slo": _THRESHOLD,
+    "alert_token_burn": _THRESHOLD,
+    "alert_expected_tokens_per_hour": _number(integer=True, off=True),
+    "alert_hourly_budget_usd": _THRESHOLD,
+    "alert_tenant_hourly_budget_usd": _THRESHOLD,
+    "alert_tenant_anomaly_factor": _THRESHOLD,
+    "alert_baseline_days": _number(integer=True),
+    "alert_slow_call_s": _THRESHOLD,
+    "alert_max_output_tokens": _number(integer=True, off=True),
+    "alert_page_factor": _number(),
+    "alert_min_calls": _number(integer=True),
+    "alert_rules": _rules(),
 }
+
+_STRICT_ENV = "LLMPULSE_STRICT_ENV"
+# LLMPULSE_* variables read outside Settings (scripts, the demo, tests): known,
+# so that strict mode leaves them alone. Add yours here and to the docs.
+_READ_ELSEWHERE: frozenset[str] = frozenset()
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``LLMPULSE_*`` variable llmpulse reads."""
+    settable = (name for name, spec in _PARSERS.items() if spec.parse is not None)
+    return frozenset(map(_var, settable)) | {_STRICT_ENV} | _READ_ELSEWHERE
+
+
+def _check_names(env: Mapping[str, str]) -> None:
+    """Refuse (or, with LLMPULSE_STRICT_ENV=0, warn about) ``LLMPULSE_*`` names that are no setting."""
+    known = known_variables()
+    unknown = sorted(name for name in env if name.startswith("LLMPULSE_") and name not in known)
+    strict = _flag().read("strict_env", env.get(_STRICT_ENV, "1").strip())
+    if not unknown:
+        return
+    # The names only: a value may be a secret (a misspelt webhook URL).
+    problems = [_with_guess(name, sorted(known)) for name in unknown]
+    message = (
+        f"unknown llmpulse variable(s): {', '.join(problems)}; see docs/configuration.md for the variables"
+    )
+    if strict:
+        raise ConfigError(f"{message}. Set {_STRICT_ENV}=0 to only warn about unknown LLMPULSE_* names")
+    _log.warning("%s (ignored: %s=0)", message, _STRICT_ENV)
+
+
+def _with_guess(name: str, known: list[str]) -> str:
+    """``name (did you mean CLOSEST?)``, or just ``name`` when nothing known is close."""
+    # Compared without the shared prefix, which would make every LLMPULSE_ name look close.
+    stem = name.removeprefix("LLMPULSE_")
+    close = difflib.get_close_matches(stem, [k.removeprefix("LLMPULSE_") for k in known], n=1)
+    return f"{name} (did you mean {name[: len(name) - len(stem)]}{close[0]}?)" if close else name
+
 
 _lock = threading.Lock()
 _settings: Settings | None = None

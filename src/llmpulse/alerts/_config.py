@@ -84,6 +84,7 @@ class AlertConfig:
     evaluate_every_s: float = 10.0
 
     def __post_init__(self) -> None:
+        self._check_counts()
         for name in (
             "p95_latency_s",
             "rate_5xx",
@@ -109,8 +110,18 @@ class AlertConfig:
         for name in ("p95_window_s", "evaluate_every_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"AlertConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.min_calls < 1 or self.baseline_min_hours < 1:
-            raise ConfigError("AlertConfig.min_calls and baseline_min_hours must be >= 1")
+        for name in ("min_calls", "baseline_min_hours"):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"AlertConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         for rule in self.rules:
             if not callable(rule):
                 raise ConfigError(f"AlertConfig.rules: {rule!r} is not callable (a rule takes a CallEvent)")
+
+    def _check_counts(self) -> None:
+        # 1.5 calls or True days would pass the range checks.
+        for name in ("baseline_days", "baseline_min_hours", "max_output_tokens", "min_calls"):
+            value = getattr(self, name)
+            if (value is not None or name != "max_output_tokens") and (
+                isinstance(value, bool) or not isinstance(value, int)
+            ):
+                raise ConfigError(f"AlertConfig.{name} must be an integer, got {value!r}")

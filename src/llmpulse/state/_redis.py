@@ -534,6 +534,27 @@ class RedisStore:
         return result
 
 
+def url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, in words that never repeat it (None: nothing).
+
+    Stricter than `RedisStore`, which leaves the port and database to redis-py
+    at first use: settings check them when configured, not at the first call.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        return "it must start with redis://, rediss:// or unix://"
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// URL needs the socket's path"
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return "its path must be a database number (redis://host:6379/0)"
+    return None
+
+
 def _where(parts: SplitResult) -> str:
     """``host:port`` of the URL for logs and repr; never the user name or password."""
     if parts.scheme == "unix":
