@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._redact import ERROR_TEXT_MODES, PII_RULES
 from .alerts._config import AlertConfig
 from .exceptions import ConfigError
 
@@ -105,6 +106,12 @@ class Settings:
         prices_file: JSON file of price overrides (see docs/configuration.md).
         prices: Price overrides given in code, same shape as the file (code only).
         capture_content: Capture prompt/completion text (off by default).
+        capture_error_text: How much of the provider's error text events carry:
+            "none", "scrubbed" (default: secrets removed, ``redact`` rules
+            applied, at most 500 characters) or "full" (secrets removed, up to 8 KiB).
+        redact: Your own scrubbing rules, applied after the secrets are removed:
+            "pii" (built-in: emails, phone and card numbers) or, in code, any
+            ``str -> str`` callable.
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
         tiktoken_download: Allow tiktoken to download encodings in the background.
@@ -189,6 +196,8 @@ class Settings:
     prices_file: str | None = None
     prices: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
     capture_content: bool = False
+    capture_error_text: str = "scrubbed"
+    redact: tuple[Any, ...] = ()
     include_stream_usage: bool = True
     tiktoken_download: bool = False
     network_timings: str = "sampled"
@@ -259,6 +268,8 @@ class Settings:
         _check_choice("network_timings", self.network_timings, _NETWORK_TIMINGS)
         _check_choice("budget_action", self.budget_action, _BUDGET_ACTIONS)
         _check_choice("deadlines", self.deadlines, _DEADLINES)
+        _check_choice("capture_error_text", self.capture_error_text, ERROR_TEXT_MODES)
+        _check_redact(self.redact)
         for name in _POSITIVE:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -348,6 +359,8 @@ class Settings:
                 overrides[name] = (
                     (sinks,) if isinstance(sinks, str) or hasattr(sinks, "emit") else tuple(sinks)
                 )
+        if "redact" in overrides and (isinstance(overrides["redact"], str) or callable(overrides["redact"])):
+            overrides["redact"] = (overrides["redact"],)
         if "alert_rules" in overrides and callable(overrides["alert_rules"]):
             overrides["alert_rules"] = (overrides["alert_rules"],)
         return dataclasses.replace(self, **overrides)
@@ -364,6 +377,18 @@ def _check_sinks(name: str, sinks: tuple[Any, ...], accepted: tuple[str, ...]) -
         if not isinstance(sink, str) and not callable(getattr(sink, "emit", None)):
             raise ConfigError(f"{name}: {sink!r} is neither a sink name nor an object with emit()")
     return names
+
+
+def _check_redact(rules: tuple[Any, ...]) -> None:
+    for rule in rules:
+        if isinstance(rule, str):
+            if rule not in PII_RULES:
+                raise ConfigError(
+                    f"{_var('redact')}={','.join(r for r in rules if isinstance(r, str))} is not valid: "
+                    f"accepted values are {', '.join(PII_RULES)} (in code also any str -> str callable)"
+                )
+        elif not callable(rule):
+            raise ConfigError(f"redact: {rule!r} is neither a rule name nor a str -> str callable")
 
 
 def _check_choice(name: str, value: Any, accepted: tuple[str, ...], *, many: bool = False) -> None:
@@ -476,6 +501,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "buffer_size": _parse_int,
     "prices_file": _parse_optional_str,
     "capture_content": _parse_bool,
+    "capture_error_text": _parse_str,
+    "redact": _parse_list,
     "include_stream_usage": _parse_bool,
     "tiktoken_download": _parse_bool,
     "network_timings": _parse_str,
