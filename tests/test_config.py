@@ -221,6 +221,7 @@ WRONG_TEXT: dict[str, tuple[str, ...]] = {
         "unix://",
     ),
     "fallbacks": ("a=b=c", "gpt-4o", "=b", "a=b|", "a=b,a=c", "a=|b"),
+    "redact": ("emails", "pii,bogus"),
 }
 # Wrong values given in code, by kind.
 WRONG_CODE: dict[str, tuple[object, ...]] = {
@@ -237,6 +238,7 @@ WRONG_CODE: dict[str, tuple[object, ...]] = {
     "redis_url": (f"http://:{SECRET}@host", 3),
     "fallbacks": ({"a": "b"}, {"a": []}, ["a"], {"": ["b"]}, {"a": [1]}),
     "rules": ([1], 3),
+    "redact": ("emails", [1], 3),
 }
 
 

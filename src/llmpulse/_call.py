@@ -25,7 +25,7 @@ import orjson
 from ._body import BodyWatcher
 from ._content import output_content
 from ._context import Context, InteractionTotals, context, current_interaction
-from ._redact import redact
+from ._redact import Scrubber, redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .exceptions import (
     BudgetExceededError,
@@ -1318,6 +1318,7 @@ class Call:
         elif outcome == "ok" and not self._sse and self._cache_key is not None:
             self._store_answer(data, cost)
         ctx = self._ctx
+        scrubber = hook.pipeline.scrubber
         # Decided once, here: traces, attempt events and content follow it.
         sampled = hook.pipeline.sampler.keep(
             failed=outcome == "error" or (self._status or 0) >= 400,
@@ -1371,7 +1372,7 @@ class Call:
             started_at=datetime.fromtimestamp(time.time() - (now - self._t0), UTC),
             server_address=self.endpoint[1],
             server_port=self._server_port,
-            error_message=_redacted(error_message) if outcome != "ok" else None,
+            error_message=scrubber.error(error_message, hook.secrets) if outcome != "ok" else None,
             path=info.path,
             retry_stop_reason=self._stop_reason if outcome != "ok" else None,
             rejected_reason=self._rejected_reason,
@@ -1382,8 +1383,8 @@ class Call:
             cost_saved_usd=saved,
             queue_wait_s=self._queue_wait,
             budget_action=self._budget_action,
-            input_content=self._input_content if sampled else None,
-            output_content=output if sampled else None,
+            input_content=_scrubbed(scrubber, self._input_content, hook) if sampled else None,
+            output_content=_scrubbed(scrubber, output, hook) if sampled else None,
             sampled=sampled,
         )
 
@@ -1417,6 +1418,6 @@ def _safe_message(exc: BaseException) -> str | None:
     return str(exc) or None
 
 
-def _redacted(message: str | None) -> str | None:
-    # Provider messages may echo (part of) the key; exceptions may carry URLs.
-    return None if message is None else redact(message)[:500]
+def _scrubbed(scrubber: Scrubber, text: str | None, hook: Hook) -> str | None:
+    # Captured content (opt-in) may hold a key the user pasted or a PII rule's target.
+    return None if text is None else scrubber.scrub(text, hook.secrets)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ._redact import ERROR_TEXT_MODES, PII_RULES
 from .alerts._config import AlertConfig
 from .exceptions import ConfigError
 
@@ -86,6 +87,12 @@ class Settings:
         prices_file: JSON file of price overrides (see docs/configuration.md).
         prices: Price overrides given in code, same shape as the file (code only).
         capture_content: Capture prompt/completion text (off by default).
+        capture_error_text: How much of the provider's error text events carry:
+            "none", "scrubbed" (default: secrets removed, ``redact`` rules
+            applied, at most 500 characters) or "full" (secrets removed, up to 8 KiB).
+        redact: Your own scrubbing rules, applied after the secrets are removed:
+            "pii" (built-in: emails, phone and card numbers) or, in code, any
+            ``str -> str`` callable.
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
         tiktoken_download: Allow tiktoken to download encodings in the background.
@@ -170,6 +177,8 @@ class Settings:
     prices_file: str | None = None
     prices: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
     capture_content: bool = False
+    capture_error_text: str = "scrubbed"
+    redact: tuple[Any, ...] = ()
     include_stream_usage: bool = True
     tiktoken_download: bool = False
     network_timings: str = "sampled"
@@ -623,6 +632,24 @@ def _fallbacks() -> _Spec:
     return _Spec("fallbacks", parse, check)
 
 
+def _redact_rules() -> _Spec:
+    """Built-in rule set names or, in code, ``str -> str`` callables."""
+
+    def check(value: Any) -> tuple[Any, ...]:
+        rules = (value,) if isinstance(value, str) or callable(value) else _as_tuple(value)
+        for rule in rules:
+            if isinstance(rule, str):
+                if rule not in PII_RULES:
+                    raise _Invalid(
+                        f"accepted values are {', '.join(PII_RULES)} (in code also a str -> str callable)"
+                    )
+            elif not callable(rule):
+                raise _Invalid(f"{rule!r} is neither a rule name nor a str -> str callable")
+        return rules
+
+    return _Spec("redact", _split, check)
+
+
 def _rules() -> _Spec:
     def check(value: Any) -> tuple[Any, ...]:
         rules = (value,) if callable(value) else _as_tuple(value)
@@ -679,6 +706,8 @@ _PARSERS: dict[str, _Spec] = {
     "prices_file": _prices_file(),
     "prices": _prices(),
     "capture_content": _flag(),
+    "capture_error_text": _choice(ERROR_TEXT_MODES),
+    "redact": _redact_rules(),
     "include_stream_usage": _flag(),
     "tiktoken_download": _flag(),
     "network_timings": _choice(_NETWORK_TIMINGS),

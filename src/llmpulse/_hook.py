@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._call import _COLLECTED, Call, finish_collected
 from ._content import input_content
 from ._context import Context, active_context, new_id
+from ._redact import Secret
 from ._runtime import price_table, token_counter
 from ._sampling import Sampler
 from ._tokens import estimate_request_tokens
@@ -84,6 +85,8 @@ class Hook:
         routes: Output sinks of this client; None means the process defaults.
         metrics: Prometheus sink of this client; None means the process default.
         api_key_id: Fingerprint of the client's API key.
+        secrets: The client's credentials, for the scrubbing step to remove
+            from every output (never logged themselves).
         inject_stream_usage: Ask OpenAI chat streams for usage.
         capture_content: Capture prompt and completion text (opt-in).
         network_sampler: Picks the calls whose network phases are timed
@@ -102,6 +105,7 @@ class Hook:
     routes: tuple[Route, ...] | None = None
     metrics: PrometheusSink | None = None
     api_key_id: str | None = None
+    secrets: tuple[Secret, ...] = field(default=(), repr=False, compare=False)
     inject_stream_usage: bool = True
     network_sampler: Sampler | None = None
     capture_content: bool = False

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import _exit
 from ._config import Settings, get_settings, on_configure
 from ._exit import exiting
+from ._redact import PII_RULES, Scrubber
 from ._sampling import DetailSampler
 from .events import AttemptEvent, CallEvent, Event, InteractionSummary
 from .sinks._dispatch import Dispatcher, Route, SinkStats
@@ -59,6 +60,7 @@ class Pipeline:
         self.dispatcher = Dispatcher(capacity=settings.buffer_size, on_drop=self._dropped)
         self.default_routes: tuple[Route, ...] = self.routes_for(default_sinks(settings))
         self.sampler = make_sampler(settings)
+        self.scrubber = make_scrubber(settings)
         self.alerts: AlertEngine | None = make_alerts(settings, self.stats, self.sampler)
         self._internal_errors = 0
 
@@ -235,6 +237,12 @@ def make_sampler(settings: Settings) -> DetailSampler:
     )
 
 
+def make_scrubber(settings: Settings) -> Scrubber:
+    """The scrubbing step the settings describe (``redact`` rules, ``capture_error_text``)."""
+    rules = tuple(PII_RULES[rule] if isinstance(rule, str) else rule for rule in settings.redact)
+    return Scrubber(rules, error_text=settings.capture_error_text)
+
+
 def make_alerts(settings: Settings, stats: RollingStats, sampler: DetailSampler) -> AlertEngine | None:
     """The alert engine the settings describe (None when alerts are off)."""
     if not settings.alerts:
@@ -329,6 +337,7 @@ def _reconfigure(settings: Settings) -> None:
         if old.alerts is not None:
             old.alerts.close()
         old.sampler = make_sampler(settings)
+        old.scrubber = make_scrubber(settings)
         old.alerts = make_alerts(settings, old.stats, old.sampler)
     _start_metrics_server(settings)
 

@@ -25,6 +25,7 @@ from ._config import Settings, get_settings
 from ._exit import start_daemon
 from ._hook import RETRIES_OFF, Hook
 from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
+from ._redact import secrets_of
 from ._runtime import price_table
 from ._sampling import Sampler
 from ._transport import RETRIES_EXTENSION, transport_classes
@@ -285,7 +286,16 @@ def _clone_http(http: Any, hook: Hook) -> Any:
 
 def _addressed(hook: Hook, client: Any) -> Hook:
     """``hook`` with the key of ``client`` (a copy may change it; the address is read per request)."""
-    return dataclasses.replace(hook, api_key_id=_fingerprint(getattr(client, "api_key", None)))
+    return dataclasses.replace(
+        hook,
+        api_key_id=_fingerprint(getattr(client, "api_key", None)),
+        secrets=secrets_of(getattr(client, name, None) for name in _CREDENTIALS),
+    )
+
+
+# Where the SDK clients keep what authenticates them: OpenAI and Anthropic keys,
+# Anthropic's OAuth token, Azure's AD token, OpenAI's webhook secret.
+_CREDENTIALS = ("api_key", "auth_token", "_azure_ad_token", "webhook_secret")
 
 
 def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
