@@ -159,6 +159,7 @@ class AlertEngine:
         self._minute_tenants: dict[str, list[float]] = {}  # tenant -> [calls, tokens, cost]
         self._examples: dict[tuple[str, str], deque[tuple[str, str | None]]] = {}  # (kind, scope) ->
         self._tenant_examples: OrderedDict[str, deque[tuple[str, str | None]]] = OrderedDict()
+        self._recent: deque[tuple[str, str | None]] = deque(maxlen=_EXAMPLES)  # every call's last ones
         config = self.config
         self._tenant_rules = (
             config.tenant_hourly_budget_usd is not None or config.tenant_anomaly_factor is not None
@@ -188,15 +189,23 @@ class AlertEngine:
         tokens = (event.input_tokens or 0) + (event.output_tokens or 0)
         cost = event.cost_usd or 0.0
         tenant = event.tenant or "unknown"
+        call = (event.correlation_id, event.request_id)
         with self._lock:
             model = self._model_scope(event.model)
+            # Per subject, the tenants of the calls the rules count (inline: the caller's path).
+            by_subject = self._subject_tenants.bucket(minute) if sent else None
             for scope in (_ALL, model):
                 c = self._short.scope(minute, scope)
                 c.tokens += tokens
                 c.cost += cost
                 c.attempts += event.attempts
-                if sent:
-                    self._count_subject_tenant(minute, scope, tenant, tokens)  # the calls the rules count
+                if by_subject is not None:
+                    found = by_subject.get(scope)
+                    row = None if found is None else found.get(tenant)
+                    if row is None:
+                        row = self._new_subject_tenant(by_subject, scope, tenant)
+                    row[0] += 1
+                    row[1] += tokens
                     c.sent += 1
                     c.latency.add(event.latency_s)
                     c.errors += failed
@@ -207,15 +216,15 @@ class AlertEngine:
                 t.sent += 1
                 t.errors += failed
             self._count_tenant(event.tenant, now, tokens, cost)
-            self._example("call", _ALL, event)
+            self._recent.append(call)
             if failed or status >= 400:
-                self._example("5xx" if status >= 500 else "429" if status == 429 else "error", model, event)
-                self._example("error", _ALL, event)
+                self._example("5xx" if status >= 500 else "429" if status == 429 else "error", model, call)
+                self._example("error", _ALL, call)
             slow = self.config.p95_latency_s
             if slow is not None and event.latency_s > slow:
-                self._example("slow", model, event)
+                self._example("slow", model, call)
             if self._tenant_rules:
-                self._tenant_example(tenant, event)
+                self._tenant_example(tenant, call)
         self._per_call_rules(event, now)
         if self._background:
             self._ensure_thread()
@@ -292,33 +301,31 @@ class AlertEngine:
                     totals[tenant] = totals.get(tenant, 0.0) + row["rtc".index(field)]
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, n)]
 
-    def _count_subject_tenant(self, minute: int, scope: str, tenant: str, tokens: int) -> None:
-        counts = self._subject_tenants.scope(minute, scope)
-        row = counts.get(tenant)
-        if row is None:
-            cap = _EVIDENCE_TENANTS_ALL if scope == _ALL else _EVIDENCE_TENANTS
-            if len(counts) >= cap:
-                tenant = "other"
-            row = counts.setdefault(tenant, [0.0, 0.0])
-        row[0] += 1
-        row[1] += tokens
+    def _new_subject_tenant(
+        self, by_subject: dict[str, dict[str, list[float]]], scope: str, tenant: str
+    ) -> list[float]:
+        counts = by_subject.setdefault(scope, {})
+        cap = _EVIDENCE_TENANTS_ALL if scope == _ALL else _EVIDENCE_TENANTS
+        if len(counts) >= cap:
+            tenant = "other"
+        return counts.setdefault(tenant, [0.0, 0.0])
 
-    def _example(self, kind: str, scope: str, event: CallEvent) -> None:
+    def _example(self, kind: str, scope: str, call: tuple[str, str | None]) -> None:
         ring = self._examples.get((kind, scope))
         if ring is None:
             ring = self._examples[kind, scope] = deque(maxlen=_EXAMPLES)
-        ring.append((event.correlation_id, event.request_id))
+        ring.append(call)
 
-    def _tenant_example(self, tenant: str, event: CallEvent) -> None:
+    def _tenant_example(self, tenant: str, call: tuple[str, str | None]) -> None:
         examples = self._tenant_examples
         ring = examples.get(tenant)
         if ring is None:
             ring = examples[tenant] = deque(maxlen=_EXAMPLES)
             if len(examples) > _EXAMPLE_TENANTS:
-                examples.popitem(last=False)
+                examples.popitem(last=False)  # the least recently seen tenant
         else:
             examples.move_to_end(tenant)
-        ring.append((event.correlation_id, event.request_id))
+        ring.append(call)
 
     def _per_call_rules(self, event: CallEvent, now: float) -> None:
         config = self.config
@@ -344,7 +351,7 @@ class AlertEngine:
         model = event.model or "unknown"
         key = f"{rule},model={model}"
         with self._lock:
-            self._example(rule, self._model_scope(event.model), event)
+            self._example(rule, self._model_scope(event.model), (event.correlation_id, event.request_id))
             found = self._per_call.get(key)
             if found is None:
                 self._per_call[key] = (now, 1, value, text)
@@ -759,6 +766,8 @@ class AlertEngine:
                 span = now - max(first * 60.0, self._started)
             if tenant is not None:
                 examples = list(self._tenant_examples.get(tenant, ()))
+            elif reading.examples == "call":
+                examples = list(self._recent)
             else:
                 examples = list(self._examples.get((reading.examples, scope), ()))
         return Evidence(
