@@ -60,9 +60,11 @@ class Alert:
         at: When it was evaluated (UTC).
         since: When it started firing (UTC).
         span_s: Seconds of data the value was judged over: the window's whole
-            minutes and the current one (so at least ``window_s``), or less
-            while the engine is younger than the window (at least
-            ``AlertConfig.min_coverage`` of it); None for a per-call rule.
+            minutes and the current one (so at least ``window_s``; for
+            ``token_burn``, 59 whole minutes and the current one, at most the
+            hour it is compared with), or less while the engine is younger than
+            the window (at least ``AlertConfig.min_coverage`` of it); for the
+            clock-hour rules, this hour so far; None for a per-call rule.
 
     """
 
