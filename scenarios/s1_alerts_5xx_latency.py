@@ -28,7 +28,8 @@ default 2 retries a 5 % provider error rate reaches callers as ~0.0125 %
 (0.05^3), and the 5xx rule (which reads each call's final answer) would stay
 quiet. So the main run uses ``max_retries=0``, and a second, shorter run
 (one minute of the incident with llmpulse's defaults) shows what the retries
-change.
+change. Its engine has been up, idle, for 5 minutes when the incident starts:
+a younger one judges no 5-minute window (it waits for 80 % of it).
 """
 
 from __future__ import annotations
@@ -64,11 +65,17 @@ WORKERS = 32  # more threads only queue on the GIL and inflate the measured late
 
 
 def run(
-    fake: FakeProvider, rate: float, healthy_s: float, incident_s: float, policies: llmpulse.Policies
+    fake: FakeProvider,
+    rate: float,
+    healthy_s: float,
+    incident_s: float,
+    policies: llmpulse.Policies,
+    idle_s: float = 0.0,
 ) -> EngineFeed:
-    """Send ``rate x (healthy_s + incident_s)`` calls; switch the fake to the incident plan on time."""
-    clock = FakeClock(T0)
+    """Send ``rate x (healthy_s + incident_s)`` calls, after ``idle_s`` without any; switch plans on time."""
+    clock = FakeClock(T0 - idle_s)
     engine = AlertEngine(AlertConfig(), [AlertLog()], store=MemoryStore(clock), clock=clock, background=False)
+    clock.advance(idle_s)
     onset = T0 + healthy_s
     fake.plan = HEALTHY if healthy_s > 0 else INCIDENT
 
@@ -125,7 +132,12 @@ def main() -> int:
     with FakeProvider(max_recorded=1000) as fake:
         feed = run(fake, rate, window, window, llmpulse.Policies(max_retries=0))
         retried = run(
-            fake, rate, 0.0, 60.0, llmpulse.Policies(backoff_base_s=0.5 / SCALE, backoff_max_s=8 / SCALE)
+            fake,
+            rate,
+            0.0,
+            60.0,
+            llmpulse.Policies(backoff_base_s=0.5 / SCALE, backoff_max_s=8 / SCALE),
+            idle_s=window,
         )
     onset = T0 + window
     incident = [s for s in feed.seen if s[0] > onset]

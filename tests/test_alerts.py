@@ -26,6 +26,7 @@ from redis_server import RedisServer
 
 T0 = 1_800_000_000.0  # a whole hour: the clock hour starts here
 HOUR = 3600
+UP = 6 * HOUR + 60  # how long the engines below have been watching (idle) at T0: every window is covered
 
 
 class Alerts:
@@ -51,14 +52,22 @@ def _sink() -> Alerts:
     return Alerts()
 
 
+def started_earlier(clock: FakeClock, up_s: float = UP, **kwargs: Any) -> AlertEngine:
+    """An engine made ``up_s`` before the clock's time: a process that has been up (and idle) that long."""
+    clock.now -= up_s
+    try:
+        return AlertEngine(clock=clock, background=False, **kwargs)
+    finally:
+        clock.now += up_s
+
+
 def engine(clock: FakeClock, sink: Alerts, store: Any = None, **config: Any) -> AlertEngine:
     defaults: dict[str, Any] = {"latency_jump_s": None, "slo": None, "min_calls": 10}
-    return AlertEngine(
-        AlertConfig(**{**defaults, **config}),
-        [sink],
+    return started_earlier(
+        clock,
+        config=AlertConfig(**{**defaults, **config}),
+        sinks=[sink],
         store=store if store is not None else MemoryStore(clock),
-        clock=clock,
-        background=False,
     )
 
 
@@ -218,7 +227,7 @@ def test_a_flapping_rule_alerts_once_per_window(clock: FakeClock, sink: Alerts) 
     e = engine(clock, sink, rate_429=0.01)
     calls(e, 50, outcome="error", http_status=429)
     e.evaluate()
-    clock.advance(3 * 60)
+    clock.advance(4 * 60)  # a 3-minute window reads 3 whole minutes and the current one
     calls(e, 50)
     e.evaluate()
     clock.advance(60)
@@ -316,13 +325,8 @@ def test_replicas_add_to_one_hour_in_redis(clock: FakeClock, sink: Alerts) -> No
 def test_evidence_names_the_top_tenants(clock: FakeClock, sink: Alerts) -> None:
     """The alert carries the top tenants of the last 5 minutes, from llmpulse.stats()."""
     stats = llmpulse._stats.RollingStats(clock=clock)
-    e = AlertEngine(
-        AlertConfig(min_calls=10),
-        [sink],
-        store=MemoryStore(clock),
-        stats=stats,
-        clock=clock,
-        background=False,
+    e = started_earlier(
+        clock, config=AlertConfig(min_calls=10), sinks=[sink], store=MemoryStore(clock), stats=stats
     )
     for tenant, n in (("acme", 30), ("globex", 10)):
         for _ in range(n):
@@ -475,13 +479,14 @@ def test_calls_through_the_sdk_raise_alerts(fake: FakeProvider, raw_openai: open
     got = Alerts()
     llmpulse.configure(sinks=("none",), alert_sinks=(got,), alert_min_calls=10, max_retries=0)
     try:
+        engine = llmpulse._pipeline.get_pipeline().alerts
+        assert engine is not None
+        engine._started -= 300  # the process has been up 5 minutes: the 5-minute windows are covered
         client = llmpulse.wrap(raw_openai, sinks=[CapturingSink()])
         fake.plan = FaultPlan(error_rate={500: 0.35}, seed=7)
         for _ in range(30):
             with contextlib.suppress(openai.InternalServerError):
                 client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        engine = llmpulse._pipeline.get_pipeline().alerts
-        assert engine is not None
         engine.evaluate()
         llmpulse.flush()
     finally:
@@ -518,12 +523,11 @@ def test_detail_sampler_keeps_errors_a_baseline_spikes_and_elevations(clock: Fak
 def test_a_latency_alert_starts_keeping_slow_calls(clock: FakeClock, sink: Alerts) -> None:
     """When the p95 rule fires for a model, the sampler is told that model's p95."""
     spikes: list[tuple[str, float]] = []
-    e = AlertEngine(
-        AlertConfig(min_calls=10),
-        [sink],
+    e = started_earlier(
+        clock,
+        config=AlertConfig(min_calls=10),
+        sinks=[sink],
         store=MemoryStore(clock),
-        clock=clock,
-        background=False,
         on_spike=lambda model, p95: spikes.append((model, p95)),
     )
     calls(e, 40, latency_s=0.9)
@@ -668,3 +672,145 @@ def test_replicas_send_each_change_once(clock: FakeClock) -> None:
     sent = [a for sink in sinks for a in sink.got]
     assert sorted((a.rule, a.status) for a in sent) == [("rate_429", "firing"), ("rate_429", "resolved")]
     assert sum(e.suppressed for e in engines) == 6
+
+
+# --- windows that hold enough data, evidence about the alert's own subject ----------------
+
+
+def _faulty_second(e: AlertEngine, clock: FakeClock, n: int, offset: int) -> None:
+    """``n`` calls in one simulated second: 30 % 503, 20 % 429, all slow (0.9 s), each on its own attempt."""
+    for i in range(n):
+        k = offset + i
+        status = 503 if k % 10 < 3 else 429 if k % 10 < 5 else None
+        e.record_attempt("gpt-4o-mini", status or 200)
+        failed = {"outcome": "error", "http_status": status} if status else {}
+        e.record(make_call_event(latency_s=0.9, correlation_id=f"c{k}", **failed))
+    clock.advance(1)
+
+
+def test_a_young_process_judges_only_the_windows_it_has_watched(clock: FakeClock, sink: Alerts) -> None:
+    """15 s of faulty traffic after start: per-call rules fire; a windowed rule only once 80 % covered."""
+    e = AlertEngine(AlertConfig(), [sink], store=MemoryStore(clock), clock=clock, background=False)
+    e.record(make_call_event(latency_s=20.0))  # per-call rules: not windowed, they fire at once
+    e.record(make_call_event(output_tokens=9000))
+
+    for second in range(15):  # 10 calls a second, evaluated every 10 s as the engine's thread does
+        _faulty_second(e, clock, 10, 10 * second)
+        if (second + 1) % 10 == 0:
+            e.evaluate()
+    e.evaluate()  # at 15 s
+    assert sorted(a.rule for a in sink.got) == ["large_output", "slow_call"]
+    # Then 1 call a second for 5 h, still failing: each rule fires at the first evaluation after 80 %
+    # of its window (rate_429: 144 s of 3 min; 5 min: 240 s; SLO: 48 min of 1 h, 4 h 48 min of 6 h).
+    while clock.now < T0 + 5 * HOUR:
+        _faulty_second(e, clock, 1, int(clock.now))
+        if int(clock.now - T0) % 10 == 0:
+            e.evaluate()
+    fired: dict[str, float] = {}
+    for alert in sink.got:
+        if alert.status == "firing":
+            fired.setdefault(alert.rule, alert.at.timestamp() - T0)
+    assert fired == {
+        "slow_call": 0.0,
+        "large_output": 0.0,
+        "rate_429": 150.0,
+        "provider_rate_429": 150.0,
+        "latency_p95": 240.0,
+        "error_5xx_rate": 240.0,
+        "provider_error_5xx_rate": 240.0,
+        "slo_burn_page": 2880.0,
+        "slo_burn_warning": 17280.0,
+    }
+    first = {a.rule: a for a in sink.got if a.status == "firing"}
+    assert "over the last 2 min 30 s of a 3 min window" in first["rate_429"].summary
+    assert (first["rate_429"].window_s, first["rate_429"].span_s) == (180.0, 150.0)
+    assert "over the last 4 min of a 5 min window" in first["error_5xx_rate"].summary
+    assert "over the last 4 h 48 min of a 6 h window and" in first["slo_burn_warning"].summary
+    assert first["slow_call"].span_s is None
+
+
+def test_a_full_window_states_the_minutes_it_read(clock: FakeClock, sink: Alerts) -> None:
+    """An engine up for hours: a 5 min window is the 5 whole minutes before this one and this one so far."""
+    e = engine(clock, sink, p95_latency_s=None)
+    clock.advance(20)
+    calls(e, 95)
+    calls(e, 5, outcome="error", http_status=500)
+    e.evaluate()
+    (alert,) = sink.got
+    assert "5.0% of 100 calls to gpt-4o-mini ended in 5xx over the last 5 min 20 s" in alert.summary
+    assert (alert.window_s, alert.span_s) == (300.0, 320.0)
+
+
+def test_too_few_calls_in_a_covered_window_alert_nobody(clock: FakeClock, sink: Alerts) -> None:
+    """Coverage is not enough: a covered window still needs min_calls calls."""
+    e = engine(clock, sink, rate_5xx=0.02, p95_latency_s=None)
+    calls(e, 9, outcome="error", http_status=500)
+    e.evaluate()
+    assert sink.got == []
+    calls(e, 1, outcome="error", http_status=500)
+    e.evaluate()
+    assert sink.summary() == [("error_5xx_rate", "firing", "page")]
+
+
+def test_each_alert_s_evidence_is_about_its_own_subject(clock: FakeClock, sink: Alerts) -> None:
+    """Two models failing for different tenants: each alert lists its own model's tenants and calls."""
+    e = engine(clock, sink, p95_latency_s=None)
+    for i in range(40):
+        e.record(
+            make_call_event(
+                model="gpt-4o", tenant="acme", outcome="error", http_status=500, correlation_id=f"a{i}"
+            )
+        )
+    for i in range(124):
+        failed = {"outcome": "error", "http_status": 500} if i < 10 else {}
+        tenant = "globex" if i % 2 else "initech"
+        e.record(make_call_event(model="gpt-4o-mini", tenant=tenant, correlation_id=f"m{i}", **failed))
+    calls(e, 200, model="claude-haiku-4-5", tenant="hooli")  # healthy: no alert, and in no evidence
+    e.evaluate()
+    alerts = {a.labels["model"]: a for a in sink.got if a.rule == "error_5xx_rate"}
+    assert set(alerts) == {"gpt-4o", "gpt-4o-mini"}
+    big, mini = alerts["gpt-4o"].evidence, alerts["gpt-4o-mini"].evidence
+    assert big.top_tenants_by_requests == (("acme", 40.0),)
+    assert all(c.startswith("a") for c in big.correlation_ids)
+    assert "of 124 calls to gpt-4o-mini" in alerts["gpt-4o-mini"].summary
+    assert mini.top_tenants_by_requests == (("globex", 62.0), ("initech", 62.0))
+    assert mini.top_tenants_by_tokens == (("globex", 62 * 120.0), ("initech", 62 * 120.0))
+    assert set(mini.correlation_ids) == {f"m{i}" for i in range(5, 10)}  # its own last 5 failures
+    assert mini.window_s == 300.0  # the rule's own 5 minutes (and this one, 0 s in)
+
+
+def test_a_tenant_alert_s_evidence_is_that_tenant(clock: FakeClock, sink: Alerts) -> None:
+    """A tenant's anomaly lists that tenant (this clock hour) and that tenant's last calls."""
+    store = MemoryStore(clock)
+    _seed_hours(store, "acme", 1000, 48)
+    e = engine(clock, sink, store=store, p95_latency_s=None, token_burn=None)
+    calls(e, 100, tenant="acme", input_tokens=100, output_tokens=20, request_id="req-acme")
+    calls(e, 300, tenant="globex", request_id="req-globex")
+    clock.advance(30 * 60)
+    e.evaluate()
+    (alert,) = sink.got
+    assert alert.labels == {"tenant": "acme"}
+    assert alert.evidence.top_tenants_by_requests == (("acme", 100.0),)
+    assert alert.evidence.top_tenants_by_tokens == (("acme", 12_000.0),)
+    assert alert.evidence.request_ids == ("req-acme",) * 5
+    assert alert.evidence.window_s == 30 * 60.0  # this clock hour so far
+
+
+def test_evidence_counts_are_bounded_per_model_and_minute(clock: FakeClock, sink: Alerts) -> None:
+    """Past 100 tenants in one model's minute the rest count as "other": memory does not grow with tenants."""
+    e = engine(clock, sink, p95_latency_s=None)
+    for i in range(250):
+        e.record(make_call_event(tenant=f"t{i:03d}", outcome="error", http_status=500))
+    e.evaluate()
+    (alert,) = sink.got
+    assert alert.evidence.top_tenants_by_requests[0] == ("other", 150.0)
+    bucket = e._subject_tenants.bucket(int(T0 // 60))
+    assert (len(bucket["gpt-4o-mini"]), len(bucket[""])) == (101, 250)  # every model together: 1,000
+
+
+def test_min_coverage_is_a_share() -> None:
+    """min_coverage outside (0, 1] is a ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=r"AlertConfig\.min_coverage must be a share in"):
+        AlertConfig(min_coverage=1.5)
+    with pytest.raises(ConfigError, match="min_coverage"):
+        AlertConfig(min_coverage=0)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Alert", "AlertSink", "Evidence", "Severity", "Status"]
+__all__ = ["Alert", "AlertSink", "Evidence", "Severity", "Status", "duration_text"]
 
 Severity = Literal["warning", "page"]
 """``warning`` at the rule's threshold; ``page`` at 30 % beyond it (by default)."""
@@ -19,11 +19,17 @@ Status = Literal["firing", "resolved"]
 class Evidence:
     """What an on-call person needs to start: who is calling, and calls to look up.
 
+    All of it is about the alert's own subject: the calls to its model, the
+    calls of its tenant, or every call for a rule over everything.
+
     Attributes:
-        top_tenants_by_requests: Up to 5 ``(tenant, calls)`` of the last 5 minutes.
-        top_tenants_by_tokens: Up to 5 ``(tenant, tokens)`` of the last 5 minutes.
-        correlation_ids: Recent calls that match the rule (to grep the logs for).
+        top_tenants_by_requests: Up to 5 ``(tenant, calls)`` over ``window_s``.
+        top_tenants_by_tokens: Up to 5 ``(tenant, tokens)`` over ``window_s``.
+        correlation_ids: Recent calls of the subject that match the rule (to grep the logs for).
         request_ids: The provider's request ids of those calls (to quote to the provider).
+        window_s: Seconds of calls the top tenants count: the rule's own window up
+            to the last 5 minutes, this clock hour for the clock-hour rules, less
+            while the engine is younger than that.
 
     """
 
@@ -31,6 +37,7 @@ class Evidence:
     top_tenants_by_tokens: tuple[tuple[str, float], ...] = ()
     correlation_ids: tuple[str, ...] = ()
     request_ids: tuple[str, ...] = ()
+    window_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +54,17 @@ class Alert:
         summary: One line for a chat message or a pager, with the numbers.
         value: The measured value (seconds, a ratio, tokens, USD, a burn rate).
         threshold: The threshold of ``severity`` it was compared with.
-        window_s: The window the value was measured over.
+        window_s: The rule's window (300.0 for a 5-minute rule).
         labels: What the alert is about: ``model``, ``tenant`` (or nothing: everything).
         evidence: Top tenants and example calls.
         at: When it was evaluated (UTC).
         since: When it started firing (UTC).
+        span_s: Seconds of data the value was judged over: the window's whole
+            minutes and the current one (so at least ``window_s``; for
+            ``token_burn``, 59 whole minutes and the current one, at most the
+            hour it is compared with), or less while the engine is younger than
+            the window (at least ``AlertConfig.min_coverage`` of it); for the
+            clock-hour rules, this hour so far; None for a per-call rule.
 
     """
 
@@ -66,6 +79,7 @@ class Alert:
     at: datetime
     since: datetime
     evidence: Evidence = field(default_factory=Evidence)
+    span_s: float | None = None
 
     @property
     def key(self) -> str:
@@ -79,6 +93,18 @@ class Alert:
         out["at"] = self.at.isoformat()
         out["since"] = self.since.isoformat()
         return out
+
+
+def duration_text(seconds: float) -> str:
+    """Whole seconds as "4 min 10 s", "52 min", "5 h 12 min"."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    if minutes:
+        parts.append(f"{minutes} min")
+    if secs and not hours:
+        parts.append(f"{secs} s")
+    return " ".join(parts) or "0 s"
 
 
 @runtime_checkable

@@ -25,7 +25,9 @@ class AlertConfig:
     Every threshold is the warning level; the page level is ``page_factor``
     (1.3) times it, e.g. p95 > 600 ms warns and p95 > 780 ms pages. Rates
     and percentiles need ``min_calls`` calls in their window, so three slow
-    calls at 3 a.m. page nobody. None turns a rule off.
+    calls at 3 a.m. page nobody, and every rule over a sliding window needs
+    the engine to have watched ``min_coverage`` of it, so a process 11 s old
+    judges no 5-minute rule. None turns a rule off.
 
     Attributes:
         p95_latency_s: p95 latency per model over ``p95_window_s``.
@@ -55,6 +57,11 @@ class AlertConfig:
         rules: Your own per-call rules.
         page_factor: Page level = threshold x this.
         min_calls: Calls a window needs before its rates and percentiles count.
+        min_coverage: Share of a sliding window the engine must have watched
+            before the rule judges it (0.8: 4 min of a 5 min window, 48 min of
+            the SLO's hour, 4 h 48 min of its 6 hours); both windows of a burn
+            rate. Clock-hour totals (budgets, tenant anomalies) and per-call
+            rules judge at once.
         evaluate_every_s: How often the windowed rules are evaluated.
 
     Raises:
@@ -81,6 +88,7 @@ class AlertConfig:
     rules: Sequence[Rule] = ()
     page_factor: float = 1.3
     min_calls: int = 20
+    min_coverage: float = 0.8
     evaluate_every_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -113,6 +121,10 @@ class AlertConfig:
         for name in ("min_calls", "baseline_min_hours"):
             if not getattr(self, name) >= 1:
                 raise ConfigError(f"AlertConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if isinstance(self.min_coverage, bool) or not 0 < self.min_coverage <= 1:
+            raise ConfigError(
+                f"AlertConfig.min_coverage must be a share in (0, 1], got {self.min_coverage!r}"
+            )
         for rule in self.rules:
             if not callable(rule):
                 raise ConfigError(f"AlertConfig.rules: {rule!r} is not callable (a rule takes a CallEvent)")

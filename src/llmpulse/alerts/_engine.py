@@ -6,6 +6,13 @@ only bumps counters (see `_windows`). `AlertEngine.evaluate` runs every
 readings (a value per rule and scope), readings into state changes, and
 state changes into `Alert` s, delivered to the alert sinks on that thread.
 
+A rule over a sliding window (N minutes: the N whole minutes before the
+current one and the current one so far) judges only once the engine has
+watched ``min_coverage`` of it (80 %: 4 min of 5, 48 min of the SLO's hour)
+and the window holds ``min_calls`` calls; a burn rate needs both its windows
+covered. Each alert states the span it judged, and its evidence (top tenants,
+example calls) is its own subject's: the model, the tenant, or every call.
+
 A rule's state per scope (model, tenant or everything) is none, warning or
 page. An alert is sent when it starts firing, when it escalates to page, and
 when it resolves; a key that fired once does not fire again within its
@@ -27,7 +34,7 @@ import queue
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from .._exit import start_daemon
 from ..policies._shared import is_shared
 from ..state import MemoryStore
-from ._alert import Alert, AlertSink, Evidence, Severity
+from ._alert import Alert, AlertSink, Evidence, Severity, duration_text
 from ._config import AlertConfig
 from ._windows import Counts, Ring, Totals
 
@@ -49,14 +56,20 @@ __all__ = ["AlertEngine"]
 
 _log = logging.getLogger("llmpulse")
 
-_SHORT_MINUTES = 70  # per-model windows: 5 min, 3 min, 2 min and the hour before
-_LONG_MINUTES = 360  # the SLO's 6 hours
+_SHORT_MINUTES = 70  # per-model windows: 5 min, 3 min, 2 min and the hour before (63 buckets)
+_LONG_MINUTES = 361  # the SLO's 6 hours: 360 whole minutes and the current one
+_LONGEST_WINDOW_S = 6 * 3600.0
 _MAX_MODELS = 50  # beyond: "other"
 _MAX_TENANTS = 10_000  # per clock hour, beyond: "other"
 _ALL = ""  # the scope of every call
 _HOUR = 3600
 _WEEK_HOURS = 168
 _EXAMPLES = 5
+# Per-subject tenant counts for the evidence: the last 5 minutes (the rule's window, up to 5 min).
+_EVIDENCE_MINUTES = 6  # 5 whole minutes and the current one
+_EVIDENCE_TENANTS = 100  # per model and minute, beyond: "other"
+_EVIDENCE_TENANTS_ALL = 1000  # per minute over every model, beyond: "other"
+_EXAMPLE_TENANTS = 1000  # tenants whose last calls are kept as examples (least recently seen go)
 _QUEUE = 1000  # alerts and rule checks waiting for the engine's thread
 _KEY_PREFIX = "alerts:hour:"
 _MINUTE_PREFIX = "alerts:minute:"
@@ -79,9 +92,11 @@ class _Reading:
     window_s: float
     text: str  # what was measured, with the numbers
     unit: str  # how the threshold reads: "s", "ms", "%", "x", "share" (of a budget), "burn"
-    examples: str = "error"  # which recent calls serve as evidence
+    examples: str = "error"  # which recent calls of the subject serve as evidence
     spike_p95: float | None = None  # for latency rules: the p95 slow calls are measured against
     severity: Severity | None = None  # set when the rule decides its own tier (burn rates)
+    span_s: float | None = None  # seconds of data judged (None: a single call)
+    first_minute: int | None = None  # the oldest minute bucket judged: the evidence counts from there
 
 
 @dataclass(slots=True)
@@ -99,7 +114,8 @@ class AlertEngine:
         config: Thresholds and windows.
         sinks: Where alerts go (anything with ``emit(alert)``).
         store: Where hourly totals and baselines live (default: this process's memory).
-        stats: The rolling stats the evidence's top tenants come from.
+        stats: Not read any more (the evidence counts each subject's own tenants);
+            accepted so that existing callers keep working.
         clock: Epoch seconds (tests pass a fake one).
         background: Evaluate and deliver on the engine's own thread (False: the
             caller of `evaluate` delivers, which tests use).
@@ -131,14 +147,23 @@ class AlertEngine:
         self._on_spike = on_spike
         self._short: Ring[Counts] = Ring(_SHORT_MINUTES, Counts)
         self._long: Ring[Totals] = Ring(_LONG_MINUTES, Totals)
+        self._started = clock()  # a window counts once the engine has watched enough of it
+        # Per subject (model or everything) and minute: tenant -> [calls, tokens], for the evidence.
+        self._subject_tenants: Ring[dict[str, list[float]]] = Ring(_EVIDENCE_MINUTES, dict)
         self._models: set[str] = set()
         self._hour = int(clock() // _HOUR)
-        self._tenants: dict[str, list[float]] = {}  # this clock hour: tenant -> [tokens, cost]
+        self._tenants: dict[str, list[float]] = {}  # this clock hour: tenant -> [tokens, cost, calls]
         # With a shared store: this minute's tenants, written out each minute for top_tenants().
         self.shared = is_shared(store)
         self._minute = int(clock() // 60)
         self._minute_tenants: dict[str, list[float]] = {}  # tenant -> [calls, tokens, cost]
-        self._examples: dict[str, deque[tuple[str, str | None]]] = {}
+        self._examples: dict[tuple[str, str], deque[tuple[str, str | None]]] = {}  # (kind, scope) ->
+        self._tenant_examples: OrderedDict[str, deque[tuple[str, str | None]]] = OrderedDict()
+        self._recent: deque[tuple[str, str | None]] = deque(maxlen=_EXAMPLES)  # every call's last ones
+        config = self.config
+        self._tenant_rules = (
+            config.tenant_hourly_budget_usd is not None or config.tenant_anomaly_factor is not None
+        )
         self._per_call: dict[str, tuple[float, int, float, str]] = {}  # key -> (first, count, worst, text)
         self._firing: dict[str, _Firing] = {}
         self._resolved_at: dict[str, float] = {}  # a key resolved this recently does not fire again yet
@@ -163,13 +188,24 @@ class AlertEngine:
         status = event.http_status or 0
         tokens = (event.input_tokens or 0) + (event.output_tokens or 0)
         cost = event.cost_usd or 0.0
+        tenant = event.tenant or "unknown"
+        call = (event.correlation_id, event.request_id)
         with self._lock:
-            for scope in (_ALL, self._model_scope(event.model)):
+            model = self._model_scope(event.model)
+            # Per subject, the tenants of the calls the rules count (inline: the caller's path).
+            by_subject = self._subject_tenants.bucket(minute) if sent else None
+            for scope in (_ALL, model):
                 c = self._short.scope(minute, scope)
                 c.tokens += tokens
                 c.cost += cost
                 c.attempts += event.attempts
-                if sent:
+                if by_subject is not None:
+                    found = by_subject.get(scope)
+                    row = None if found is None else found.get(tenant)
+                    if row is None:
+                        row = self._new_subject_tenant(by_subject, scope, tenant)
+                    row[0] += 1
+                    row[1] += tokens
                     c.sent += 1
                     c.latency.add(event.latency_s)
                     c.errors += failed
@@ -180,11 +216,15 @@ class AlertEngine:
                 t.sent += 1
                 t.errors += failed
             self._count_tenant(event.tenant, now, tokens, cost)
+            self._recent.append(call)
             if failed or status >= 400:
-                self._example("5xx" if status >= 500 else "429" if status == 429 else "error", event)
+                self._example("5xx" if status >= 500 else "429" if status == 429 else "error", model, call)
+                self._example("error", _ALL, call)
             slow = self.config.p95_latency_s
             if slow is not None and event.latency_s > slow:
-                self._example("slow", event)
+                self._example("slow", model, call)
+            if self._tenant_rules:
+                self._tenant_example(tenant, call)
         self._per_call_rules(event, now)
         if self._background:
             self._ensure_thread()
@@ -222,9 +262,10 @@ class AlertEngine:
         if row is None:
             if len(self._tenants) >= _MAX_TENANTS:
                 name = "other"
-            row = self._tenants.setdefault(name, [0.0, 0.0])
+            row = self._tenants.setdefault(name, [0.0, 0.0, 0.0])
         row[0] += tokens
         row[1] += cost
+        row[2] += 1
         if self.shared:
             minute = int(now // 60)
             if minute != self._minute:
@@ -260,11 +301,31 @@ class AlertEngine:
                     totals[tenant] = totals.get(tenant, 0.0) + row["rtc".index(field)]
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, n)]
 
-    def _example(self, kind: str, event: CallEvent) -> None:
-        ring = self._examples.get(kind)
+    def _new_subject_tenant(
+        self, by_subject: dict[str, dict[str, list[float]]], scope: str, tenant: str
+    ) -> list[float]:
+        counts = by_subject.setdefault(scope, {})
+        cap = _EVIDENCE_TENANTS_ALL if scope == _ALL else _EVIDENCE_TENANTS
+        if len(counts) >= cap:
+            tenant = "other"
+        return counts.setdefault(tenant, [0.0, 0.0])
+
+    def _example(self, kind: str, scope: str, call: tuple[str, str | None]) -> None:
+        ring = self._examples.get((kind, scope))
         if ring is None:
-            ring = self._examples[kind] = deque(maxlen=_EXAMPLES)
-        ring.append((event.correlation_id, event.request_id))
+            ring = self._examples[kind, scope] = deque(maxlen=_EXAMPLES)
+        ring.append(call)
+
+    def _tenant_example(self, tenant: str, call: tuple[str, str | None]) -> None:
+        examples = self._tenant_examples
+        ring = examples.get(tenant)
+        if ring is None:
+            ring = examples[tenant] = deque(maxlen=_EXAMPLES)
+            if len(examples) > _EXAMPLE_TENANTS:
+                examples.popitem(last=False)  # the least recently seen tenant
+        else:
+            examples.move_to_end(tenant)
+        ring.append(call)
 
     def _per_call_rules(self, event: CallEvent, now: float) -> None:
         config = self.config
@@ -290,7 +351,7 @@ class AlertEngine:
         model = event.model or "unknown"
         key = f"{rule},model={model}"
         with self._lock:
-            self._example(rule, event)
+            self._example(rule, self._model_scope(event.model), (event.correlation_id, event.request_id))
             found = self._per_call.get(key)
             if found is None:
                 self._per_call[key] = (now, 1, value, text)
@@ -311,6 +372,7 @@ class AlertEngine:
                 "",
                 examples=rule,
                 severity="warning",
+                first_minute=int(now // 60) - _EVIDENCE_MINUTES + 1,  # who called that model lately
             )
             self._submit(lambda: self._change_locked(key, reading, now))
 
@@ -341,7 +403,7 @@ class AlertEngine:
             if key not in seen and not self._per_call_active(key, now):
                 self._change(key, firing.reading, None, now)
         # A resolved key only matters for one window (6 h at most): tenants come and go.
-        stale = [key for key, at in self._resolved_at.items() if now - at > _LONG_MINUTES * 60]
+        stale = [key for key, at in self._resolved_at.items() if now - at > _LONGEST_WINDOW_S]
         for key in stale:
             del self._resolved_at[key]
         return self.sent[before:]
@@ -349,20 +411,37 @@ class AlertEngine:
     def _readings(self, now: float) -> Iterable[_Reading]:
         minute = int(now // 60)
         for scope in (*sorted(self._models), "other"):
-            yield from self._model_readings(scope, minute)
-        yield from self._slo_readings(minute)
-        yield from self._volume_readings(minute)
+            yield from self._model_readings(scope, minute, now)
+        yield from self._slo_readings(minute, now)
+        yield from self._volume_readings(minute, now)
 
-    def _model_readings(self, scope: str, minute: int) -> Iterable[_Reading]:
+    def _span(self, first: int, end: float, window_s: float) -> float | None:
+        """Seconds of data from minute ``first`` (or the engine's start) to ``end``; None if too few.
+
+        A window of N minutes reads the N whole minutes before the current one
+        and the current one so far, so a window the engine watched throughout
+        holds at least N minutes; one it watched for less than
+        ``min_coverage`` of N minutes is not judged.
+        """
+        span = end - max(first * 60.0, self._started)
+        return span if span >= self.config.min_coverage * window_s else None
+
+    def _model_readings(self, scope: str, minute: int, now: float) -> Iterable[_Reading]:
         config, labels = self.config, {"model": scope}
         if config.p95_latency_s is not None:
-            minutes = max(1, round(config.p95_window_s / 60))
-            counts = self._merged(scope, minute - minutes + 1, minute)
-            p95 = counts.latency.quantile(0.95) if counts.sent >= config.min_calls else None
-            if p95 is not None:
-                text = f"p95 latency of {scope} is {p95:.2f} s over {minutes} min"
+            window_s = config.p95_window_s
+            first = minute - max(1, round(window_s / 60))
+            span = self._span(first, now, window_s)
+            counts = self._merged(scope, first, minute)
+            p95 = (
+                counts.latency.quantile(0.95)
+                if span is not None and counts.sent >= config.min_calls
+                else None
+            )
+            if span is not None and p95 is not None:
+                text = f"p95 latency of {scope} is {p95:.2f} s over {_over(span, window_s)}"
                 reading = self._reading(
-                    "latency_p95", labels, p95, config.p95_latency_s, minutes, text, "s", "slow"
+                    "latency_p95", labels, p95, config.p95_latency_s, window_s, text, "s", "slow", span, first
                 )
                 reading.spike_p95 = p95
                 yield reading
@@ -370,34 +449,54 @@ class AlertEngine:
             ("error_5xx_rate", config.rate_5xx, 5, "5xx"),
             ("rate_429", config.rate_429, 3, "429"),
         ):
-            if threshold is None:
+            first, window_s = minute - minutes, minutes * 60.0
+            span = self._span(first, now, window_s)
+            if threshold is None or span is None:
                 continue
-            counts = self._merged(scope, minute - minutes + 1, minute)
+            counts = self._merged(scope, first, minute)
+            over = _over(span, window_s)
             if counts.sent >= config.min_calls:
                 share = (counts.s5xx if name == "5xx" else counts.s429) / counts.sent
-                text = f"{share:.1%} of {counts.sent} calls to {scope} ended in {name} over {minutes} min"
-                yield self._reading(rule, labels, share, threshold, minutes, text, "%", name)
+                text = f"{share:.1%} of {counts.sent} calls to {scope} ended in {name} over {over}"
+                yield self._reading(rule, labels, share, threshold, window_s, text, "%", name, span, first)
             # The provider's side: retries hide its 5xx and 429 from callers, not from the latency.
             if counts.attempts >= config.min_calls:
                 share = (counts.a5xx if name == "5xx" else counts.a429) / counts.attempts
                 text = (
                     f"{share:.1%} of {counts.attempts} attempts to {scope} were answered {name} "
-                    f"over {minutes} min (retries included)"
+                    f"over {over} (retries included)"
                 )
-                yield self._reading(f"provider_{rule}", labels, share, threshold, minutes, text, "%", name)
+                yield self._reading(
+                    f"provider_{rule}", labels, share, threshold, window_s, text, "%", name, span, first
+                )
         if config.latency_jump_s is not None:
-            recent = self._merged(scope, minute - 1, minute)
-            before = self._merged(scope, minute - 61, minute - 2)
+            # The last 2 minutes against the hour before them: both windows must be covered.
+            first, before_first = minute - 2, minute - 62
+            span = self._span(first, now, 120.0)
+            before_span = self._span(before_first, first * 60.0, 3600.0)
+            if span is None or before_span is None:
+                return
+            recent = self._merged(scope, first, minute)
+            before = self._merged(scope, before_first, first - 1)
             if recent.sent >= config.min_calls and before.sent >= config.min_calls:
                 now_p95, then_p95 = recent.latency.quantile(0.95), before.latency.quantile(0.95)
                 if now_p95 is not None and then_p95 is not None:
                     jump = now_p95 - then_p95
                     text = (
-                        f"p95 latency of {scope} jumped by {jump * 1000:.0f} ms in 2 min "
-                        f"({then_p95:.2f} s -> {now_p95:.2f} s)"
+                        f"p95 latency of {scope} jumped by {jump * 1000:.0f} ms over {_over(span, 120.0)} "
+                        f"({then_p95:.2f} s over the {duration_text(before_span)} before -> {now_p95:.2f} s)"
                     )
                     reading = self._reading(
-                        "latency_jump", labels, jump, config.latency_jump_s, 2, text, "ms", "slow"
+                        "latency_jump",
+                        labels,
+                        jump,
+                        config.latency_jump_s,
+                        120.0,
+                        text,
+                        "ms",
+                        "slow",
+                        span,
+                        first,
                     )
                     reading.spike_p95 = then_p95  # slower than the hour before: the calls worth a trace
                     yield reading
@@ -408,13 +507,27 @@ class AlertEngine:
         labels: dict[str, str],
         value: float,
         warning: float,
-        minutes: float,
+        window_s: float,
         text: str,
         unit: str,
-        examples: str = "error",
+        examples: str,
+        span_s: float,
+        first_minute: int | None,
     ) -> _Reading:
         page = warning * self.config.page_factor
-        return _Reading(rule, labels, value, warning, page, minutes * 60.0, text, unit, examples)
+        return _Reading(
+            rule,
+            labels,
+            value,
+            warning,
+            page,
+            window_s,
+            text,
+            unit,
+            examples,
+            span_s=span_s,
+            first_minute=first_minute,
+        )
 
     def _merged(self, scope: str, first: int, last: int) -> Counts:
         out = Counts()
@@ -424,64 +537,127 @@ class AlertEngine:
                 out.merge(found)
         return out
 
-    def _slo_readings(self, minute: int) -> Iterable[_Reading]:
+    def _slo_readings(self, minute: int, now: float) -> Iterable[_Reading]:
         config = self.config
         if config.slo is None:
             return
         budget = 1.0 - config.slo
         for long_m, short_m, burn, severity in _BURN_WINDOWS:
-            long_rate = self._burn_rate(minute, long_m, budget)
-            short_rate = self._burn_rate(minute, short_m, budget)
+            # Multiwindow: both the long and the short window must be covered, and both must burn.
+            long_first, short_first = minute - long_m, minute - short_m
+            long_span = self._span(long_first, now, long_m * 60.0)
+            short_span = self._span(short_first, now, short_m * 60.0)
+            if long_span is None or short_span is None:
+                continue
+            long_rate = self._burn_rate(long_first, minute, budget)
+            short_rate = self._burn_rate(short_first, minute, budget)
             if long_rate is None or short_rate is None:
                 continue
             text = (
-                f"error budget of the {config.slo:.2%} SLO burning at {long_rate:.1f}x over {long_m} min "
-                f"and {short_rate:.1f}x over {short_m} min"
+                f"error budget of the {config.slo:.2%} SLO burning at {long_rate:.1f}x over "
+                f"{_over(long_span, long_m * 60.0)} and {short_rate:.1f}x over "
+                f"{_over(short_span, short_m * 60.0)}"
             )
             value = min(long_rate, short_rate)  # both windows must burn
-            reading = self._reading(f"slo_burn_{severity}", {}, value, burn, long_m, text, "x")
+            reading = self._reading(
+                f"slo_burn_{severity}",
+                {},
+                value,
+                burn,
+                long_m * 60.0,
+                text,
+                "x",
+                "error",
+                long_span,
+                short_first,
+            )
             reading.page, reading.severity = burn, severity  # the window pair sets the tier
             yield reading
 
-    def _burn_rate(self, minute: int, minutes: int, budget: float) -> float | None:
+    def _burn_rate(self, first: int, last: int, budget: float) -> float | None:
         sent = errors = 0
-        for bucket in self._long.window(minute - minutes + 1, minute):
+        for bucket in self._long.window(first, last):
             t = bucket.get(_ALL)
             if t is not None:
                 sent, errors = sent + t.sent, errors + t.errors
         return errors / sent / budget if sent >= self.config.min_calls else None
 
-    def _volume_readings(self, minute: int) -> Iterable[_Reading]:
+    def _volume_readings(self, minute: int, now: float) -> Iterable[_Reading]:
         config = self.config
-        hour_tokens = self._merged(_ALL, minute - 59, minute).tokens
         expected = config.expected_tokens_per_hour or self._expected_tokens
-        if config.token_burn is not None and expected:
+        # 59 whole minutes and this one: never more than the expected hour it is compared with.
+        first = minute - 59
+        span = self._span(first, now, 3600.0)
+        if config.token_burn is not None and expected and span is not None:
+            hour_tokens = self._merged(_ALL, first, minute).tokens
             burn = hour_tokens / expected
             text = (
-                f"{hour_tokens:,.0f} tokens in the last hour, {burn - 1:+.0%} "
+                f"{hour_tokens:,.0f} tokens over {_over(span, 3600.0)}, {burn - 1:+.0%} "
                 f"against the expected {expected:,.0f}"
             )
-            yield self._reading("token_burn", {}, burn, 1.0 + config.token_burn, 60, text, "burn")
+            yield self._reading(
+                "token_burn",
+                {},
+                burn,
+                1.0 + config.token_burn,
+                3600.0,
+                text,
+                "burn",
+                "call",
+                span,
+                minute - 5,
+            )
+        # Clock-hour totals are judged on what was seen: a part of the hour can only add up to less.
+        hour_span = now - max(self._hour * _HOUR, self._started)
+        this_hour = (
+            "this hour"
+            if self._started <= self._hour * _HOUR
+            else (f"in the {duration_text(hour_span)} of this hour since the engine started")
+        )
         if config.hourly_budget_usd is not None:
             spent, budget = sum(row[1] for row in self._tenants.values()), config.hourly_budget_usd
-            text = f"${spent:,.2f} spent this hour, {spent / budget:.0%} of the ${budget:,.2f} budget"
-            yield self._reading("cost_over_budget", {}, spent / budget, 1.0, 60, text, "share")
-        for tenant, (tokens, cost) in self._tenants.items():
+            text = f"${spent:,.2f} spent {this_hour}, {spent / budget:.0%} of the ${budget:,.2f} budget"
+            yield self._reading(
+                "cost_over_budget", {}, spent / budget, 1.0, 3600.0, text, "share", "call", hour_span, None
+            )
+        for tenant, row in self._tenants.items():
+            tokens, cost = row[0], row[1]
             labels = {"tenant": tenant}
             if config.tenant_hourly_budget_usd is not None:
                 budget = config.tenant_hourly_budget_usd
-                text = (
-                    f"tenant {tenant} spent ${cost:,.2f} this hour, {cost / budget:.0%} of its ${budget:,.2f}"
+                share = cost / budget
+                text = f"tenant {tenant} spent ${cost:,.2f} {this_hour}, {share:.0%} of its ${budget:,.2f}"
+                yield self._reading(
+                    "tenant_cost_over_budget",
+                    labels,
+                    cost / budget,
+                    1.0,
+                    3600.0,
+                    text,
+                    "share",
+                    "call",
+                    hour_span,
+                    None,
                 )
-                yield self._reading("tenant_cost_over_budget", labels, cost / budget, 1.0, 60, text, "share")
             median = self._baselines.get(tenant)
             factor = config.tenant_anomaly_factor
             if factor is not None and median and tokens >= config.tenant_anomaly_min_tokens:
                 text = (
-                    f"tenant {tenant} used {tokens:,.0f} tokens this hour, {tokens / median:.1f}x its "
+                    f"tenant {tenant} used {tokens:,.0f} tokens {this_hour}, {tokens / median:.1f}x its "
                     f"median hour ({median:,.0f})"
                 )
-                yield self._reading("tenant_token_anomaly", labels, tokens / median, factor, 60, text, "x")
+                yield self._reading(
+                    "tenant_token_anomaly",
+                    labels,
+                    tokens / median,
+                    factor,
+                    3600.0,
+                    text,
+                    "x",
+                    "call",
+                    hour_span,
+                    None,
+                )
 
     def _per_call_active(self, key: str, now: float) -> bool:
         found = self._per_call.get(key)
@@ -539,7 +715,8 @@ class AlertEngine:
             labels=dict(reading.labels),
             at=datetime.fromtimestamp(now, UTC),
             since=datetime.fromtimestamp(since, UTC),
-            evidence=self._evidence(reading.examples),
+            evidence=self._evidence(reading, now),
+            span_s=reading.span_s,
         )
         self.sent.append(alert)
         del self.sent[:-100]
@@ -564,23 +741,41 @@ class AlertEngine:
             return True
         return bool(result.allowed)
 
-    def _evidence(self, kind: str) -> Evidence:
-        stats = self._stats
-        by_requests: tuple[tuple[str, float], ...] = ()
-        by_tokens: tuple[tuple[str, float], ...] = ()
-        if stats is not None:
-            try:
-                by_requests = tuple(stats.top("tenant", "requests", 5, 300.0))
-                by_tokens = tuple(stats.top("tenant", "tokens", 5, 300.0))
-            except Exception:  # noqa: BLE001 - evidence is a bonus; the alert goes out without it
-                _log.debug("llmpulse alert evidence: top tenants failed", exc_info=True)
+    def _evidence(self, reading: _Reading, now: float) -> Evidence:
+        """The subject's own top tenants and example calls: its model, its tenant, or every call."""
+        tenant = reading.labels.get("tenant")
+        model = reading.labels.get("model")
+        scope = _ALL if model is None else model if model in self._models else "other"
+        calls: dict[str, float] = {}
+        tokens: dict[str, float] = {}
         with self._lock:
-            examples = list(self._examples.get(kind, ()))
+            if reading.first_minute is None:  # a clock-hour rule: this hour's totals
+                hour = self._tenants
+                rows = hour.items() if tenant is None else [(tenant, hour.get(tenant, [0.0, 0.0, 0.0]))]
+                for name, row in rows:
+                    calls[name], tokens[name] = row[2], row[0]
+                span = now - max(self._hour * _HOUR, self._started)
+            else:
+                minute = int(now // 60)
+                first = max(reading.first_minute, minute - _EVIDENCE_MINUTES + 1)
+                for bucket in self._subject_tenants.window(first, minute):
+                    for name, (n, t) in bucket.get(scope, {}).items():
+                        if tenant is None or name == tenant:
+                            calls[name] = calls.get(name, 0.0) + n
+                            tokens[name] = tokens.get(name, 0.0) + t
+                span = now - max(first * 60.0, self._started)
+            if tenant is not None:
+                examples = list(self._tenant_examples.get(tenant, ()))
+            elif reading.examples == "call":
+                examples = list(self._recent)
+            else:
+                examples = list(self._examples.get((reading.examples, scope), ()))
         return Evidence(
-            top_tenants_by_requests=by_requests,
-            top_tenants_by_tokens=by_tokens,
+            top_tenants_by_requests=_top(calls),
+            top_tenants_by_tokens=_top(tokens),
             correlation_ids=tuple(c for c, _ in examples),
             request_ids=tuple(r for _, r in examples if r),
+            window_s=max(0.0, span),
         )
 
     def _delivered(self, sink: str, result: str) -> None:
@@ -602,9 +797,9 @@ class AlertEngine:
             "T": sum(r[0] for r in tenants.values()),
             "C": sum(r[1] for r in tenants.values()),
         }
-        for tenant, (tokens, cost) in tenants.items():
-            fields["t:" + tenant] = tokens
-            fields["c:" + tenant] = cost
+        for tenant, row in tenants.items():
+            fields["t:" + tenant] = row[0]
+            fields["c:" + tenant] = row[1]
         ttl = max(self.config.baseline_days, 8) * 86400.0  # the week-before hour outlives a 7-day baseline
         store = self._store
         self._submit(lambda: store.add_fields(_KEY_PREFIX + str(finished), fields, ttl_s=ttl))
@@ -720,6 +915,17 @@ def _level(reading: _Reading) -> Severity | None:
     if reading.value > reading.warning:
         return "warning"
     return None
+
+
+def _top(values: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+
+
+def _over(span_s: float, window_s: float) -> str:
+    """The span a rule judged: "the last 5 min 20 s", or "the last 4 min 10 s of a 5 min window"."""
+    if span_s >= window_s:
+        return f"the last {duration_text(span_s)}"
+    return f"the last {duration_text(span_s)} of a {duration_text(window_s)} window"
 
 
 def _threshold_text(threshold: float, unit: str) -> str:
