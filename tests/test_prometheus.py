@@ -38,6 +38,8 @@ SHORT = {
     "gen_ai_operation_name": "chat",
 }
 COMMON = {**SHORT, "tenant": "acme", "route": "/chat"}
+# The histograms' labels: the GenAI conventions' attributes, no tenant or route.
+HIST = {**SHORT, "server_address": "api.openai.com", "server_port": "443"}
 OK = {**COMMON, "outcome": "ok", "status_class": "2xx", "error_type": ""}
 
 
@@ -49,6 +51,8 @@ def make_call(**changes: Any) -> CallEvent:
         "provider_latency_s": 0.45,
         "cached_input_tokens": 0,
         "response_bytes": 512,
+        "server_address": "api.openai.com",
+        "server_port": 443,
     }
     return make_call_event(**{**defaults, **changes})
 
@@ -95,10 +99,10 @@ class TestCallMetrics:
 
         get = registry.get_sample_value
         assert get("llmpulse_requests_total", OK) == 1
-        assert get("gen_ai_client_operation_duration_seconds_count", {**COMMON, "error_type": ""}) == 1
-        assert get("gen_ai_client_operation_duration_seconds_sum", {**COMMON, "error_type": ""}) == 0.5
-        assert get("gen_ai_client_token_usage_sum", {**COMMON, "gen_ai_token_type": "input"}) == 100
-        assert get("gen_ai_client_token_usage_sum", {**COMMON, "gen_ai_token_type": "output"}) == 20
+        assert get("gen_ai_client_operation_duration_seconds_count", {**HIST, "error_type": ""}) == 1
+        assert get("gen_ai_client_operation_duration_seconds_sum", {**HIST, "error_type": ""}) == 0.5
+        assert get("gen_ai_client_token_usage_sum", {**HIST, "gen_ai_token_type": "input"}) == 100
+        assert get("gen_ai_client_token_usage_sum", {**HIST, "gen_ai_token_type": "output"}) == 20
         assert get("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 100
         assert get("llmpulse_tokens_total", {**COMMON, "token_type": "output"}) == 20
         assert get("llmpulse_cost_usd_total", COMMON) == pytest.approx(0.001)
@@ -110,7 +114,7 @@ class TestCallMetrics:
         """Durations land in OTel's buckets, extended to 327.68 s for long reasoning calls."""
         sink.emit(make_call(latency_s=100.0))
 
-        labels = {**COMMON, "error_type": ""}
+        labels = {**HIST, "error_type": ""}
         bucket = "gen_ai_client_operation_duration_seconds_bucket"
         assert registry.get_sample_value(bucket, {**labels, "le": "81.92"}) == 0
         assert registry.get_sample_value(bucket, {**labels, "le": "163.84"}) == 1
@@ -122,7 +126,7 @@ class TestCallMetrics:
         sink.emit(make_call(input_tokens=1000, output_tokens=None))
 
         bucket = "gen_ai_client_token_usage_bucket"
-        labels = {**COMMON, "gen_ai_token_type": "input"}
+        labels = {**HIST, "gen_ai_token_type": "input"}
         assert registry.get_sample_value(bucket, {**labels, "le": "256.0"}) == 0
         assert registry.get_sample_value(bucket, {**labels, "le": "1024.0"}) == 1
         assert "6.7108864e+07" in label_values(registry, bucket, "le")
@@ -135,7 +139,7 @@ class TestCallMetrics:
 
         labels = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "InternalServerError"}
         assert registry.get_sample_value("llmpulse_requests_total", labels) == 1
-        duration = {**COMMON, "error_type": "InternalServerError"}
+        duration = {**HIST, "error_type": "InternalServerError"}
         assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", duration) == 1
 
     def test_no_response_is_status_class_none(
@@ -175,8 +179,8 @@ class TestCallMetrics:
         sink.emit(make_call(streamed=True, ttft_s=None))
 
         name = "gen_ai_client_operation_time_to_first_chunk_seconds"
-        assert registry.get_sample_value(f"{name}_count", COMMON) == 1
-        assert registry.get_sample_value(f"{name}_sum", COMMON) == 0.2
+        assert registry.get_sample_value(f"{name}_count", HIST) == 1
+        assert registry.get_sample_value(f"{name}_sum", HIST) == 0.2
 
     def test_unknown_token_counts_are_not_recorded(
         self, registry: CollectorRegistry, sink: PrometheusSink
@@ -184,9 +188,9 @@ class TestCallMetrics:
         """A None token count records nothing for that token type, not a zero."""
         sink.emit(make_call(input_tokens=None, output_tokens=7))
 
-        input_labels = {**COMMON, "gen_ai_token_type": "input"}
-        assert registry.get_sample_value("gen_ai_client_token_usage_count", input_labels) == 0
-        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 0
+        input_labels = {**HIST, "gen_ai_token_type": "input"}
+        assert registry.get_sample_value("gen_ai_client_token_usage_count", input_labels) is None
+        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) is None
         assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "output"}) == 7
 
     def test_token_details_are_separate_from_totals(
@@ -205,13 +209,13 @@ class TestCallMetrics:
         assert label_values(registry, "llmpulse_tokens_total", "token_type") == {"input", "output"}
 
     @pytest.mark.parametrize(
-        ("changes", "unpriced"),
+        ("changes", "unpriced", "cost"),
         [
-            ({"cost_usd": None}, 1),
-            ({"cost_usd": None, "input_tokens": None}, 1),
-            ({"cost_usd": None, "input_tokens": None, "output_tokens": None}, None),
-            ({"cost_usd": None, "attempts": 0}, None),
-            ({"cost_usd": 0.0}, None),
+            ({"cost_usd": None}, 1, 0.0),
+            ({"cost_usd": None, "input_tokens": None}, 1, 0.0),
+            ({"cost_usd": None, "input_tokens": None, "output_tokens": None}, None, None),
+            ({"cost_usd": None, "attempts": 0}, None, 0.0),
+            ({"cost_usd": 0.0}, None, 0.0),
         ],
     )
     def test_unpriced_requests(
@@ -220,14 +224,18 @@ class TestCallMetrics:
         sink: PrometheusSink,
         changes: dict[str, Any],
         unpriced: int | None,
+        cost: float | None,
     ) -> None:
-        """A sent call with known tokens but no price is counted as unpriced, never as zero cost."""
+        """A sent call with known tokens but no price is counted as unpriced, never as zero cost.
+
+        A series with tokens has a cost series (0 while unpriced); a call with
+        neither tokens nor cost makes none.
+        """
         sink.emit(make_call(**changes))
 
         labels = {"gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o-mini"}
         assert registry.get_sample_value("llmpulse_unpriced_requests_total", labels) == unpriced
-        expected_cost = 0.0 if changes["cost_usd"] is None else changes["cost_usd"]
-        assert registry.get_sample_value("llmpulse_cost_usd_total", COMMON) == expected_cost
+        assert registry.get_sample_value("llmpulse_cost_usd_total", COMMON) == cost
 
     def test_ratelimit_gauges_keep_the_latest_values(
         self, registry: CollectorRegistry, sink: PrometheusSink
@@ -319,12 +327,12 @@ class TestSinkMethods:
 
 class TestCardinality:
     def test_first_tenants_keep_their_label_later_ones_are_other(self, registry: CollectorRegistry) -> None:
-        """Past max_tenants, new tenants become "other" while the first ones keep theirs."""
+        """Past max_tenants, new tenants become "__other__" while the first ones keep theirs."""
         sink = PrometheusSink(registry, max_tenants=2)
         for tenant in ("a", "b", "c", "d", "a", "c"):
             sink.emit(make_call(tenant=tenant))
 
-        tenants = {"a": 2, "b": 1, "other": 3}
+        tenants = {"a": 2, "b": 1, "__other__": 3}
         for tenant, count in tenants.items():
             assert registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": tenant}) == count
         assert label_values(registry, "llmpulse_requests_total", "tenant") == set(tenants)
@@ -335,7 +343,7 @@ class TestCardinality:
         for tenant in ("x", "vip", "y"):
             sink.emit(make_call(tenant=tenant))
 
-        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"x", "vip", "other"}
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"x", "vip", "__other__"}
 
     def test_routes_and_models_are_capped(self, registry: CollectorRegistry) -> None:
         """Routes and models have their own caps, attempts included."""
@@ -345,13 +353,13 @@ class TestCardinality:
         sink.emit(make_attempt(model="ft:m1:org:y"))
         sink.emit(make_call(route=None, model=None))
 
-        assert label_values(registry, "llmpulse_requests_total", "route") == {"/a", "other", ""}
+        assert label_values(registry, "llmpulse_requests_total", "route") == {"/a", "__other__", ""}
         assert label_values(registry, "llmpulse_requests_total", "gen_ai_request_model") == {
             "m1",
-            "other",
+            "__other__",
             "",
         }
-        assert label_values(registry, "llmpulse_attempts_total", "gen_ai_request_model") == {"other"}
+        assert label_values(registry, "llmpulse_attempts_total", "gen_ai_request_model") == {"__other__"}
 
     def test_cap_holds_under_concurrent_emits(self, registry: CollectorRegistry) -> None:
         """Threads racing with distinct tenants admit exactly max_tenants of them."""
@@ -370,7 +378,7 @@ class TestCardinality:
             t.join()
 
         tenants = label_values(registry, "llmpulse_requests_total", "tenant")
-        assert len(tenants - {"other"}) == 10
+        assert len(tenants - {"__other__"}) == 10
         total = sum(
             registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": t}) or 0 for t in tenants
         )
@@ -384,7 +392,7 @@ class TestCardinality:
         second.emit(make_call(tenant="b"))
         first.emit(make_call(tenant="b"))
 
-        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"a", "b", "other"}
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"a", "b", "__other__"}
 
 
 class TestRegistries:
@@ -451,7 +459,7 @@ class TestExemplars:
         sink.emit(make_call(correlation_id="later", latency_s=0.8))
         assert exemplars() == {"1.28": "later", "40.96": "slow"}
         count = "gen_ai_client_operation_duration_seconds_count"
-        assert registry.get_sample_value(count, {**COMMON, "error_type": ""}) == 4
+        assert registry.get_sample_value(count, {**HIST, "error_type": ""}) == 4
 
     def test_inflight_gauge_is_read_at_scrape_time_from_threads(
         self, registry: CollectorRegistry, sink: PrometheusSink
@@ -481,7 +489,7 @@ class TestExemplars:
         sink.emit(make_call(correlation_id="y" * 114))
 
         count = "gen_ai_client_operation_duration_seconds_count"
-        assert registry.get_sample_value(count, {**COMMON, "error_type": ""}) == 2
+        assert registry.get_sample_value(count, {**HIST, "error_type": ""}) == 2
         assert label_values(registry, "llmpulse_internal_errors_total", "where") == set()
         text = generate_openmetrics(registry).decode()
         assert "y" * 114 in text
@@ -665,8 +673,8 @@ class TestMultiprocess:
         error = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "InternalServerError"}
         assert get("llmpulse_requests_total", error) == 3
         assert get("llmpulse_attempts_total", {**SHORT, "status_class": "2xx"}) == 30
-        assert get("gen_ai_client_operation_duration_seconds_count", {**COMMON, "error_type": ""}) == 30
-        assert get("gen_ai_client_operation_time_to_first_chunk_seconds_count", COMMON) == 30
+        assert get("gen_ai_client_operation_duration_seconds_count", {**HIST, "error_type": ""}) == 30
+        assert get("gen_ai_client_operation_time_to_first_chunk_seconds_count", HIST) == 30
         assert get("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 3300
         assert get("llmpulse_cost_usd_total", COMMON) == pytest.approx(0.033)
         assert (
