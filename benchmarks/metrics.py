@@ -181,14 +181,14 @@ def main() -> None:
                 name = name[: -len(suffix)]
                 break
         by_family[name] += 1
-    other = body.count(b'"__other__"') + body.count(b'="other"')
+    other = sum('="__other__"' in line or '="other"' in line for line in lines)
 
     print(f"calls emitted          {calls:,} ({args.tenants} tenants x {args.routes} routes x "
           f"{args.models} models x {len(OUTCOMES)} outcomes)")  # fmt: skip
     print(f"emit                   {emit_s:.1f} s ({emit_s / calls * 1e6:.1f} us per call + attempt)")
     print(f"/metrics size          {len(body) / 1e6:.2f} MB")
     print(f"series (sample lines)  {len(lines):,}")
-    print(f"lines with a folded value {other:,}")
+    print(f"series with a folded value {other:,}")
     print(f"scrape time            {statistics.median(times) * 1000:.0f} ms (median of {args.scrapes})")
     print(f"RSS                    {_rss_mib():.0f} MiB (before emitting {rss_before:.0f} MiB, "
           f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")  # fmt: skip
