@@ -4,6 +4,8 @@ Usage: ``python tests/prometheus_workload.py OPENAI_BASE_URL``. It serves llmpul
 on a free 127.0.0.1 port and prints ``{"metrics_port": N}``, then obeys one command per line
 on stdin, answering each with one JSON line on stdout:
 
+Every call is made for tenant ``acme`` on route ``/chat``.
+
 - ``burst N``: make N calls from 8 threads, then answer with llmpulse's own statistics
   (``llmpulse.stats()``: calls, p95).
 - ``loop``: keep calling from 2 threads in the background, until ``quit`` or end of input.
@@ -22,6 +24,8 @@ import openai
 import llmpulse
 
 MODEL = "gpt-4o-mini"
+TENANT = "acme"
+ROUTE = "/chat"
 
 
 def main() -> int:
@@ -36,7 +40,7 @@ def main() -> int:
 
     def call() -> None:
         # 5xx answers are the point of the fault phase.
-        with contextlib.suppress(openai.APIError):
+        with contextlib.suppress(openai.APIError), llmpulse.context(tenant=TENANT, route=ROUTE):
             client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
 
     def loop() -> None:

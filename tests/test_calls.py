@@ -303,10 +303,8 @@ def test_metrics_count_every_call(
     assert registry.get_sample_value("llmpulse_attempts_total", {**attempts, "status_class": "5xx"}) == 1
     assert registry.get_sample_value("llmpulse_attempts_total", {**attempts, "status_class": "2xx"}) == 1
     assert registry.get_sample_value("llmpulse_tokens_total", {**labels, "token_type": "input"}) > 0
-    assert (
-        registry.get_sample_value(
-            "gen_ai_client_operation_duration_seconds_count", {**labels, "error_type": ""}
-        )
-        == 1
-    )
+    # The histograms carry the GenAI conventions' attributes: the server's, no tenant or route.
+    server = {"server_address": oai.base_url.host, "server_port": str(oai.base_url.port)}
+    duration = {**attempts, **server, "error_type": ""}
+    assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", duration) == 1
     assert registry.get_sample_value("llmpulse_inflight_requests", {"gen_ai_provider_name": "openai"}) == 0

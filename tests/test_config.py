@@ -203,6 +203,7 @@ WRONG_TEXT: dict[str, tuple[str, ...]] = {
     "integer": ("x", "1.5", "nan", "1e3", "-1"),
     "number": ("x", "nan", "inf", "-inf", "-1"),
     "choice": ("bogus", "", "JSON "),
+    "choices": ("bogus", "tenant,bogus", "Tenant"),
     "sinks": ("bogus", "log,bogus"),
     "names": (),  # any comma-separated text is a list of names
     "path": ("/nonexistent-dir/events.jsonl", "", "/"),
@@ -229,6 +230,7 @@ WRONG_CODE: dict[str, tuple[object, ...]] = {
     "integer": (1.5, True, "3", math.nan, -1),
     "number": ("0.5", True, math.nan, math.inf, -1),
     "choice": ("bogus", 1, None),
+    "choices": ("bogus", ["tenant", "user"], [1], 3),
     "sinks": ("bogus", [object()], 3),
     "names": ("acme", [1], [""]),
     "path": ("", "/nonexistent-dir/events.jsonl", 3),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import re
 import subprocess
 import sys
@@ -259,6 +260,15 @@ def test_dashboard_structure() -> None:
         assert metric in queries, f"no panel shows {metric}"
 
 
+def test_no_dashboard_query_filters_a_histogram_by_tenant_or_route() -> None:
+    """The gen_ai_client_* histograms have no tenant or route by default: no panel may select on them."""
+    histogram_queries = [(title, expr) for title, expr in _panel_targets() if "gen_ai_client_" in expr]
+    assert len(histogram_queries) >= 4
+    for title, expr in histogram_queries:
+        assert not re.search(r"\b(tenant|route)\s*(=~|!~|!=|=)", expr), f"{title}: {expr}"
+        assert "by (tenant" not in expr, f"{title}: {expr}"
+
+
 def test_grafana_substitution_is_not_a_no_op() -> None:
     """Variables are replaced, and a broken query is rejected by Prometheus (checked below)."""
     assert _grafana_substitute('rate(x{m=~"$model"}[$__rate_interval])') == 'rate(x{m=~".*"}[1m])'
@@ -419,3 +429,40 @@ def test_e2e_p95_agrees_with_llmpulse_then_5xx_alert_fires_only_under_faults(
     assert alert["labels"]["gen_ai_request_model"] == "gpt-4o-mini"
     assert alert["annotations"]["runbook"] == "docs/alerts.md#llmpulse5xxratiohigh"
     assert 0.1 < float(alert["value"]) < 0.6
+
+
+# Panels the workload's traffic (one model, one tenant, non-streamed, no retries) must fill.
+FILLED_PANELS = (
+    "p95 and p99 latency by model",
+    "Attempts vs requests",
+    "Tokens by tenant",
+    "Cost by tenant (USD per hour)",
+    "Cost by tenant over the dashboard range",
+)
+
+
+def test_e2e_dashboard_panels_show_the_workload_for_one_tenant(
+    workload: _Workload, scaled_prometheus: PrometheusServer
+) -> None:
+    """With one tenant and model picked, each panel the traffic should fill has data in a real Prometheus."""
+    prom = scaled_prometheus
+    workload.command("loop")  # traffic of its own, should this test run alone
+    _poll("calls scraped", lambda: prom.query('llmpulse_requests_total{job="workload"}'))
+    # What the histograms carry: the conventions' attributes, the server's included, no tenant.
+    by_labels = "count by (tenant, route, server_address) "
+    [series] = prom.query(by_labels + '(gen_ai_client_operation_duration_seconds_count{job="workload"})')
+    assert "tenant" not in series["metric"]
+    assert "route" not in series["metric"]
+    assert series["metric"]["server_address"] == "127.0.0.1"
+    picked = {**GRAFANA_VARS, "model": "gpt-4o-mini", "tenant": "acme"}
+    targets = [(title, expr) for title, expr in _panel_targets() if title in FILLED_PANELS]
+    assert {title for title, _ in targets} == set(FILLED_PANELS)
+    for title, expr in targets:
+        query = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: picked[m.group(1) or m.group(2)], expr)
+        if "llmpulse_retries_total" in query or "hourly_budget" in query:
+            continue  # the workload makes no retries; the budget rule needs an hour of cost
+
+        def numbers(q: str = query) -> list[float]:
+            return [v for r in prom.query(q) if not math.isnan(v := float(r["value"][1]))]
+
+        assert all(v >= 0 for v in _poll(f"{title}: {query}", numbers)), title

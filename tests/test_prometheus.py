@@ -20,13 +20,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, mult
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from llmpulse import _metrics_server
+from llmpulse._config import Settings
 from llmpulse._metrics_server import (
     maybe_start_from_env,
     metrics_asgi_app,
     metrics_wsgi_app,
     start_metrics_server,
 )
+from llmpulse._pipeline import make_metrics
 from llmpulse.events import AttemptEvent, CallEvent, InteractionSummary, RateLimitInfo
+from llmpulse.exceptions import ConfigError
 from llmpulse.sinks import _prometheus as prometheus_module
 from llmpulse.sinks._prometheus import DURATION_BUCKETS, PrometheusSink
 from llmpulse.testing import make_call_event
@@ -38,6 +41,8 @@ SHORT = {
     "gen_ai_operation_name": "chat",
 }
 COMMON = {**SHORT, "tenant": "acme", "route": "/chat"}
+# The histograms' labels: the GenAI conventions' attributes, no tenant or route.
+HIST = {**SHORT, "server_address": "api.openai.com", "server_port": "443"}
 OK = {**COMMON, "outcome": "ok", "status_class": "2xx", "error_type": ""}
 
 
@@ -49,6 +54,8 @@ def make_call(**changes: Any) -> CallEvent:
         "provider_latency_s": 0.45,
         "cached_input_tokens": 0,
         "response_bytes": 512,
+        "server_address": "api.openai.com",
+        "server_port": 443,
     }
     return make_call_event(**{**defaults, **changes})
 
@@ -95,10 +102,10 @@ class TestCallMetrics:
 
         get = registry.get_sample_value
         assert get("llmpulse_requests_total", OK) == 1
-        assert get("gen_ai_client_operation_duration_seconds_count", {**COMMON, "error_type": ""}) == 1
-        assert get("gen_ai_client_operation_duration_seconds_sum", {**COMMON, "error_type": ""}) == 0.5
-        assert get("gen_ai_client_token_usage_sum", {**COMMON, "gen_ai_token_type": "input"}) == 100
-        assert get("gen_ai_client_token_usage_sum", {**COMMON, "gen_ai_token_type": "output"}) == 20
+        assert get("gen_ai_client_operation_duration_seconds_count", {**HIST, "error_type": ""}) == 1
+        assert get("gen_ai_client_operation_duration_seconds_sum", {**HIST, "error_type": ""}) == 0.5
+        assert get("gen_ai_client_token_usage_sum", {**HIST, "gen_ai_token_type": "input"}) == 100
+        assert get("gen_ai_client_token_usage_sum", {**HIST, "gen_ai_token_type": "output"}) == 20
         assert get("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 100
         assert get("llmpulse_tokens_total", {**COMMON, "token_type": "output"}) == 20
         assert get("llmpulse_cost_usd_total", COMMON) == pytest.approx(0.001)
@@ -110,7 +117,7 @@ class TestCallMetrics:
         """Durations land in OTel's buckets, extended to 327.68 s for long reasoning calls."""
         sink.emit(make_call(latency_s=100.0))
 
-        labels = {**COMMON, "error_type": ""}
+        labels = {**HIST, "error_type": ""}
         bucket = "gen_ai_client_operation_duration_seconds_bucket"
         assert registry.get_sample_value(bucket, {**labels, "le": "81.92"}) == 0
         assert registry.get_sample_value(bucket, {**labels, "le": "163.84"}) == 1
@@ -122,7 +129,7 @@ class TestCallMetrics:
         sink.emit(make_call(input_tokens=1000, output_tokens=None))
 
         bucket = "gen_ai_client_token_usage_bucket"
-        labels = {**COMMON, "gen_ai_token_type": "input"}
+        labels = {**HIST, "gen_ai_token_type": "input"}
         assert registry.get_sample_value(bucket, {**labels, "le": "256.0"}) == 0
         assert registry.get_sample_value(bucket, {**labels, "le": "1024.0"}) == 1
         assert "6.7108864e+07" in label_values(registry, bucket, "le")
@@ -135,7 +142,7 @@ class TestCallMetrics:
 
         labels = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "InternalServerError"}
         assert registry.get_sample_value("llmpulse_requests_total", labels) == 1
-        duration = {**COMMON, "error_type": "InternalServerError"}
+        duration = {**HIST, "error_type": "InternalServerError"}
         assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", duration) == 1
 
     def test_no_response_is_status_class_none(
@@ -175,8 +182,8 @@ class TestCallMetrics:
         sink.emit(make_call(streamed=True, ttft_s=None))
 
         name = "gen_ai_client_operation_time_to_first_chunk_seconds"
-        assert registry.get_sample_value(f"{name}_count", COMMON) == 1
-        assert registry.get_sample_value(f"{name}_sum", COMMON) == 0.2
+        assert registry.get_sample_value(f"{name}_count", HIST) == 1
+        assert registry.get_sample_value(f"{name}_sum", HIST) == 0.2
 
     def test_unknown_token_counts_are_not_recorded(
         self, registry: CollectorRegistry, sink: PrometheusSink
@@ -184,9 +191,9 @@ class TestCallMetrics:
         """A None token count records nothing for that token type, not a zero."""
         sink.emit(make_call(input_tokens=None, output_tokens=7))
 
-        input_labels = {**COMMON, "gen_ai_token_type": "input"}
-        assert registry.get_sample_value("gen_ai_client_token_usage_count", input_labels) == 0
-        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 0
+        input_labels = {**HIST, "gen_ai_token_type": "input"}
+        assert registry.get_sample_value("gen_ai_client_token_usage_count", input_labels) is None
+        assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) is None
         assert registry.get_sample_value("llmpulse_tokens_total", {**COMMON, "token_type": "output"}) == 7
 
     def test_token_details_are_separate_from_totals(
@@ -205,13 +212,13 @@ class TestCallMetrics:
         assert label_values(registry, "llmpulse_tokens_total", "token_type") == {"input", "output"}
 
     @pytest.mark.parametrize(
-        ("changes", "unpriced"),
+        ("changes", "unpriced", "cost"),
         [
-            ({"cost_usd": None}, 1),
-            ({"cost_usd": None, "input_tokens": None}, 1),
-            ({"cost_usd": None, "input_tokens": None, "output_tokens": None}, None),
-            ({"cost_usd": None, "attempts": 0}, None),
-            ({"cost_usd": 0.0}, None),
+            ({"cost_usd": None}, 1, 0.0),
+            ({"cost_usd": None, "input_tokens": None}, 1, 0.0),
+            ({"cost_usd": None, "input_tokens": None, "output_tokens": None}, None, None),
+            ({"cost_usd": None, "attempts": 0}, None, 0.0),
+            ({"cost_usd": 0.0}, None, 0.0),
         ],
     )
     def test_unpriced_requests(
@@ -220,14 +227,18 @@ class TestCallMetrics:
         sink: PrometheusSink,
         changes: dict[str, Any],
         unpriced: int | None,
+        cost: float | None,
     ) -> None:
-        """A sent call with known tokens but no price is counted as unpriced, never as zero cost."""
+        """A sent call with known tokens but no price is counted as unpriced, never as zero cost.
+
+        A series with tokens has a cost series (0 while unpriced); a call with
+        neither tokens nor cost makes none.
+        """
         sink.emit(make_call(**changes))
 
         labels = {"gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o-mini"}
         assert registry.get_sample_value("llmpulse_unpriced_requests_total", labels) == unpriced
-        expected_cost = 0.0 if changes["cost_usd"] is None else changes["cost_usd"]
-        assert registry.get_sample_value("llmpulse_cost_usd_total", COMMON) == expected_cost
+        assert registry.get_sample_value("llmpulse_cost_usd_total", COMMON) == cost
 
     def test_ratelimit_gauges_keep_the_latest_values(
         self, registry: CollectorRegistry, sink: PrometheusSink
@@ -319,12 +330,12 @@ class TestSinkMethods:
 
 class TestCardinality:
     def test_first_tenants_keep_their_label_later_ones_are_other(self, registry: CollectorRegistry) -> None:
-        """Past max_tenants, new tenants become "other" while the first ones keep theirs."""
+        """Past max_tenants, new tenants become "__other__" while the first ones keep theirs."""
         sink = PrometheusSink(registry, max_tenants=2)
         for tenant in ("a", "b", "c", "d", "a", "c"):
             sink.emit(make_call(tenant=tenant))
 
-        tenants = {"a": 2, "b": 1, "other": 3}
+        tenants = {"a": 2, "b": 1, "__other__": 3}
         for tenant, count in tenants.items():
             assert registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": tenant}) == count
         assert label_values(registry, "llmpulse_requests_total", "tenant") == set(tenants)
@@ -335,7 +346,7 @@ class TestCardinality:
         for tenant in ("x", "vip", "y"):
             sink.emit(make_call(tenant=tenant))
 
-        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"x", "vip", "other"}
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"x", "vip", "__other__"}
 
     def test_routes_and_models_are_capped(self, registry: CollectorRegistry) -> None:
         """Routes and models have their own caps, attempts included."""
@@ -345,13 +356,13 @@ class TestCardinality:
         sink.emit(make_attempt(model="ft:m1:org:y"))
         sink.emit(make_call(route=None, model=None))
 
-        assert label_values(registry, "llmpulse_requests_total", "route") == {"/a", "other", ""}
+        assert label_values(registry, "llmpulse_requests_total", "route") == {"/a", "__other__", ""}
         assert label_values(registry, "llmpulse_requests_total", "gen_ai_request_model") == {
             "m1",
-            "other",
+            "__other__",
             "",
         }
-        assert label_values(registry, "llmpulse_attempts_total", "gen_ai_request_model") == {"other"}
+        assert label_values(registry, "llmpulse_attempts_total", "gen_ai_request_model") == {"__other__"}
 
     def test_cap_holds_under_concurrent_emits(self, registry: CollectorRegistry) -> None:
         """Threads racing with distinct tenants admit exactly max_tenants of them."""
@@ -370,7 +381,7 @@ class TestCardinality:
             t.join()
 
         tenants = label_values(registry, "llmpulse_requests_total", "tenant")
-        assert len(tenants - {"other"}) == 10
+        assert len(tenants - {"__other__"}) == 10
         total = sum(
             registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": t}) or 0 for t in tenants
         )
@@ -384,7 +395,279 @@ class TestCardinality:
         second.emit(make_call(tenant="b"))
         first.emit(make_call(tenant="b"))
 
-        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"a", "b", "other"}
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == {"a", "b", "__other__"}
+
+
+def sample_lines(registry: CollectorRegistry, family: str) -> list[str]:
+    """The exposition's sample lines of ``family`` (a counter's name with its ``_total``), as scraped."""
+    base = family.removesuffix("_total")
+    suffixes = (
+        ("_total", "_created") if family.endswith("_total") else ("_bucket", "_sum", "_count", "_created", "")
+    )
+    names = {base + suffix for suffix in suffixes}
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if line.split("{", 1)[0] in names]
+
+
+class TestHistogramLabels:
+    def test_histograms_carry_the_conventions_attributes_only(
+        self, registry: CollectorRegistry, sink: PrometheusSink
+    ) -> None:
+        """The three GenAI histograms have no tenant or route; the counters keep both."""
+        sink.emit(make_call(streamed=True, ttft_s=0.1))
+
+        def names(sample: str) -> set[str]:
+            return {
+                label for m in registry.collect() for s in m.samples if s.name == sample for label in s.labels
+            }
+
+        semconv = {*HIST, "le"}
+        assert names("gen_ai_client_operation_duration_seconds_bucket") == {*semconv, "error_type"}
+        assert names("gen_ai_client_token_usage_bucket") == {*semconv, "gen_ai_token_type"}
+        assert names("gen_ai_client_operation_time_to_first_chunk_seconds_bucket") == semconv
+        assert {"tenant", "route"} <= names("llmpulse_requests_total")
+        assert {"tenant", "route"} <= names("llmpulse_tokens_total")
+        assert {"tenant", "route"} <= names("llmpulse_cost_usd_total")
+
+    def test_no_address_means_no_port(self, registry: CollectorRegistry, sink: PrometheusSink) -> None:
+        """server_port is only set beside a server_address, as the conventions require."""
+        sink.emit(make_call(server_address="", server_port=443))
+
+        labels = {**SHORT, "server_address": "", "server_port": "", "error_type": ""}
+        assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", labels) == 1
+
+    def test_histogram_labels_add_tenant_and_route_back(self, registry: CollectorRegistry) -> None:
+        """histogram_labels puts tenant and route back on every histogram, in any order given."""
+        sink = PrometheusSink(registry, histogram_labels=["route", "tenant"])
+        sink.emit(make_call(streamed=True, ttft_s=0.1, tenant="t1", route="/r1"))
+
+        labels = {**HIST, "tenant": "t1", "route": "/r1"}
+        get = registry.get_sample_value
+        assert get("gen_ai_client_operation_duration_seconds_count", {**labels, "error_type": ""}) == 1
+        assert get("gen_ai_client_token_usage_sum", {**labels, "gen_ai_token_type": "input"}) == 100
+        assert get("gen_ai_client_operation_time_to_first_chunk_seconds_count", labels) == 1
+
+    def test_histogram_labels_can_add_tenant_alone(self, registry: CollectorRegistry) -> None:
+        """With only "tenant", the histograms get a tenant label and still no route."""
+        PrometheusSink(registry, histogram_labels=["tenant"]).emit(make_call())
+
+        labels = {**HIST, "tenant": "acme", "error_type": ""}
+        assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", labels) == 1
+
+    def test_an_unknown_histogram_label_is_a_config_error(self, registry: CollectorRegistry) -> None:
+        """Only tenant and route can be added: anything else fails when the sink is built."""
+        with pytest.raises(ConfigError, match="LLMPULSE_HISTOGRAM_LABELS=tenant,user is not valid"):
+            PrometheusSink(registry, histogram_labels=["tenant", "user"])
+
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            ({"LLMPULSE_HISTOGRAM_LABELS": "tenant,feature"}, "LLMPULSE_HISTOGRAM_LABELS=tenant,feature"),
+            (
+                {"LLMPULSE_METRICS_MAX_SERIES": "0"},
+                "LLMPULSE_METRICS_MAX_SERIES=0 is not valid: use an integer >= 1",
+            ),
+            ({"LLMPULSE_METRICS_MAX_SERIES": "10k"}, "LLMPULSE_METRICS_MAX_SERIES='10k' is not an integer"),
+        ],
+    )
+    def test_settings_are_validated_at_configure_time(self, env: dict[str, str], message: str) -> None:
+        """A bad histogram label or budget is a ConfigError naming the variable and its value."""
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env(env)
+
+    def test_settings_reach_the_sink(self, registry: CollectorRegistry) -> None:
+        """LLMPULSE_HISTOGRAM_LABELS and LLMPULSE_METRICS_MAX_SERIES shape the pipeline's sink."""
+        settings = Settings.from_env(
+            {"LLMPULSE_HISTOGRAM_LABELS": "route", "LLMPULSE_METRICS_MAX_SERIES": "1234"}
+        )
+        sink = make_metrics(registry, settings)
+        sink.emit(make_call())
+
+        labels = {**HIST, "route": "/chat", "error_type": ""}
+        assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", labels) == 1
+        assert sink._budget.max_series == 1234
+
+    def test_a_registry_keeps_the_labels_it_was_set_up_with(self, registry: CollectorRegistry) -> None:
+        """A second sink cannot change a registry's histogram labels or budget: it is refused, not ignored."""
+        PrometheusSink(registry)
+        with pytest.raises(ConfigError, match="LLMPULSE_HISTOGRAM_LABELS"):
+            PrometheusSink(registry, histogram_labels=["tenant"])
+        with pytest.raises(ConfigError, match="LLMPULSE_METRICS_MAX_SERIES=10000"):
+            PrometheusSink(registry, max_series=500)
+        PrometheusSink(registry).emit(make_call())  # the same settings share it
+
+
+def flood(sink: PrometheusSink, n: int, **changes: Any) -> None:
+    """``n`` calls from distinct tenants (tenant-0 ...), ``changes`` applied to each."""
+    for i in range(n):
+        sink.emit(make_call(tenant=f"tenant-{i}", **changes))
+
+
+class TestSeriesBudget:
+    # 1,000 series: llmpulse_requests_total gets 200 (100 label sets of 2 series:
+    # _total and _created), the duration histogram 200 (10 label sets of 20).
+    BUDGET = 1000
+
+    @pytest.fixture(name="small")
+    def _small(self, registry: CollectorRegistry) -> PrometheusSink:
+        return PrometheusSink(registry, max_series=self.BUDGET, max_tenants=10_000)
+
+    def test_a_family_folds_past_its_share(self, registry: CollectorRegistry, small: PrometheusSink) -> None:
+        """The first label sets that fit keep their values; later ones record under __other__."""
+        flood(small, 150)
+
+        tenants = label_values(registry, "llmpulse_requests_total", "tenant")
+        assert len(tenants - {"__other__"}) == 100  # 200 series: 100 label sets of _total and _created
+        assert "__other__" in tenants
+        folded = {**OK, "tenant": "__other__", "route": "__other__", "gen_ai_request_model": "__other__"}
+        assert registry.get_sample_value("llmpulse_requests_total", folded) == 50
+        total = (
+            sum(
+                registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": t}) or 0
+                for t in tenants
+            )
+            + 50
+        )
+        assert total == 150
+
+    def test_the_budget_counts_series_as_they_are_scraped(
+        self, registry: CollectorRegistry, small: PrometheusSink
+    ) -> None:
+        """Each family's count of series is exactly the sample lines /metrics gives Prometheus."""
+        flood(small, 300, streamed=True, ttft_s=0.1, cached_input_tokens=10)
+        for i in range(30):
+            small.emit(make_call(model=f"m{i}", outcome="error", http_status=500, error_type="E"))
+            small.emit(make_attempt(model=f"m{i}", http_status=500))
+
+        budget = small._budget
+        families = [budget.duration, budget.token_usage, budget.ttfc, budget.requests, budget.tokens]
+        families += [budget.token_details, budget.cost, budget.attempts]
+        for family in families:
+            lines = sample_lines(registry, family.name)
+            assert lines, family.name
+            assert len(lines) == family.used, family.name
+            # Past the share only the folded label sets, a handful, are added.
+            assert family.used <= family.limit + 2 * family.cost, family.name
+
+    def test_a_flood_on_one_family_does_not_starve_another(
+        self, registry: CollectorRegistry, small: PrometheusSink
+    ) -> None:
+        """Tenants filling the request counter's share leave a new model its own series elsewhere."""
+        flood(small, 500)
+        assert "__other__" in label_values(registry, "llmpulse_requests_total", "tenant")
+
+        small.emit(make_call(model="late-model", tenant="tenant-0"))
+        small.emit(make_attempt(model="late-model"))
+        duration = {**HIST, "gen_ai_request_model": "late-model", "error_type": ""}
+        assert registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", duration) == 1
+        attempts = {**SHORT, "gen_ai_request_model": "late-model", "status_class": "2xx"}
+        assert registry.get_sample_value("llmpulse_attempts_total", attempts) == 1
+
+    def test_attempts_flooding_their_share_leave_requests_theirs(
+        self, registry: CollectorRegistry, small: PrometheusSink
+    ) -> None:
+        """The other way round: many models' attempts fill only the attempt counter's share."""
+        for i in range(100):
+            small.emit(make_attempt(model=f"m{i}"))
+        assert "__other__" in label_values(registry, "llmpulse_attempts_total", "gen_ai_request_model")
+
+        small.emit(make_call(model="m99"))
+        assert (
+            registry.get_sample_value("llmpulse_requests_total", {**OK, "gen_ai_request_model": "m99"}) == 1
+        )
+
+    def test_existing_series_keep_their_labels_after_the_budget_is_reached(
+        self, registry: CollectorRegistry, small: PrometheusSink
+    ) -> None:
+        """No churn: a label set admitted before the share filled keeps being updated under its labels."""
+        flood(small, 200)
+        small.emit(make_call(tenant="tenant-0"))
+        small.emit(make_call(tenant="tenant-5", outcome="error", http_status=500, error_type="E"))
+
+        assert registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": "tenant-0"}) == 2
+        # A new outcome for an admitted tenant is a new label set: past the share, it folds.
+        error = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "E"}
+        assert registry.get_sample_value("llmpulse_requests_total", {**error, "tenant": "tenant-5"}) is None
+        other = {"tenant": "__other__", "route": "__other__", "gen_ai_request_model": "__other__"}
+        assert registry.get_sample_value("llmpulse_requests_total", {**error, **other}) == 1
+
+    def test_folded_updates_are_counted_per_metric(
+        self, registry: CollectorRegistry, small: PrometheusSink
+    ) -> None:
+        """llmpulse_metrics_folded_total counts each update recorded under __other__, by family."""
+        flood(small, 130)
+
+        folded = "llmpulse_metrics_folded_total"
+        assert registry.get_sample_value(folded, {"metric": "llmpulse_requests_total"}) == 30
+        assert (
+            registry.get_sample_value(folded, {"metric": "gen_ai_client_operation_duration_seconds"}) is None
+        )
+
+    def test_the_first_fold_of_each_metric_is_logged_once(
+        self, small: PrometheusSink, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """One warning per metric family names it and the budget; more folds say nothing more."""
+        with caplog.at_level(logging.WARNING, logger="llmpulse"):
+            flood(small, 400)
+        warnings = [r.getMessage() for r in caplog.records if "series budget" in r.getMessage()]
+        requests = [w for w in warnings if w.startswith("llmpulse: llmpulse_requests_total ")]
+        assert len(requests) == 1
+        assert "LLMPULSE_METRICS_MAX_SERIES=1000" in requests[0]
+        assert len(warnings) == len(set(warnings))
+
+    def test_allowlisted_tenants_are_never_folded(self, registry: CollectorRegistry) -> None:
+        """A tenant on the allowlist keeps its label past the cap and past the budget."""
+        sink = PrometheusSink(registry, max_series=self.BUDGET, max_tenants=10_000, tenant_allowlist=["vip"])
+        flood(sink, 300)
+        sink.emit(make_call(tenant="vip"))
+
+        assert registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": "vip"}) == 1
+
+    def test_a_histogram_with_tenants_folds_them_too(self, registry: CollectorRegistry) -> None:
+        """With tenant on the histograms, a tenant flood folds there as well, and stays within the share."""
+        sink = PrometheusSink(
+            registry, max_series=self.BUDGET, max_tenants=10_000, histogram_labels=["tenant"]
+        )
+        flood(sink, 50)
+
+        bucket = "gen_ai_client_operation_duration_seconds_bucket"
+        tenants = label_values(registry, bucket, "tenant")
+        assert len(tenants - {"__other__"}) == 10  # 10 label sets of 20 series fill the share of 200
+        # The folded label set comes on top (the budget keeps 5 % for those).
+        assert len(sample_lines(registry, "gen_ai_client_operation_duration_seconds")) == 220
+
+    def test_a_real_value_never_collides_with_the_folded_one(self, registry: CollectorRegistry) -> None:
+        """A tenant really called "__other__" is exported as "___other__", apart from folded tenants."""
+        sink = PrometheusSink(registry, max_tenants=2)
+        for tenant in ("__other__", "__x", "a", "b", "c"):
+            sink.emit(make_call(tenant=tenant))
+
+        tenants = {"___other__": 1, "___x": 1, "__other__": 3}  # a, b and c past the cap of 2
+        assert label_values(registry, "llmpulse_requests_total", "tenant") == set(tenants)
+        for tenant, count in tenants.items():
+            assert registry.get_sample_value("llmpulse_requests_total", {**OK, "tenant": tenant}) == count
+
+    def test_cap_folds_are_counted_and_logged_once(
+        self, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Tenants past LLMPULSE_MAX_TENANTS are counted as folded too, with one warning naming the cap."""
+        sink = PrometheusSink(registry, max_tenants=2)
+        with caplog.at_level(logging.WARNING, logger="llmpulse"):
+            flood(sink, 5)
+
+        assert (
+            registry.get_sample_value("llmpulse_metrics_folded_total", {"metric": "llmpulse_requests_total"})
+            == 3
+        )
+        warnings = [r.getMessage() for r in caplog.records if "LLMPULSE_MAX_TENANTS=2" in r.getMessage()]
+        assert len(warnings) == 1
+
+    def test_the_default_budget_is_10000_series(self, sink: PrometheusSink) -> None:
+        """By default the registry's budget is 10,000 series, of which each family has its share."""
+        assert sink._budget.max_series == 10_000
+        assert sink._budget.requests.limit == 2000
+        assert sink._budget.duration.limit == 2000
+        assert sum(prometheus_module._SHARES.values()) == pytest.approx(0.95)
 
 
 class TestRegistries:
@@ -451,7 +734,7 @@ class TestExemplars:
         sink.emit(make_call(correlation_id="later", latency_s=0.8))
         assert exemplars() == {"1.28": "later", "40.96": "slow"}
         count = "gen_ai_client_operation_duration_seconds_count"
-        assert registry.get_sample_value(count, {**COMMON, "error_type": ""}) == 4
+        assert registry.get_sample_value(count, {**HIST, "error_type": ""}) == 4
 
     def test_inflight_gauge_is_read_at_scrape_time_from_threads(
         self, registry: CollectorRegistry, sink: PrometheusSink
@@ -481,7 +764,7 @@ class TestExemplars:
         sink.emit(make_call(correlation_id="y" * 114))
 
         count = "gen_ai_client_operation_duration_seconds_count"
-        assert registry.get_sample_value(count, {**COMMON, "error_type": ""}) == 2
+        assert registry.get_sample_value(count, {**HIST, "error_type": ""}) == 2
         assert label_values(registry, "llmpulse_internal_errors_total", "where") == set()
         text = generate_openmetrics(registry).decode()
         assert "y" * 114 in text
@@ -665,8 +948,8 @@ class TestMultiprocess:
         error = {**COMMON, "outcome": "error", "status_class": "5xx", "error_type": "InternalServerError"}
         assert get("llmpulse_requests_total", error) == 3
         assert get("llmpulse_attempts_total", {**SHORT, "status_class": "2xx"}) == 30
-        assert get("gen_ai_client_operation_duration_seconds_count", {**COMMON, "error_type": ""}) == 30
-        assert get("gen_ai_client_operation_time_to_first_chunk_seconds_count", COMMON) == 30
+        assert get("gen_ai_client_operation_duration_seconds_count", {**HIST, "error_type": ""}) == 30
+        assert get("gen_ai_client_operation_time_to_first_chunk_seconds_count", HIST) == 30
         assert get("llmpulse_tokens_total", {**COMMON, "token_type": "input"}) == 3300
         assert get("llmpulse_cost_usd_total", COMMON) == pytest.approx(0.033)
         assert (

@@ -40,6 +40,7 @@ _BUDGET_ACTIONS = ("alert", "downgrade", "block")
 _DEADLINES = ("sdk", "fixed")
 _ALERT_SINK_NAMES = ("log", "webhook", "none")
 _WEBHOOK_FORMATS = ("json", "slack", "discord")
+_HISTOGRAM_LABELS = ("tenant", "route")
 # The thresholds set as LLMPULSE_ALERT_<NAME>: AlertConfig's fields, with its defaults.
 _ALERT = AlertConfig()
 _ALERT_FIELDS = (
@@ -79,10 +80,14 @@ class Settings:
         attempt_events: Also log one debug line per HTTP attempt.
         metrics: Record Prometheus metrics.
         metrics_port: Serve /metrics on this port when set (0 picks a free one).
-        max_tenants: Distinct tenant label values before "other".
-        max_routes: Distinct route label values before "other".
-        max_models: Distinct model label values before "other".
+        max_tenants: Distinct tenant label values before "__other__".
+        max_routes: Distinct route label values before "__other__".
+        max_models: Distinct model label values before "__other__".
         tenant_allowlist: Tenants always kept as label values.
+        histogram_labels: Labels added to the GenAI histograms ("tenant",
+            "route"); by default they carry the conventions' attributes only.
+        metrics_max_series: The series budget of the metrics registry, shared
+            out per metric family (docs/performance.md).
         buffer_size: Events queued per I/O sink before drops are counted.
         prices_file: JSON file of price overrides (see docs/configuration.md).
         prices: Price overrides given in code, same shape as the file (code only).
@@ -173,6 +178,8 @@ class Settings:
     max_routes: int = 100
     max_models: int = 200
     tenant_allowlist: tuple[str, ...] = ()
+    histogram_labels: tuple[str, ...] = ()
+    metrics_max_series: int = 10_000
     buffer_size: int = 10_000
     prices_file: str | None = None
     prices: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
@@ -471,6 +478,18 @@ def _choice(accepted: tuple[str, ...]) -> _Spec:
     return _Spec("choice", str, check)
 
 
+def _choices(accepted: tuple[str, ...]) -> _Spec:
+    """Names from ``accepted`` (comma-separated in the variable)."""
+
+    def check(value: Any) -> tuple[str, ...]:
+        names = (value,) if isinstance(value, str) else _as_tuple(value)
+        if not all(isinstance(name, str) and name in accepted for name in names):
+            raise _Invalid(f"accepted values are {', '.join(accepted)}")
+        return names
+
+    return _Spec("choices", _split, check)
+
+
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -702,6 +721,8 @@ _PARSERS: dict[str, _Spec] = {
     "max_routes": _COUNT,
     "max_models": _COUNT,
     "tenant_allowlist": _names(),
+    "histogram_labels": _choices(_HISTOGRAM_LABELS),
+    "metrics_max_series": _COUNT,
     "buffer_size": _COUNT,
     "prices_file": _prices_file(),
     "prices": _prices(),

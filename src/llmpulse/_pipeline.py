@@ -222,6 +222,8 @@ def make_metrics(registry: Any, settings: Settings) -> PrometheusSink:
         max_routes=settings.max_routes,
         max_models=settings.max_models,
         tenant_allowlist=settings.tenant_allowlist,
+        histogram_labels=settings.histogram_labels,
+        max_series=settings.metrics_max_series,
     )
 
 

@@ -5,9 +5,17 @@ built, never at import, and shared by every sink on that registry
 (prometheus_client refuses a name twice). `PrometheusSink.emit` runs on the
 caller's path for every call, so label children are cached per label
 combination: ``metric.labels(...)`` costs ~5 µs, a cached child ~1-2 µs per
-update. Tenant, route and model labels keep the first N distinct values they
-see (plus an allowlist for tenants); later values become "other", with no
-re-ranking and no eviction, so series never churn.
+update.
+
+Cardinality is bounded twice. Tenant, route and model labels keep the first
+N distinct values they see (plus an allowlist for tenants). And each metric
+family that carries them has a share of a series budget per registry,
+counted as Prometheus stores series: when a new label set would not fit its
+family's share, its tenant, route and model fold into ``__other__``, a value
+no real one can take (real values starting with ``__`` get one more ``_``).
+Nothing is re-ranked or evicted, so series never churn. The histograms carry
+only the GenAI conventions' attributes unless ``histogram_labels`` adds
+tenant or route.
 
 Two updates are made cheaper than prometheus_client's defaults because they
 ran on every call: the in-flight gauge reads a locked counter at scrape time
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -31,11 +40,12 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ..events import AttemptEvent, CallEvent, RateLimitInfo
+from ..exceptions import ConfigError
 
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "PrometheusSink"]
 
@@ -49,13 +59,49 @@ TOKEN_BUCKETS: Final = (
 )  # fmt: skip
 """OTel's ``gen_ai.client.token.usage`` buckets."""
 
+# The value tenant, route and model labels fold into past a cap or the
+# series budget; no real value is exported as it (see `_label_value`).
+_OTHER: Final = "__other__"
+# The labels `histogram_labels` may add to the three GenAI histograms.
+_HISTOGRAM_LABELS: Final = ("tenant", "route")
+# The default series budget of a registry: docs/performance.md says why.
+_MAX_SERIES: Final = 10_000
+# Each budgeted family's share of the budget. They add up to 95 %: the rest
+# is room for the "__other__" label sets, always recorded, and for the
+# families whose label values come from llmpulse's code or configuration
+# (providers, reasons, sink names), which are not budgeted.
+_SHARES: Final = {
+    "gen_ai_client_operation_duration_seconds": 0.20,
+    "gen_ai_client_token_usage": 0.08,
+    "gen_ai_client_operation_time_to_first_chunk_seconds": 0.07,
+    "llmpulse_requests_total": 0.20,
+    "llmpulse_tokens_total": 0.12,
+    "llmpulse_token_details_total": 0.04,
+    "llmpulse_cost_usd_total": 0.08,
+    "llmpulse_unpriced_requests_total": 0.02,
+    "llmpulse_attempts_total": 0.04,
+    "llmpulse_retries_total": 0.02,
+    "llmpulse_retries_refused_total": 0.02,
+    "llmpulse_fallbacks_total": 0.02,
+    "llmpulse_circuit_state": 0.02,
+    "llmpulse_circuit_transitions_total": 0.02,
+}
+
 _COMMON = ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name", "tenant", "route")
 _SHORT = ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name")
+# The GenAI conventions' attributes of the client histograms (server.port is
+# required when server.address is set), as an OTel exporter names them.
+_SEMCONV = (*_SHORT, "server_address", "server_port")
+# The labels whose values come from the caller's requests: these fold.
+_FOLDABLE = frozenset({"tenant", "route", "gen_ai_request_model", "served_model"})
 _EXEMPLAR_KEY = "correlation_id"
 # prometheus_client rejects exemplars whose label names + values exceed 128
 # characters, but only after it has counted the observation.
 _EXEMPLAR_MAX_CHARS = 128
-_OTHER = "other"
+# Raw label combinations whose cached children a sink keeps; beyond, each
+# update resolves its children again (slower, bounded memory).
+_MAX_CACHED_SERIES = 20_000
+_log = logging.getLogger("llmpulse")
 _EXEMPLAR_EVERY_S = 1.0
 _DURATION_BOUNDS = (*DURATION_BUCKETS, math.inf)
 _monotonic = time.monotonic  # the exemplar clock (tests replace it)
@@ -107,26 +153,30 @@ def _current_trace_ids() -> tuple[str, str] | None:
 class _Metrics:
     """Every metric llmpulse records, registered once per registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, histogram_labels: tuple[str, ...], max_series: int
+    ) -> None:
         r = registry
+        self.histogram_labels = histogram_labels
+        hist = (*_SEMCONV, *histogram_labels)
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
             "Duration of GenAI client operations (the whole logical call, retries included).",
-            (*_COMMON, "error_type"),
+            (*hist, "error_type"),
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.token_usage = Histogram(
             "gen_ai_client_token_usage",
             "Tokens used per GenAI call.",
-            (*_COMMON, "gen_ai_token_type"),
+            (*hist, "gen_ai_token_type"),
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
         self.ttfc = Histogram(
             "gen_ai_client_operation_time_to_first_chunk_seconds",
             "Time to the first content chunk of streamed GenAI calls.",
-            _COMMON,
+            hist,
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -263,6 +313,13 @@ class _Metrics:
             ("reason",),
             registry=r,
         )
+        self.folded = Counter(
+            "llmpulse_metrics_folded_total",
+            'Updates recorded with tenant, route or model "__other__" (past a cap or the series budget).',
+            ("metric",),
+            registry=r,
+        )
+        self.budget = _Budget(self, max_series)
 
 
 class _Inflight:
@@ -301,12 +358,177 @@ _metrics_lock = threading.Lock()
 _metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
 
 
-def _metrics_for(registry: CollectorRegistry) -> _Metrics:
+def _metrics_for(registry: CollectorRegistry, histogram_labels: tuple[str, ...], max_series: int) -> _Metrics:
     with _metrics_lock:
         metrics = _metrics_by_registry.get(registry)
         if metrics is None:
-            metrics = _metrics_by_registry[registry] = _Metrics(registry)
+            metrics = _metrics_by_registry[registry] = _Metrics(registry, histogram_labels, max_series)
+        elif (metrics.histogram_labels, metrics.budget.max_series) != (histogram_labels, max_series):
+            # The registered histograms' label names cannot change, and one
+            # budget bounds what the registry exports.
+            raise ConfigError(
+                f"this registry's llmpulse metrics were set up with LLMPULSE_HISTOGRAM_LABELS="
+                f"{','.join(metrics.histogram_labels)} and LLMPULSE_METRICS_MAX_SERIES="
+                f"{metrics.budget.max_series}; a sink cannot use {','.join(histogram_labels)} and "
+                f"{max_series} on it"
+            )
         return metrics
+
+
+class _Inc(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Observe(Protocol):
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None: ...
+
+
+class _Set(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class _Folded:
+    """A child whose labels were folded: each update is also counted in ``llmpulse_metrics_folded_total``."""
+
+    __slots__ = ("_child", "_folded")
+
+    def __init__(self, child: Any, folded: Counter) -> None:
+        self._child = child
+        self._folded = folded
+
+    def inc(self, amount: float = 1) -> None:
+        self._child.inc(amount)
+        self._folded.inc()
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        self._child.observe(amount, exemplar)
+        self._folded.inc()
+
+    def set(self, value: float) -> None:
+        self._child.set(value)
+        self._folded.inc()
+
+
+class _Family:
+    """One budgeted metric family: its share of the budget and the label sets it admitted."""
+
+    __slots__ = (
+        "admitted",
+        "children",
+        "cost",
+        "fold",
+        "limit",
+        "metric",
+        "name",
+        "tenant",
+        "used",
+        "warned",
+    )
+
+    def __init__(self, metric: Counter | Gauge | Histogram, cost: int, max_series: int) -> None:
+        # prometheus_client keeps a counter's name without "_total".
+        self.name: str = metric._name + ("_total" if metric._type == "counter" else "")
+        self.metric = metric
+        names: tuple[str, ...] = tuple(metric._labelnames)
+        # Series per label set, as Prometheus stores them.
+        self.cost = cost
+        self.limit = int(max_series * _SHARES[self.name])
+        self.used = 0
+        self.fold = tuple(i for i, name in enumerate(names) if name in _FOLDABLE)
+        self.tenant = names.index("tenant") if "tenant" in names else None
+        self.admitted: set[tuple[str, ...]] = set()
+        self.children: dict[tuple[str, ...], Any] = {}
+        self.warned = False
+
+
+class _Budget:
+    """The series budget of one registry, shared out per metric family.
+
+    A label set is admitted while its family's series fit its share; once
+    admitted it stays (no eviction, so no churn). One that does not fit has
+    its tenant, route and model folded into ``__other__``; a label set with
+    every such label folded is always admitted (it is bounded by the other
+    labels: providers, operations, outcomes), as is one for an allowlisted
+    tenant (the operator chose the list). The first fold of a family is
+    logged once.
+    """
+
+    def __init__(self, m: _Metrics, max_series: int) -> None:
+        self.max_series = max_series
+        self._lock = threading.Lock()
+        self._folded = m.folded
+        # prometheus_client exports a `_created` series per counter and
+        # histogram label set unless told not to (multiprocess mode never does).
+        created = 0 if _multiprocess() or not _created_series() else 1
+        histogram = len(DURATION_BUCKETS) + 1 + 2 + created  # buckets and +Inf, _sum, _count
+        tokens = len(TOKEN_BUCKETS) + 1 + 2 + created
+        counter = 1 + created
+
+        def family(metric: Counter | Gauge | Histogram, cost: int) -> _Family:
+            return _Family(metric, cost, max_series)
+
+        self.duration = family(m.duration, histogram)
+        self.token_usage = family(m.token_usage, tokens)
+        self.ttfc = family(m.ttfc, histogram)
+        self.requests = family(m.requests, counter)
+        self.tokens = family(m.tokens, counter)
+        self.token_details = family(m.token_details, counter)
+        self.cost = family(m.cost, counter)
+        self.unpriced = family(m.unpriced, counter)
+        self.attempts = family(m.attempts, counter)
+        self.retries = family(m.retries, counter)
+        self.retries_refused = family(m.retries_refused, counter)
+        self.fallbacks = family(m.fallbacks, counter)
+        self.circuit_state = family(m.circuit_state, 1)
+        self.circuit_transitions = family(m.circuit_transitions, counter)
+
+    def child(self, f: _Family, labels: tuple[str, ...], keep: frozenset[str] = frozenset()) -> Any:
+        """The child to update for ``labels``: theirs, or the folded one when they do not fit."""
+        child = f.children.get(labels)
+        if child is not None:
+            return child
+        with self._lock:
+            resolved = self._admit(f, labels, keep)
+            child = f.children.get(resolved)
+            if child is None:
+                child = f.metric.labels(*resolved)
+                if _OTHER in resolved:
+                    child = _Folded(child, self._folded.labels(f.name))
+                f.children[resolved] = child
+        # Not remembered under labels that did not fit: the map stays bounded.
+        return child
+
+    def _admit(self, f: _Family, labels: tuple[str, ...], keep: frozenset[str]) -> tuple[str, ...]:
+        if labels in f.admitted:
+            return labels
+        folded = tuple(_OTHER if i in f.fold else v for i, v in enumerate(labels))
+        kept = f.tenant is not None and labels[f.tenant] in keep
+        if f.used + f.cost <= f.limit or folded == labels or kept:
+            f.admitted.add(labels)
+            f.used += f.cost
+            return labels
+        if not f.warned:
+            f.warned = True
+            _log.warning(
+                "llmpulse: %s reached its share of the series budget (%d of LLMPULSE_METRICS_MAX_SERIES=%d); "
+                "new label sets are recorded with tenant, route and model %r "
+                "(counted in llmpulse_metrics_folded_total)",
+                f.name,
+                f.limit,
+                self.max_series,
+                _OTHER,
+            )
+        if folded not in f.admitted:
+            f.admitted.add(folded)
+            f.used += f.cost
+        return folded
+
+
+def _created_series() -> bool:
+    from prometheus_client import metrics  # noqa: PLC0415 - only read here
+
+    # Set from PROMETHEUS_DISABLE_CREATED_SERIES at import, or by disable_created_metrics().
+    return bool(getattr(metrics, "_use_created", True))
 
 
 def _multiprocess() -> bool:
@@ -318,21 +540,29 @@ def _multiprocess() -> bool:
     return values.ValueClass is not values.MutexValue or "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
+def _label_value(value: str) -> str:
+    """``value`` as exported: one starting with "__" gets one more "_", so no real value is `_OTHER`."""
+    return "_" + value if value.startswith("__") else value
+
+
 class _Capped:
-    """Maps raw label values to themselves for the first N distinct ones, to "other" after.
+    """Maps raw label values to themselves for the first N distinct ones, to "__other__" after.
 
     ``known`` is read without the lock on the hot path: a dict lookup is
-    atomic, and values only ever get added.
+    atomic, and values only ever get added. The first value past the cap
+    is logged, once.
     """
 
-    __slots__ = ("_limit", "_lock", "_seen", "known")
+    __slots__ = ("_limit", "_lock", "_seen", "_setting", "_warned", "known")
 
-    def __init__(self, limit: int, allow: Iterable[str] = ()) -> None:
+    def __init__(self, limit: int, setting: str, allow: Iterable[str] = ()) -> None:
         self._limit = limit
+        self._setting = setting
         self._seen = 0
+        self._warned = False
         self._lock = threading.Lock()
         self.known: dict[str | None, str] = {None: "", "": ""}
-        self.known.update((value, value) for value in allow)
+        self.known.update((value, _label_value(value)) for value in allow)
 
     def resolve(self, value: str | None) -> str:
         """Return the label value for ``value``, admitting it while under the cap."""
@@ -346,22 +576,37 @@ class _Capped:
             if label is not None:
                 return label
             if self._seen >= self._limit:
+                if not self._warned:
+                    self._warned = True
+                    _log.warning(
+                        "llmpulse: more than %s=%d distinct values; later ones are recorded as %r "
+                        "(counted in llmpulse_metrics_folded_total)",
+                        self._setting,
+                        self._limit,
+                        _OTHER,
+                    )
                 # Not remembered: the map must stay bounded too.
                 return _OTHER
             self._seen += 1
-            self.known[value] = value
-            return value
+            label = self.known[value] = _label_value(value)
+            return label
 
 
 class _Series:
-    """Cached label children for one (provider, model, operation, tenant, route)."""
+    """Cached label children for one (provider, model, operation, tenant, route, server address, port).
+
+    Every child is made on first use: a call that never needs one (a
+    rejected call has no tokens) spends none of the series budget on it.
+    Children are shared with other raw combinations whose labels are the
+    same (the histograms' have no tenant or route) or were folded.
+    """
 
     __slots__ = (
         "cache_write",
         "cached_input",
         "cost",
         "duration",
-        "exemplar_due",
+        "hist",
         "labels",
         "reasoning",
         "requests",
@@ -373,24 +618,22 @@ class _Series:
         "usage_out",
     )
 
-    def __init__(self, m: _Metrics, labels: tuple[str, str, str, str, str]) -> None:
-        self.labels = labels
-        self.duration: dict[str | None, Histogram] = {}
-        # Per duration bucket: when the next exemplar may be attached.
-        self.exemplar_due: dict[str | None, list[float]] = {}
-        self.requests: dict[tuple[str, int | None, str | None], Counter] = {}
-        self.usage_in = m.token_usage.labels(*labels, "input")
-        self.usage_out = m.token_usage.labels(*labels, "output")
-        self.tokens_in = m.tokens.labels(*labels, "input")
-        self.tokens_out = m.tokens.labels(*labels, "output")
-        self.cost = m.cost.labels(*labels)
-        # Created on first use: most series never see them, and a histogram
-        # child exports a sample per bucket even when empty.
-        self.ttfc: Histogram | None = None
-        self.cached_input: Counter | None = None
-        self.cache_write: Counter | None = None
-        self.reasoning: Counter | None = None
-        self.unpriced: Counter | None = None
+    def __init__(self, labels: tuple[str, ...], hist: tuple[str, ...]) -> None:
+        self.labels = labels  # the counters': provider, model, operation, tenant, route
+        self.hist = hist  # the histograms', but their last (error or token type)
+        # Per error type: the duration child and, per bucket, when its next exemplar may be attached.
+        self.duration: dict[str | None, tuple[_Observe, list[float]]] = {}
+        self.requests: dict[tuple[str, int | None, str | None], _Inc] = {}
+        self.usage_in: _Observe | None = None
+        self.usage_out: _Observe | None = None
+        self.ttfc: _Observe | None = None
+        self.tokens_in: _Inc | None = None
+        self.tokens_out: _Inc | None = None
+        self.cost: _Inc | None = None
+        self.cached_input: _Inc | None = None
+        self.cache_write: _Inc | None = None
+        self.reasoning: _Inc | None = None
+        self.unpriced: _Inc | None = None
 
 
 def _status_class(status: int | None) -> str:
@@ -403,17 +646,32 @@ class PrometheusSink:
     Metric names follow the OpenTelemetry GenAI conventions as an OTel
     exporter renders them in Prometheus (``gen_ai_client_operation_duration_seconds``,
     ``gen_ai_client_token_usage``, ...), so dashboards work for both paths;
-    llmpulse's own counters start with ``llmpulse_``. Label values that are
-    None are exported as "". `emit` never raises: a failure inside it is
-    counted in ``llmpulse_internal_errors_total{where="prometheus_sink"}``.
+    llmpulse's own counters start with ``llmpulse_``. The three histograms
+    carry the conventions' attributes only (provider, request model,
+    operation, server address and port, error or token type); tenant and
+    route are on the counters. Label values that are None are exported as "".
+    `emit` never raises: a failure inside it is counted in
+    ``llmpulse_internal_errors_total{where="prometheus_sink"}``.
+
+    Tenant, route and model values past their cap, and label sets past their
+    family's share of the registry's series budget, are recorded as
+    ``"__other__"`` (see docs/performance.md); each such update is counted in
+    ``llmpulse_metrics_folded_total{metric}``.
 
     Args:
         registry: The prometheus_client registry (None: the global ``REGISTRY``).
-            Sinks on the same registry share the metric objects.
-        max_tenants: Distinct tenant label values kept before later ones become "other".
-        max_routes: Distinct route label values kept before later ones become "other".
-        max_models: Distinct model label values kept before later ones become "other".
-        tenant_allowlist: Tenants always kept, outside the ``max_tenants`` count.
+            Sinks on the same registry share the metric objects and the budget.
+        max_tenants: Distinct tenant label values kept before later ones become "__other__".
+        max_routes: Distinct route label values kept before later ones become "__other__".
+        max_models: Distinct model label values kept before later ones become "__other__".
+        tenant_allowlist: Tenants always kept, outside the ``max_tenants`` count and the budget.
+        histogram_labels: "tenant" and/or "route", added to the histograms' labels.
+        max_series: The registry's series budget.
+
+    Raises:
+        ConfigError: When ``histogram_labels`` names another label, or the
+            registry's metrics were set up by a sink with other
+            ``histogram_labels`` or ``max_series``.
 
     Example:
         >>> from prometheus_client import CollectorRegistry
@@ -432,15 +690,35 @@ class PrometheusSink:
         max_routes: int = 100,
         max_models: int = 200,
         tenant_allowlist: Iterable[str] = (),
+        histogram_labels: Iterable[str] = (),
+        max_series: int = _MAX_SERIES,
     ) -> None:
-        self._m = _metrics_for(REGISTRY if registry is None else registry)
-        self._tenants = _Capped(max_tenants, tenant_allowlist)
-        self._routes = _Capped(max_routes)
-        self._models = _Capped(max_models)
-        self._series: dict[tuple[str, str, str, str, str], _Series] = {}
-        self._attempts: dict[tuple[str, str, str, int | None], Counter] = {}
+        wanted = tuple(histogram_labels)
+        unknown = [label for label in wanted if label not in _HISTOGRAM_LABELS]
+        if unknown:
+            raise ConfigError(
+                f"LLMPULSE_HISTOGRAM_LABELS={','.join(wanted)} is not valid: "
+                f"accepted values are {', '.join(_HISTOGRAM_LABELS)}"
+            )
+        if max_series < 1:
+            raise ConfigError(f"LLMPULSE_METRICS_MAX_SERIES={max_series!r} is not valid: use an integer >= 1")
+        extra = tuple(label for label in _HISTOGRAM_LABELS if label in wanted)
+        self._m = _metrics_for(REGISTRY if registry is None else registry, extra, max_series)
+        self._budget = self._m.budget
+        self._hist_tenant = "tenant" in extra
+        self._hist_route = "route" in extra
+        allow = tuple(tenant_allowlist)
+        self._keep = frozenset(map(_label_value, allow))
+        self._tenants = _Capped(max_tenants, "LLMPULSE_MAX_TENANTS", allow)
+        self._routes = _Capped(max_routes, "LLMPULSE_MAX_ROUTES")
+        self._models = _Capped(max_models, "LLMPULSE_MAX_MODELS")
+        self._series: dict[tuple[str, str, str, str, str, str, int | None], _Series] = {}
+        self._attempts: dict[tuple[str, str, str, int | None], _Inc] = {}
         self._ratelimit: dict[str, tuple[Gauge, Gauge]] = {}
         self._other: dict[tuple[str, ...], Any] = {}
+        # Per duration child, shared by the series that update it: when each
+        # bucket's next exemplar is due.
+        self._exemplar_due: dict[int, list[float]] = {}
         # Exemplars are silently dropped in multiprocess mode; skip the work.
         self._exemplars = not _multiprocess()
 
@@ -459,28 +737,30 @@ class PrometheusSink:
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")
 
+    def _child(self, family: _Family, labels: tuple[str, ...]) -> Any:
+        return self._budget.child(family, labels, self._keep)
+
     def _call(self, e: CallEvent) -> None:
         # Hot path: a handful of direct child updates, split only as far as
         # readability needs (each extra method call costs ~0.1 µs).
         s = self._series_for(e)
-        key = s.labels
         error_type = e.error_type
         rkey = (e.outcome, e.http_status, error_type)
         requests = s.requests.get(rkey)
         if requests is None:
-            requests = s.requests[rkey] = self._m.requests.labels(
-                *key, e.outcome, _status_class(e.http_status), error_type or ""
-            )
+            labels = (*s.labels, e.outcome, _status_class(e.http_status), error_type or "")
+            requests = s.requests[rkey] = self._child(self._budget.requests, labels)
         requests.inc()
 
         if e.outcome != "rejected":
-            duration = s.duration.get(error_type)
-            if duration is None:
-                duration = s.duration[error_type] = self._m.duration.labels(*key, error_type or "")
-                s.exemplar_due[error_type] = [0.0] * len(_DURATION_BOUNDS)
+            timed = s.duration.get(error_type)
+            if timed is None:
+                child = self._child(self._budget.duration, (*s.hist, error_type or ""))
+                due_by_bucket = self._exemplar_due.setdefault(id(child), [0.0] * len(_DURATION_BOUNDS))
+                timed = s.duration[error_type] = (child, due_by_bucket)
+            duration, due = timed
             latency = e.latency_s
             if self._exemplars:
-                due = s.exemplar_due[error_type]
                 bucket = bisect.bisect_left(_DURATION_BOUNDS, latency)  # the first bound >= latency
                 now = _monotonic()
                 # The labels are only worked out when one is due: once a second per bucket.
@@ -496,7 +776,7 @@ class PrometheusSink:
         if e.streamed and e.ttft_s is not None:
             ttfc = s.ttfc
             if ttfc is None:
-                ttfc = s.ttfc = self._m.ttfc.labels(*key)
+                ttfc = s.ttfc = self._child(self._budget.ttfc, s.hist)
             ttfc.observe(e.ttft_s)
 
         self._tokens(s, e)
@@ -515,44 +795,75 @@ class PrometheusSink:
         route = self._routes.known.get(e.route)
         if route is None:
             route = self._routes.resolve(e.route)
-        key = (e.provider, model, e.operation, tenant, route)
+        key = (e.provider, model, e.operation, tenant, route, e.server_address, e.server_port)
         s = self._series.get(key)
         if s is None:
-            s = self._series[key] = _Series(self._m, key)
+            address = e.server_address
+            port = "" if e.server_port is None or not address else str(e.server_port)
+            hist: tuple[str, ...] = (e.provider, model, e.operation, address, port)
+            if self._hist_tenant:
+                hist = (*hist, tenant)
+            if self._hist_route:
+                hist = (*hist, route)
+            s = _Series((e.provider, model, e.operation, tenant, route), hist)
+            # Past the limit the series is used for this call only: memory stays bounded.
+            if len(self._series) < _MAX_CACHED_SERIES:
+                self._series[key] = s
         return s
 
     def _tokens(self, s: _Series, e: CallEvent) -> None:
         if e.cache_hit:
             return  # answered from the cache: no tokens used, nothing billed
+        b = self._budget
         known = False
         if e.input_tokens is not None:
             known = True
+            if s.usage_in is None:
+                s.usage_in = self._child(b.token_usage, (*s.hist, "input"))
+            if s.tokens_in is None:
+                s.tokens_in = self._child(b.tokens, (*s.labels, "input"))
             s.usage_in.observe(e.input_tokens)
             s.tokens_in.inc(e.input_tokens)
         if e.output_tokens is not None:
             known = True
+            if s.usage_out is None:
+                s.usage_out = self._child(b.token_usage, (*s.hist, "output"))
+            if s.tokens_out is None:
+                s.tokens_out = self._child(b.tokens, (*s.labels, "output"))
             s.usage_out.observe(e.output_tokens)
             s.tokens_out.inc(e.output_tokens)
+        if e.cached_input_tokens or e.cache_write_tokens or e.reasoning_tokens:
+            self._token_details(s, e)
+        if e.cost_usd is not None or known:
+            self._cost(s, e)
+
+    def _cost(self, s: _Series, e: CallEvent) -> None:
+        # A series with tokens has a cost series, 0 while unpriced, so rates of it exist.
+        if s.cost is None:
+            s.cost = self._child(self._budget.cost, s.labels)
+        if e.cost_usd is not None:
+            s.cost.inc(e.cost_usd)
+        elif e.attempts > 0:
+            # Sent and answered with usage, yet no price: cost is unknown, not zero.
+            if s.unpriced is None:
+                s.unpriced = self._child(self._budget.unpriced, s.labels[:2])
+            s.unpriced.inc()
+
+    def _token_details(self, s: _Series, e: CallEvent) -> None:
         # Zero is the common case for these subsets: skip the update (not the meaning).
+        details = self._budget.token_details
         if e.cached_input_tokens:
             if s.cached_input is None:
-                s.cached_input = self._m.token_details.labels(*s.labels, "cached_input")
+                s.cached_input = self._child(details, (*s.labels, "cached_input"))
             s.cached_input.inc(e.cached_input_tokens)
         if e.cache_write_tokens:
             if s.cache_write is None:
-                s.cache_write = self._m.token_details.labels(*s.labels, "cache_write")
+                s.cache_write = self._child(details, (*s.labels, "cache_write"))
             s.cache_write.inc(e.cache_write_tokens)
         if e.reasoning_tokens:
             if s.reasoning is None:
-                s.reasoning = self._m.token_details.labels(*s.labels, "reasoning")
+                s.reasoning = self._child(details, (*s.labels, "reasoning"))
             s.reasoning.inc(e.reasoning_tokens)
-        if e.cost_usd is not None:
-            s.cost.inc(e.cost_usd)
-        elif known and e.attempts > 0:
-            # Sent and answered with usage, yet no price: cost is unknown, not zero.
-            if s.unpriced is None:
-                s.unpriced = self._m.unpriced.labels(*s.labels[:2])
-            s.unpriced.inc()
 
     def _set_ratelimit(self, provider: str, rl: RateLimitInfo) -> None:
         gauges = self._ratelimit.get(provider)
@@ -578,9 +889,8 @@ class PrometheusSink:
             key = (provider, label, operation, status)
             child = self._attempts.get(key)
             if child is None:
-                child = self._attempts[key] = self._m.attempts.labels(
-                    provider, label, operation, _status_class(status)
-                )
+                labels = (provider, label, operation, _status_class(status))
+                child = self._attempts[key] = self._child(self._budget.attempts, labels)
             child.inc()
         except Exception:  # noqa: BLE001 - metrics must never break a call
             self.record_internal_error("prometheus_sink")
@@ -622,8 +932,8 @@ class PrometheusSink:
         label = self._models.known.get(model)
         if label is None:
             label = self._models.resolve(model)
-        metric = self._m.retries if made else self._m.retries_refused
-        self._bump(metric, ("retry" if made else "refused", provider, label, reason), 1)
+        family = self._budget.retries if made else self._budget.retries_refused
+        self._bump_budgeted(family, ("retry" if made else "refused", provider, label, reason), 1)
 
     def _queue_wait_child(self, provider: str) -> Histogram:
         child = self._other.get(("queue_wait", provider))
@@ -670,7 +980,7 @@ class PrometheusSink:
         models = self._models
         from_model, to_model = models.resolve(from_model), models.resolve(to_model)
         key = ("fallback", provider, from_model, served_provider, to_model, reason)
-        self._bump(self._m.fallbacks, key, 1)
+        self._bump_budgeted(self._budget.fallbacks, key, 1)
 
     def record_circuit(self, provider: str, host: str, model: str, old: str, new: str) -> None:
         """Record a breaker transition and its new state (``llmpulse_circuit_*``).
@@ -685,8 +995,9 @@ class PrometheusSink:
         """
         label = self._models.resolve(model)
         with contextlib.suppress(Exception):  # metrics must never break a call
-            self._m.circuit_state.labels(provider, host, label).set(_CIRCUIT_STATES.get(new, -1))
-        self._bump(self._m.circuit_transitions, ("circuit", provider, host, label, old, new), 1)
+            state: _Set = self._child(self._budget.circuit_state, (provider, host, label))
+            state.set(_CIRCUIT_STATES.get(new, -1))
+        self._bump_budgeted(self._budget.circuit_transitions, ("circuit", provider, host, label, old, new), 1)
 
     def record_dropped(self, sink: str, reason: str, n: int = 1) -> None:
         """Count events a sink did not get (``llmpulse_events_dropped_total``).
@@ -726,6 +1037,14 @@ class PrometheusSink:
 
         """
         self._bump(self._m.wrap_failures, ("wrap", reason), 1)
+
+    def _bump_budgeted(self, family: _Family, key: tuple[str, ...], n: float) -> None:
+        # As `_bump`, through the series budget.
+        with contextlib.suppress(Exception):
+            child = self._other.get(key)
+            if child is None:
+                child = self._other[key] = self._child(family, key[1:])
+            child.inc(n)
 
     def _bump(self, metric: Counter, key: tuple[str, ...], n: float) -> None:
         # Called from error paths, `emit`'s included, with nowhere left to
