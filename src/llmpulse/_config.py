@@ -101,7 +101,9 @@ class Settings:
         max_routes: Distinct route label values before "other".
         max_models: Distinct model label values before "other".
         tenant_allowlist: Tenants always kept as label values.
-        buffer_size: Events queued per I/O sink before drops are counted.
+        buffer_size: Events held per I/O sink (queued or being delivered) before drops are counted.
+        flush_timeout_s: Seconds the exit hook waits for all sinks together; what is
+            left then is counted as dropped ("shutdown").
         prices_file: JSON file of price overrides (see docs/configuration.md).
         prices: Price overrides given in code, same shape as the file (code only).
         capture_content: Capture prompt/completion text (off by default).
@@ -186,6 +188,7 @@ class Settings:
     max_models: int = 200
     tenant_allowlist: tuple[str, ...] = ()
     buffer_size: int = 10_000
+    flush_timeout_s: float = 2.0
     prices_file: str | None = None
     prices: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
     capture_content: bool = False
@@ -291,6 +294,7 @@ class Settings:
         for name in ("max_tenants", "max_routes", "max_models", "buffer_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_var(name)} must be a positive integer, got {getattr(self, name)}")
+        _check_positive_finite("flush_timeout_s", self.flush_timeout_s)
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"{_var('metrics_port')} must be a port number 0-65535")
         self._check_alerts()
@@ -411,6 +415,11 @@ def _parse_int(name: str, raw: str) -> int:
         raise ConfigError(f"{_var(name)}={raw!r} is not an integer") from None
 
 
+def _check_positive_finite(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{_var(name)}={value!r} is not valid: use a number of seconds > 0")
+
+
 def _parse_float(name: str, raw: str) -> float:
     try:
         return float(raw)
@@ -474,6 +483,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_models": _parse_int,
     "tenant_allowlist": _parse_list,
     "buffer_size": _parse_int,
+    "flush_timeout_s": _parse_float,
     "prices_file": _parse_optional_str,
     "capture_content": _parse_bool,
     "include_stream_usage": _parse_bool,

@@ -38,6 +38,7 @@ from ..policies._shared import is_shared
 from ..state import MemoryStore
 from ._alert import Alert, AlertSink, Evidence, Severity
 from ._config import AlertConfig
+from ._sinks import _Delivery
 from ._windows import Counts, Ring, Totals
 
 if TYPE_CHECKING:
@@ -543,15 +544,11 @@ class AlertEngine:
         )
         self.sent.append(alert)
         del self.sent[:-100]
-        for sink in self.sinks:
-            name = type(sink).__name__
-            try:
-                sink.emit(alert)
-            except Exception:  # noqa: BLE001 - a failing sink is counted and logged, never raised
-                _log.warning("llmpulse alert sink %s failed", name, exc_info=True)
-                self._delivered(name, "failed")
+        for delivery in self._deliveries:  # each sink on its own thread: none waits for another
+            if self._background:
+                delivery.put(alert)
             else:
-                self._delivered(name, "ok")
+                delivery.deliver(alert)
 
     def _claim(self, key: str, status: str, severity: str, window_s: float) -> bool:
         """Whether this replica sends this change: the first to claim it in its window, across replicas."""
@@ -644,6 +641,7 @@ class AlertEngine:
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue(_QUEUE)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._deliveries = [_Delivery(sink, type(sink).__name__, self._delivered) for sink in self.sinks]
 
     def _submit(self, work: Callable[[], None]) -> None:
         if not self._background:
@@ -684,8 +682,21 @@ class AlertEngine:
                 _log.warning("llmpulse alert engine error", exc_info=True)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the queued rule checks and deliveries ran; True if they did."""
-        if not self._background or (self._thread is None and self._queue.empty()):
+        """Wait until the queued rule checks ran and every sink got its alerts; True if so.
+
+        ``timeout`` bounds the whole wait: the sinks deliver at the same
+        time, each on its own thread.
+        """
+        if not self._background:
+            return True
+        deadline = time.monotonic() + timeout
+        done = self._flush_queue(timeout)
+        for delivery in self._deliveries:
+            done = delivery.flush(deadline) and done
+        return done
+
+    def _flush_queue(self, timeout: float) -> bool:
+        if self._thread is None and self._queue.empty():
             return True
         if not self._ensure_thread():
             return self._queue.empty()
@@ -696,10 +707,17 @@ class AlertEngine:
             return False
         return done.wait(timeout)
 
-    def close(self) -> None:
-        """Stop the engine's thread (after what is queued)."""
-        self.flush()
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the engine's thread after what is queued, within ``timeout``; True if all was delivered.
+
+        Alerts a sink has not taken by then are counted as dropped
+        (``on_delivery(sink, "dropped")``).
+        """
+        done = self.flush(timeout)
         self._stop.set()
+        for delivery in self._deliveries:
+            delivery.stop()
+        return done
 
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
