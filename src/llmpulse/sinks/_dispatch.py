@@ -176,9 +176,7 @@ class Dispatcher:
                 continue
             if route.inline:
                 route.emitted += 1
-                # A copy: a delivery thread may be inside this very context for
-                # another event of the call, and a context cannot be entered twice.
-                self._deliver(route, event, app_ctx.copy())
+                self._deliver(route, event, app_ctx)  # `_call_sink` enters a copy
                 continue
             item: tuple[Any, contextvars.Context | None] = (event, app_ctx)
             if route.render is not None:
@@ -227,7 +225,9 @@ class Dispatcher:
             if app_ctx is None:
                 route.sink.emit(event)
             else:
-                app_ctx.run(route.sink.emit, event)
+                # A copy: other sinks' threads may be inside the same call's context
+                # right now, and a context cannot be entered twice at once.
+                app_ctx.copy().run(route.sink.emit, event)
         except Exception as exc:  # noqa: BLE001 - a sink must never break the app
             self._sink_failed(route, exc)
             return False
