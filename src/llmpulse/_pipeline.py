@@ -371,10 +371,14 @@ def emit_interaction(
 
 
 def flush(timeout: float | None = 5.0) -> bool:
-    """Wait until every queued event has reached its sink.
+    """Wait until every queued event and alert has reached its sink.
+
+    Every sink delivers at the same time, on its own thread; which sink
+    still holds events is in `sink_stats`.
 
     Args:
-        timeout: Seconds to wait at most (None: no limit).
+        timeout: Seconds to wait at most, for all sinks together (None: no
+            limit for the output sinks, 5 s for the alert sinks).
 
     Returns:
         True if nothing is left pending.
@@ -402,7 +406,7 @@ async def aflush(timeout: float | None = 5.0) -> bool:
 
 
 def shutdown(timeout: float | None = 5.0) -> bool:
-    """Deliver pending events and stop the delivery thread (it restarts on the next event).
+    """Deliver pending events and stop the sinks' delivery threads (they restart on the next event).
 
     Call it from a SIGTERM handler or at the end of a worker's life; at
     interpreter exit llmpulse's ``atexit`` hook does more (see `_at_exit`).
