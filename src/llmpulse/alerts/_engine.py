@@ -4,7 +4,7 @@
 only bumps counters (see `_windows`). `AlertEngine.evaluate` runs every
 ``evaluate_every_s`` on the engine's own thread: it turns the windows into
 readings (a value per rule and scope), readings into state changes, and
-state changes into `Alert` s, delivered to the alert sinks on that thread.
+state changes into `Alert` s, handed to each alert sink's own delivery thread.
 
 A rule's state per scope (model, tenant or everything) is none, warning or
 page. An alert is sent when it starts firing, when it escalates to page, and
@@ -102,8 +102,8 @@ class AlertEngine:
         store: Where hourly totals and baselines live (default: this process's memory).
         stats: The rolling stats the evidence's top tenants come from.
         clock: Epoch seconds (tests pass a fake one).
-        background: Evaluate and deliver on the engine's own thread (False: the
-            caller of `evaluate` delivers, which tests use).
+        background: Evaluate on the engine's own thread and deliver on each sink's
+            (False: the caller of `evaluate` does both, which tests use).
         on_delivery: Called with (sink name, "ok" | "failed" | "dropped") for metrics.
         on_spike: Called with (model, p95 seconds) when a latency rule starts
             firing: the sampler then keeps the details of that model's slow calls.
