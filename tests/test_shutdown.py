@@ -169,6 +169,25 @@ elif CASE == "async-thread":  # a loop still running in a daemon thread
         await asyncio.Event().wait()
     asyncio.run_coroutine_threadsafe(waits(), loop)
     assert READY.wait(10)
+elif CASE == "stuck":  # two sinks hung inside emit at exit, beside the JSONL file
+    class Stuck:
+        event_types = (llmpulse.CallEvent,)
+
+        def __init__(self, name):
+            self.name, self.entered = name, threading.Event()
+
+        def emit(self, event):
+            self.entered.set()
+            threading.Event().wait()  # never returns
+
+    STUCK = [Stuck("stuck-a"), Stuck("stuck-b")]
+    llmpulse.configure(sinks=["jsonl", *STUCK], flush_timeout_s=0.5)
+    c = client(False)
+    for _ in request(c):
+        pass
+    assert all(sink.entered.wait(10) for sink in STUCK)
+    for _ in request(c):  # its event waits behind the first one in each stuck sink
+        pass
 elif CASE == "finished":  # a finished call whose event is still queued at exit
     llmpulse._pipeline.get_pipeline().dispatcher.batch_interval = 3600.0  # only a flush delivers it
     for _ in request(client(False)):
@@ -307,6 +326,18 @@ def test_an_otel_provider_set_up_before_wrapping_gets_the_spans_at_exit(
     exited = run("openai", "otel")
     exited.assert_quiet()  # no "Processor is already shutdown" warnings either
     assert exited.stdout == "outcomes ['abandoned']\n"
+
+
+def test_sinks_hung_at_exit_cost_one_flush_timeout_and_are_counted(
+    run: Callable[[str, str], Exited],
+) -> None:
+    """Two sinks stuck inside emit: a prompt exit, both calls in the file, two counted per stuck sink."""
+    exited = run("openai", "stuck")
+    exited.assert_quiet()
+    assert [e["outcome"] for e in exited.events] == ["ok", "ok"]
+    for sink in ("stuck-a", "stuck-b"):
+        assert exited.counter("llmpulse_events_dropped_total", sink=sink, reason="shutdown") == 2
+    assert exited.counter("llmpulse_events_dropped_total", sink="jsonl") == 0
 
 
 class ThreadSink:

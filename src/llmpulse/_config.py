@@ -88,7 +88,9 @@ class Settings:
             "route"); by default they carry the conventions' attributes only.
         metrics_max_series: The series budget of the metrics registry, shared
             out per metric family (docs/performance.md).
-        buffer_size: Events queued per I/O sink before drops are counted.
+        buffer_size: Events held per I/O sink (queued or being delivered) before drops are counted.
+        flush_timeout_s: Seconds the exit hook waits for all sinks together; what is
+            left then is counted as dropped ("shutdown").
         prices_file: JSON file of price overrides (see docs/configuration.md).
         prices: Price overrides given in code, same shape as the file (code only).
         capture_content: Capture prompt/completion text (off by default).
@@ -181,6 +183,7 @@ class Settings:
     histogram_labels: tuple[str, ...] = ()
     metrics_max_series: int = 10_000
     buffer_size: int = 10_000
+    flush_timeout_s: float = 2.0
     prices_file: str | None = None
     prices: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
     capture_content: bool = False
@@ -724,6 +727,7 @@ _PARSERS: dict[str, _Spec] = {
     "histogram_labels": _choices(_HISTOGRAM_LABELS),
     "metrics_max_series": _COUNT,
     "buffer_size": _COUNT,
+    "flush_timeout_s": _ABOVE_0,
     "prices_file": _prices_file(),
     "prices": _prices(),
     "capture_content": _flag(),

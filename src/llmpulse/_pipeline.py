@@ -14,6 +14,7 @@ import contextvars
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -323,8 +324,11 @@ def _reconfigure(settings: Settings) -> None:
         if old is None:
             return
         old.dispatcher.flush(2.0)
-        old.dispatcher.remove(old.default_routes)
-        for route in old.default_routes:
+        old.dispatcher.capacity = settings.buffer_size
+        # The new routes first: a sink object in both lists keeps its route, counts and thread.
+        previous, old.default_routes = old.default_routes, old.routes_for(default_sinks(settings))
+        old.dispatcher.remove(previous)
+        for route in previous:
             close = getattr(route.sink, "close", None)
             if callable(close) and route.sink not in settings.sinks:
                 with contextlib.suppress(Exception):  # a sink failing to close must not fail configure()
@@ -334,8 +338,6 @@ def _reconfigure(settings: Settings) -> None:
             old.metrics = make_metrics(None, settings)
         elif not settings.metrics:
             old.metrics = None
-        old.dispatcher.capacity = settings.buffer_size
-        old.default_routes = old.routes_for(default_sinks(settings))
         if old.alerts is not None:
             old.alerts.close()
         old.sampler = make_sampler(settings)
@@ -380,10 +382,14 @@ def emit_interaction(
 
 
 def flush(timeout: float | None = 5.0) -> bool:
-    """Wait until every queued event has reached its sink.
+    """Wait until every queued event and alert has reached its sink.
+
+    Every sink delivers at the same time, on its own thread; which sink
+    still holds events is in `sink_stats`.
 
     Args:
-        timeout: Seconds to wait at most (None: no limit).
+        timeout: Seconds to wait at most, for all sinks together (None: no
+            limit for the output sinks, 5 s for the alert sinks).
 
     Returns:
         True if nothing is left pending.
@@ -393,11 +399,14 @@ def flush(timeout: float | None = 5.0) -> bool:
     from .state import WRITE_BACK  # noqa: PLC0415
 
     finish_collected()
+    deadline = None if timeout is None else time.monotonic() + timeout
     current = _pipeline
     delivered = True if current is None else current.dispatcher.flush(timeout)
     if current is not None and current.alerts is not None:
-        delivered = current.alerts.flush(5.0 if timeout is None else timeout) and delivered
-    return WRITE_BACK.join(timeout) and delivered
+        left = 5.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        delivered = current.alerts.flush(left) and delivered
+    left_for_store = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return WRITE_BACK.join(left_for_store) and delivered
 
 
 async def aflush(timeout: float | None = 5.0) -> bool:
@@ -408,7 +417,7 @@ async def aflush(timeout: float | None = 5.0) -> bool:
 
 
 def shutdown(timeout: float | None = 5.0) -> bool:
-    """Deliver pending events and stop the delivery thread (it restarts on the next event).
+    """Deliver pending events and stop the sinks' delivery threads (they restart on the next event).
 
     Call it from a SIGTERM handler or at the end of a worker's life; at
     interpreter exit llmpulse's ``atexit`` hook does more (see `_at_exit`).
@@ -438,11 +447,12 @@ def sink_stats() -> list[SinkStats]:
     return [] if current is None else current.dispatcher.stats()
 
 
-def _at_exit(timeout: float = 2.0) -> None:
+def _at_exit() -> None:
     # Interpreter exit (see `llmpulse._exit`). The app will read no body it
     # left open: end those calls ("abandoned") while imports and the sinks
-    # still work, deliver on this thread what no delivery thread took, and
-    # from then on count calls that end as dropped ("shutdown").
+    # still work, give every sink (alert sinks too) the same
+    # `flush_timeout_s`, delivering on this thread what no delivery thread
+    # took, and from then on count calls that end as dropped ("shutdown").
     from ._call import finish_collected  # noqa: PLC0415
     from ._transport import report_open_bodies  # noqa: PLC0415
 
@@ -454,7 +464,11 @@ def _at_exit(timeout: float = 2.0) -> None:
         finish_collected()
         current = _pipeline
         if current is not None:
+            timeout = current.settings.flush_timeout_s
+            deadline = time.monotonic() + timeout
             current.dispatcher.close(timeout)
+            if current.alerts is not None:
+                current.alerts.close(max(0.0, deadline - time.monotonic()))
     finally:
         _exit.end()
 

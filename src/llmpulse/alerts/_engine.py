@@ -4,7 +4,7 @@
 only bumps counters (see `_windows`). `AlertEngine.evaluate` runs every
 ``evaluate_every_s`` on the engine's own thread: it turns the windows into
 readings (a value per rule and scope), readings into state changes, and
-state changes into `Alert` s, delivered to the alert sinks on that thread.
+state changes into `Alert` s, handed to each alert sink's own delivery thread.
 
 A rule over a sliding window (N minutes: the N whole minutes before the
 current one and the current one so far) judges only once the engine has
@@ -45,6 +45,7 @@ from ..policies._shared import is_shared
 from ..state import MemoryStore
 from ._alert import Alert, AlertSink, Evidence, Severity, duration_text
 from ._config import AlertConfig
+from ._sinks import _Delivery
 from ._windows import Counts, Ring, Totals
 
 if TYPE_CHECKING:
@@ -117,8 +118,8 @@ class AlertEngine:
         stats: Not read any more (the evidence counts each subject's own tenants);
             accepted so that existing callers keep working.
         clock: Epoch seconds (tests pass a fake one).
-        background: Evaluate and deliver on the engine's own thread (False: the
-            caller of `evaluate` delivers, which tests use).
+        background: Evaluate on the engine's own thread and deliver on each sink's
+            (False: the caller of `evaluate` does both, which tests use).
         on_delivery: Called with (sink name, "ok" | "failed" | "dropped") for metrics.
         on_spike: Called with (model, p95 seconds) when a latency rule starts
             firing: the sampler then keeps the details of that model's slow calls.
@@ -720,15 +721,11 @@ class AlertEngine:
         )
         self.sent.append(alert)
         del self.sent[:-100]
-        for sink in self.sinks:
-            name = type(sink).__name__
-            try:
-                sink.emit(alert)
-            except Exception:  # noqa: BLE001 - a failing sink is counted and logged, never raised
-                _log.warning("llmpulse alert sink %s failed", name, exc_info=True)
-                self._delivered(name, "failed")
+        for delivery in self._deliveries:  # each sink on its own thread: none waits for another
+            if self._background:
+                delivery.put(alert)
             else:
-                self._delivered(name, "ok")
+                delivery.deliver(alert)
 
     def _claim(self, key: str, status: str, severity: str, window_s: float) -> bool:
         """Whether this replica sends this change: the first to claim it in its window, across replicas."""
@@ -839,6 +836,7 @@ class AlertEngine:
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue(_QUEUE)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._deliveries = [_Delivery(sink, type(sink).__name__, self._delivered) for sink in self.sinks]
 
     def _submit(self, work: Callable[[], None]) -> None:
         if not self._background:
@@ -879,8 +877,21 @@ class AlertEngine:
                 _log.warning("llmpulse alert engine error", exc_info=True)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the queued rule checks and deliveries ran; True if they did."""
-        if not self._background or (self._thread is None and self._queue.empty()):
+        """Wait until the queued rule checks ran and every sink got its alerts; True if so.
+
+        ``timeout`` bounds the whole wait: the sinks deliver at the same
+        time, each on its own thread.
+        """
+        if not self._background:
+            return True
+        deadline = time.monotonic() + timeout
+        done = self._flush_queue(timeout)
+        for delivery in self._deliveries:
+            done = delivery.flush(deadline) and done
+        return done
+
+    def _flush_queue(self, timeout: float) -> bool:
+        if self._thread is None and self._queue.empty():
             return True
         if not self._ensure_thread():
             return self._queue.empty()
@@ -891,10 +902,17 @@ class AlertEngine:
             return False
         return done.wait(timeout)
 
-    def close(self) -> None:
-        """Stop the engine's thread (after what is queued)."""
-        self.flush()
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the engine's thread after what is queued, within ``timeout``; True if all was delivered.
+
+        Alerts a sink has not taken by then are counted as dropped
+        (``on_delivery(sink, "dropped")``).
+        """
+        done = self.flush(timeout)
         self._stop.set()
+        for delivery in self._deliveries:
+            delivery.stop()
+        return done
 
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:

@@ -40,6 +40,8 @@ class AlertMetrics:
 
     """
 
+    inline = True  # a counter: the engine's thread calls it, no thread of its own
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         target = REGISTRY if registry is None else registry
         with _lock:

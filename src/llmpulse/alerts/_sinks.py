@@ -1,20 +1,25 @@
 """Built-in alert sinks: a JSON log line, and webhooks for Slack, Discord or any JSON receiver.
 
-Both run on the alert engine's thread, never on a caller's. A webhook's URL
+Each alert sink has its own delivery thread (`_Delivery`), never a caller's, so a
+webhook's retries hold back no other sink. A webhook's URL
 is a secret (Slack's and Discord's carry their token in the path): it never
 appears in a log line, an exception message or a repr; errors name the host.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
 
+from .._exit import start_daemon
 from ._alert import Alert, duration_text
 
 __all__ = ["LogAlertSink", "WebhookAlertSink", "WebhookError"]
@@ -22,6 +27,7 @@ __all__ = ["LogAlertSink", "WebhookAlertSink", "WebhookError"]
 WebhookFormat = Literal["json", "slack", "discord"]
 _FORMATS = ("json", "slack", "discord")
 _DISCORD_MAX = 2000  # characters in a Discord message
+_log = logging.getLogger("llmpulse")
 
 
 class LogAlertSink:
@@ -151,3 +157,101 @@ def _text(alert: Alert) -> str:
     if evidence.request_ids:
         lines.append("provider request ids: " + ", ".join(evidence.request_ids))
     return "\n".join(lines)
+
+
+class _Delivery:
+    """One alert sink's queue and thread: a slow or dead sink holds back only its own alerts.
+
+    The thread starts on the first alert and ends after ``idle_s`` without
+    one. A full queue drops the new alert. ``on_result`` gets (sink name,
+    "ok" | "failed" | "dropped") once per alert.
+    """
+
+    def __init__(
+        self,
+        sink: Any,
+        name: str,
+        on_result: Callable[[str, str], None],
+        *,
+        capacity: int = 100,
+        idle_s: float = 60.0,
+    ) -> None:
+        self.sink = sink
+        self.name = name
+        self.inline = bool(getattr(sink, "inline", False))  # in memory: called on the engine's thread
+        self._on_result = on_result
+        self._capacity = capacity
+        self.idle_s = idle_s
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: deque[Alert] = deque()
+        self._busy = False  # an alert is being delivered
+        self._thread: threading.Thread | None = None
+
+    def put(self, alert: Alert) -> None:
+        """Queue ``alert`` for the sink (an inline sink gets it at once); never blocks."""
+        if self.inline:
+            self.deliver(alert)
+            return
+        with self._lock:
+            if len(self._queue) + self._busy >= self._capacity:
+                full = True
+            else:
+                full = False
+                self._queue.append(alert)
+                if self._thread is None:
+                    # None at exit (see `llmpulse._exit`): the alert waits, and `stop` counts it.
+                    self._thread = start_daemon(self._run, f"llmpulse-alert-{self.name}")
+                self._changed.notify_all()
+        if full:
+            self._on_result(self.name, "dropped")
+
+    def deliver(self, alert: Alert) -> None:
+        """Hand ``alert`` to the sink on this thread; a failure is counted and logged, never raised."""
+        try:
+            self.sink.emit(alert)
+        except Exception:  # noqa: BLE001 - a failing sink is counted and logged, never raised
+            _log.warning("llmpulse alert sink %s failed", self.name, exc_info=True)
+            self._on_result(self.name, "failed")
+        else:
+            self._on_result(self.name, "ok")
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        try:
+            while True:
+                with self._lock:
+                    while not self._queue:
+                        if not self._changed.wait(self.idle_s) and not self._queue:
+                            self._thread = None  # the next alert starts another
+                            return
+                    alert = self._queue.popleft()
+                    self._busy = True
+                try:
+                    self.deliver(alert)
+                finally:
+                    with self._lock:
+                        self._busy = False
+                        self._changed.notify_all()
+        finally:
+            with self._lock:
+                if self._thread is me:  # only reached by a bug: let the next alert start a thread
+                    self._thread = None
+
+    def flush(self, deadline: float) -> bool:
+        """Wait until the queued alerts were delivered, at most until ``deadline`` (monotonic)."""
+        with self._lock:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def stop(self) -> None:
+        """Count the alerts still queued as dropped (the one being delivered finishes on its own)."""
+        with self._lock:
+            left = len(self._queue)
+            self._queue.clear()
+        for _ in range(left):
+            self._on_result(self.name, "dropped")

@@ -13,7 +13,7 @@ __all__ = ["Sink"]
 class Sink(Protocol):
     """Receives llmpulse events.
 
-    ``emit`` is called from llmpulse's delivery thread (or, for sinks with a
+    ``emit`` is called from the sink's own delivery thread (or, for sinks with a
     true ``inline`` attribute, on the caller's path), inside a copy of the
     caller's contextvars. It may raise: the event is then counted as dropped
     and logged, and the app never sees the exception.
