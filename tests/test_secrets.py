@@ -108,9 +108,10 @@ def _webhook() -> Iterator[tuple[str, list[bytes]]]:
 
 
 def _quoting_rule(event: Any) -> str | None:
-    # A user's alert rule that quotes what the provider said: alert texts are outputs too.
+    # A user's alert rule that quotes what the provider said, and a key of its own (say, from
+    # its config): alert texts are outputs too, scrubbed on their own.
     if event.http_status in (400, 401):
-        return f"{event.error_type} on {event.model}: {event.error_message}"
+        return f"{event.error_type} on {event.model}: {event.error_message} (via {OTHER_KEYS['google']})"
     return None
 
 
@@ -249,6 +250,7 @@ def test_the_same_run_unscrubbed_leaks_every_key_shape(
     out = _drive(fake, tmp_path, webhook)
     for shape, key in (*CLIENT_KEYS.items(), *OTHER_KEYS.items()):
         assert out.hits(key), shape
+    assert "webhook" in out.hits(OTHER_KEYS["google"])
     assert out.hits(PERSONAL["email"])
 
 

@@ -272,6 +272,7 @@ def make_alerts(settings: Settings, stats: RollingStats, sampler: DetailSampler)
         stats=stats,
         on_delivery=counters.delivered if counters is not None else None,
         on_spike=sampler.spike,
+        scrub=make_scrubber(settings).scrub,
     )
 
 

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._exit import start_daemon
+from .._redact import redact
 from ..policies._shared import is_shared
 from ..state import MemoryStore
 from ._alert import Alert, AlertSink, Evidence, Severity, duration_text
@@ -123,6 +124,8 @@ class AlertEngine:
         on_delivery: Called with (sink name, "ok" | "failed" | "dropped") for metrics.
         on_spike: Called with (model, p95 seconds) when a latency rule starts
             firing: the sampler then keeps the details of that model's slow calls.
+        scrub: The scrubbing step every alert's summary passes (secrets, the
+            user's ``redact`` rules): alert text reaches webhooks and logs.
 
     """
 
@@ -137,8 +140,10 @@ class AlertEngine:
         background: bool = True,
         on_delivery: Callable[[str, str], None] | None = None,
         on_spike: Callable[[str, float], None] | None = None,
+        scrub: Callable[[str], str] = redact,
     ) -> None:
         self.config = config or AlertConfig()
+        self._scrub = scrub
         self.sinks = tuple(sinks)
         self._store: Any = store if store is not None else MemoryStore(clock)
         self._stats = stats
@@ -709,7 +714,7 @@ class AlertEngine:
             rule=reading.rule,
             status="resolved" if status == "resolved" else "firing",
             severity=severity,
-            summary=summary,
+            summary=self._scrub(summary),  # a user rule's text may quote what a provider said
             value=reading.value,
             threshold=threshold,
             window_s=reading.window_s,

@@ -41,6 +41,7 @@ from typing import Any
 
 from .._exit import STATE as _EXIT
 from .._exit import start_daemon
+from .._redact import redact
 from ..events import Event
 
 __all__ = ["Dispatcher", "Route", "SinkStats"]
@@ -246,7 +247,7 @@ class Dispatcher:
         now = time.monotonic()
         if now - route.last_error_log > 60.0:  # one line a minute, not one per event
             route.last_error_log = now
-            _log.warning("llmpulse sink %s raised %s: %s", route.name, type(exc).__name__, exc)
+            _log.warning("llmpulse sink %s raised %s: %s", route.name, type(exc).__name__, redact(str(exc)))
 
     def _run(self, route: Route) -> None:
         me = threading.current_thread()
