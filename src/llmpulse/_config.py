@@ -59,6 +59,7 @@ _ALERT_FIELDS = (
     "max_output_tokens",
     "page_factor",
     "min_calls",
+    "min_coverage",
 )
 
 
@@ -250,6 +251,7 @@ class Settings:
     alert_max_output_tokens: int | None = _ALERT.max_output_tokens
     alert_page_factor: float = _ALERT.page_factor
     alert_min_calls: int = _ALERT.min_calls
+    alert_min_coverage: float = _ALERT.min_coverage
     alert_rules: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
@@ -794,6 +796,7 @@ _PARSERS: dict[str, _Spec] = {
     "alert_max_output_tokens": _number(integer=True, off=True),
     "alert_page_factor": _number(),
     "alert_min_calls": _number(integer=True),
+    "alert_min_coverage": _number(above=0, high=1),
     "alert_rules": _rules(),
 }
 
