@@ -7,8 +7,10 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from llmpulse._bins import BUCKETS, MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch, fmt_seconds
 from llmpulse._stats import GroupStats, RollingStats, StatsSnapshot
 from llmpulse.events import CallEvent
-from llmpulse.testing import FakeClock, make_call_event
+from llmpulse.testing import FakeClock, FakeProvider, make_call_event
 
 
 def event(**changes: Any) -> CallEvent:
@@ -540,3 +542,28 @@ def test_long_windows_use_the_coarse_ring(clock: FakeClock):
     assert stats.snapshot(60).total.calls == 1
     assert 25 <= stats.snapshot(1800).total.calls <= 30  # whole 5-minute buckets
     assert 55 <= stats.snapshot(3600).total.calls <= 60
+
+
+def test_rolling_stats_example_runs(fake: FakeProvider):
+    """examples/rolling_stats.py prints a snapshot with per-tenant lines and the JSON of the total."""
+    examples = Path(__file__).parent.parent / "examples"
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": fake.openai_base_url,
+        "OPENAI_API_KEY": "sk-example",
+        "LLMPULSE_SINKS": "none",
+    }
+    result = subprocess.run(
+        [sys.executable, str(examples / "rolling_stats.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("last 300 s: 24 calls (")
+    assert sum(line.startswith("  tenant ") for line in lines) == 3
+    assert "  route /stream: 12 calls" in result.stdout
+    assert lines[-2].startswith("acme: 8 calls, p95 ")
+    assert lines[-1].startswith('{"abandoned": 0, "calls": 24, ')
