@@ -100,15 +100,21 @@ class Sketch:
     def observe(sketches: Iterable[Sketch], index: int, value: float) -> None:
         """Count ``value``, whose `bucket_index` is ``index``, in each of ``sketches``."""
         value = value if value >= 0 else 0.0  # NaN too
+        # Written for speed, six times per call: an IndexError is the rare way out (try is free
+        # until it raises), and plain ifs, not min()/max() or a conditional store (~0.5 µs more).
         for sketch in sketches:
             i = index - sketch.offset
-            if 0 <= i < len(sketch.counts):
-                sketch.counts[i] += 1
+            if i >= 0:
+                try:
+                    sketch.counts[i] += 1
+                except IndexError:
+                    sketch.widen(index, 1)
             else:
                 sketch.widen(index, 1)
-            # Not min() and max(): the calls would cost 1 µs of the 4 µs a call takes here.
-            sketch.min = value if value < sketch.min else sketch.min
-            sketch.max = value if value > sketch.max else sketch.max
+            if value < sketch.min:  # noqa: PLR1730
+                sketch.min = value
+            if value > sketch.max:  # noqa: PLR1730
+                sketch.max = value
 
     def widen(self, index: int, n: int) -> None:
         """Add ``n`` to bucket ``index``, which lies outside the array: grow it to reach it."""
