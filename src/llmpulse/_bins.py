@@ -130,8 +130,6 @@ class Sketch:
         counts, offset = self.counts, self.offset
         low = min(low, offset)
         high = max(high, offset + len(counts))
-        if high - low == len(counts):
-            return
         grown = array("Q", bytes(8 * (high - low)))
         start = offset - low
         grown[start : start + len(counts)] = counts
@@ -143,19 +141,25 @@ class Sketch:
         theirs = other.counts
         if not theirs:
             return
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
+        # Plain ifs, as in observe: a snapshot merges tens of thousands of sketches.
+        if other.min < self.min:  # noqa: PLR1730
+            self.min = other.min
+        if other.max > self.max:  # noqa: PLR1730
+            self.max = other.max
         if not self.counts:
             self.counts = array("Q", theirs)
             self.offset = other.offset
             return
-        self._cover(other.offset, other.offset + len(theirs))
-        counts = self.counts
         shift = other.offset - self.offset
-        if len(theirs) == 1:  # the usual case of a quiet group's bucket
+        end = shift + len(theirs)
+        if shift < 0 or end > len(self.counts):
+            self._cover(other.offset, other.offset + len(theirs))
+            shift = other.offset - self.offset
+            end = shift + len(theirs)
+        counts = self.counts
+        if end - shift == 1:  # the usual case of a quiet group's bucket
             counts[shift] += theirs[0]
         else:  # element-wise in C: a Python loop over the buckets made snapshots 5x slower
-            end = shift + len(theirs)
             counts[shift:end] = array("Q", map(operator.add, counts[shift:end], theirs))
 
     def quantile(self, q: float) -> float | None:
