@@ -179,6 +179,35 @@ def test_groups_merged_into_the_total_match_one_sketch(stats: RollingStats):
     assert [total.p50_s, total.p95_s, total.p99_s] == one.quantiles((0.5, 0.95, 0.99))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_merged_sketches_equal_one_sketch_of_all_values(seed: int):
+    """Sketches over disjoint, overlapping, nested and empty ranges merge into one sketch of all values."""
+    rng = random.Random(seed)
+    parts: list[list[float]] = [[] for _ in range(8)]
+    for i in range(4000):
+        part = rng.randrange(len(parts) - 1)  # the last part stays empty
+        centre = math.exp(part - 3)  # 50 ms .. 55 s, ranges overlapping or not
+        parts[part].append(centre * rng.lognormvariate(0, 0.5 + (i % 3)))
+    one, merged = Sketch(), Sketch()
+    sketches = []
+    for values in parts:
+        sketch = Sketch()
+        for value in values:
+            sketch.add(value)
+            one.add(value)
+        sketches.append(sketch)
+    rng.shuffle(sketches)
+    for sketch in sketches:
+        merged.merge(sketch)
+    qs = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
+    assert merged.quantiles(qs) == one.quantiles(qs)
+    assert list(merged.buckets()) == list(one.buckets())
+    assert (merged.count, merged.min, merged.max) == (4000, one.min, one.max)
+    everything = [v for values in parts for v in values]
+    for q, got in zip(qs, merged.quantiles(qs), strict=True):
+        assert got == pytest.approx(lower_rank(everything, q), rel=RELATIVE_ACCURACY), q
+
+
 @pytest.mark.parametrize(
     ("latency", "reported"),
     [(0.0, 0.0), (0.00004, 0.00004), (-1.0, 0.0), (float("nan"), 0.0), (5000.0, 5000.0)],
