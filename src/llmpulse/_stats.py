@@ -4,14 +4,14 @@ Time is cut into buckets of ``bucket_s`` (10 s) kept in a ring that covers
 ``fine_horizon_s`` (10 min); a second ring of ``coarse_bucket_s`` (5 min)
 buckets covers ``horizon_s`` (1 h), so hour-long windows cost 12 buckets per
 group instead of 360. Each bucket holds, per model, route and tenant, a few
-counters and two sparse latency histograms; no per-call data is kept.
+counters, a latency sketch and a TTFT sketch; no per-call data is kept.
 
 Latencies and TTFTs go into quantile sketches (`llmpulse._bins.Sketch`, the
 one the report uses): log buckets 2 % wide (DDSketch with gamma = 1.0202),
 each answering with a value within 1 % of everything in it. So a percentile
-is within 1 % of the exact one, at the rank ``floor(q * (n - 1))`` of the
-``n`` calls (nearest-rank from below), clamped to the exact min and max,
-for values from 0.1 ms to about 28 h (outside, the edge buckets). Merging
+is within 1 % of the exact order statistic at rank ``floor(q * (n - 1))``
+(from 0) of the ``n`` calls, clamped to the exact min and max, for values
+from 0.1 ms to about 28 h (outside, the edge buckets). Merging
 the buckets of a window loses nothing: the result is the sketch of all its
 calls.
 
@@ -25,7 +25,7 @@ horizon_s / coarse_bucket_s`` buckets (60 + 12), each with at most
 group "other"), each group with two sketches of at most 1,037 8-byte counts
 (one per bucket between its lowest and highest value). In practice a bucket
 only holds the groups that made calls during its interval, at roughly
-0.4 KB for a group with a few calls: 1,000 tenants calling in every 10 s for
+0.5 KB for a group with a few calls: 1,000 tenants calling in every 10 s for
 an hour hold about 35 MiB (``benchmarks/stats.py``). Each call is counted in
 both rings.
 """
