@@ -302,6 +302,8 @@ def test_stats_and_report_give_the_same_percentiles(clock: FakeClock):
         (10.111, "10.1 s"),
         (123.456, "123 s"),
         (1234.5, "1,230 s"),
+        (float("inf"), "inf s"),
+        (-0.5, "-500 ms"),
     ],
 )
 def test_durations_print_to_three_significant_figures(seconds: float | None, text: str):

@@ -204,16 +204,16 @@ def fmt_seconds(value: float | None) -> str:
     """
     if value is None or math.isnan(value):
         return "-"
-    if value < 1:
+    if abs(value) < 1:
         unit, scaled = "ms", value * 1000
     else:
         unit, scaled = "s", value
     rounded = float(f"{scaled:.3g}")
-    if rounded >= 1000 and unit == "ms":  # 999.6 ms rounds up to a whole second
+    if abs(rounded) >= 1000 and unit == "ms":  # 999.6 ms rounds up to a whole second
         unit, rounded = "s", float(f"{rounded / 1000:.3g}")
-    if rounded >= 100 or rounded == 0:
+    if abs(rounded) >= 100 or rounded == 0:
         return f"{rounded:,.0f} {unit}"
-    decimals = 2 - math.floor(math.log10(rounded))
+    decimals = 2 - math.floor(math.log10(abs(rounded)))
     return f"{rounded:.{decimals}f} {unit}"
 
 
