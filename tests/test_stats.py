@@ -231,25 +231,28 @@ def test_values_beyond_the_range_share_the_edge_buckets():
     assert sketch.quantile(1.0) == float("inf")
 
 
-def test_sketch_memory_is_bounded_by_the_buckets_used(clock: FakeClock):
-    """Each stored sketch holds one count per bucket between its min and max, never more than BUCKETS."""
-    stats = RollingStats(clock=clock)
+def test_sketch_memory_is_bounded_by_calls_and_buckets(clock: FakeClock):
+    """Each stored sketch holds a count per bucket it saw: at most its calls, never more than BUCKETS."""
+    stats = RollingStats(clock=clock, bucket_s=10, horizon_s=3600, coarse_bucket_s=1800)
     rng = random.Random(3)
-    for _ in range(20_000):
-        stats.record(event(latency_s=math.exp(rng.uniform(math.log(1e-5), math.log(1e6))), ttft_s=0.5))
-        clock.advance(0.5)
-    widths = [
-        len(sketch.counts)
+    for _ in range(40_000):
+        stats.record(event(latency_s=math.exp(rng.uniform(math.log(1e-6), math.log(1e7))), ttft_s=0.5))
+        clock.advance(0.1)
+    accs = [
+        acc
         for ring in stats._rings
         for bucket in ring.buckets
         if bucket is not None
         for groups in bucket.groups
         for acc in groups.values()
-        for sketch in (acc.latency, acc.ttft)
-        if sketch is not None
     ]
-    assert max(widths) == BUCKETS  # the whole range, in the busiest buckets
-    assert min(widths) == 1  # TTFT: always 0.5 s, one bucket
+    for acc in accs:
+        assert acc.ttft is not None
+        assert len(acc.ttft) == 1  # always 0.5 s: one bucket
+        assert len(acc.latency) <= min(acc.calls, BUCKETS)
+        assert all(0 <= index < BUCKETS for index in acc.latency)
+    # 18,000 calls in a 30-minute bucket, spread over more than the range: every bucket in use.
+    assert max(len(acc.latency) for acc in accs) == BUCKETS
 
 
 def test_stats_and_report_give_the_same_percentiles(clock: FakeClock):

@@ -78,12 +78,16 @@ class _Acc:
         "errors",
         "input_tokens",
         "latency",
+        "latency_max",
+        "latency_min",
         "output_tokens",
         "rejected",
         "retries",
         "status_5xx",
         "status_429",
         "ttft",
+        "ttft_max",
+        "ttft_min",
         "unpriced",
     )
 
@@ -92,14 +96,22 @@ class _Acc:
         self.status_429 = self.status_5xx = self.retries = 0
         self.input_tokens = self.output_tokens = self.unpriced = 0
         self.cost = 0.0
-        # Dense over the buckets used: most tenant groups see a handful of calls per bucket.
-        self.latency = Sketch()
-        self.ttft: Sketch | None = None
+        # The sketches' counts, sparse ({bucket_index: count}) with their exact min and max:
+        # most groups see a handful of calls per bucket, which a dense Sketch would spread
+        # over every bucket between them. `sketch` makes the Sketch at snapshot time.
+        self.latency: dict[int, int] = {}
+        self.latency_min = math.inf
+        self.latency_max = -math.inf
+        self.ttft: dict[int, int] | None = None  # most groups never stream
+        self.ttft_min = math.inf
+        self.ttft_max = -math.inf
 
-    def new_ttft(self) -> Sketch:
-        """Start the TTFT sketch (most groups never stream: it stays None)."""
-        self.ttft = Sketch()
-        return self.ttft
+    def sketches(self) -> tuple[Sketch, Sketch | None]:
+        """The latency and TTFT sketches (None without a TTFT)."""
+        latency = Sketch.of(self.latency, self.latency_min, self.latency_max)
+        if self.ttft is None:
+            return latency, None
+        return latency, Sketch.of(self.ttft, self.ttft_min, self.ttft_max)
 
     def merge(self, other: _Acc, *, histograms: bool = True) -> None:
         self.calls += other.calls
@@ -116,11 +128,48 @@ class _Acc:
         self.cost += other.cost
         if not histograms:
             return
-        self.latency.merge(other.latency)
+        _add_counts(self.latency, other.latency)
+        # Plain ifs, not min() and max(): a snapshot merges tens of thousands of groups.
+        if other.latency_min < self.latency_min:  # noqa: PLR1730
+            self.latency_min = other.latency_min
+        if other.latency_max > self.latency_max:  # noqa: PLR1730
+            self.latency_max = other.latency_max
         if other.ttft is not None:
             if self.ttft is None:
-                self.ttft = Sketch()
-            self.ttft.merge(other.ttft)
+                self.ttft = {}
+            _add_counts(self.ttft, other.ttft)
+            if other.ttft_min < self.ttft_min:  # noqa: PLR1730
+                self.ttft_min = other.ttft_min
+            if other.ttft_max > self.ttft_max:  # noqa: PLR1730
+                self.ttft_max = other.ttft_max
+
+
+def _add_counts(into: dict[int, int], other: dict[int, int]) -> None:
+    for index, count in other.items():
+        into[index] = into.get(index, 0) + count
+
+
+def _observe(accs: list[_Acc], index: int, value: float, ttft_index: int, ttft_value: float) -> None:
+    """Count one call's latency (and TTFT, unless ``ttft_index`` is -1) in each of ``accs``.
+
+    Written for speed, six times per call: plain ifs, not min()/max() (~0.5 µs more).
+    """
+    for acc in accs:
+        counts = acc.latency
+        counts[index] = counts.get(index, 0) + 1
+        if value < acc.latency_min:  # noqa: PLR1730
+            acc.latency_min = value
+        if value > acc.latency_max:  # noqa: PLR1730
+            acc.latency_max = value
+        if ttft_index >= 0:
+            ttft = acc.ttft
+            if ttft is None:
+                ttft = acc.ttft = {}
+            ttft[ttft_index] = ttft.get(ttft_index, 0) + 1
+            if ttft_value < acc.ttft_min:  # noqa: PLR1730
+                acc.ttft_min = ttft_value
+            if ttft_value > acc.ttft_max:  # noqa: PLR1730
+                acc.ttft_max = ttft_value
 
 
 class _Bucket:
@@ -257,8 +306,9 @@ class StatsSnapshot:
 
 def _group(acc: _Acc, span_s: float) -> GroupStats:
     calls = acc.calls
-    p50, p95, p99 = acc.latency.quantiles((0.50, 0.95, 0.99))
-    ttft50, ttft95 = acc.ttft.quantiles((0.50, 0.95)) if acc.ttft is not None else (None, None)
+    latency, ttft = acc.sketches()
+    p50, p95, p99 = latency.quantiles((0.50, 0.95, 0.99))
+    ttft50, ttft95 = ttft.quantiles((0.50, 0.95)) if ttft is not None else (None, None)
     return GroupStats(
         calls=calls,
         errors=acc.errors,
@@ -362,8 +412,10 @@ class RollingStats:
         # Everything that does not touch shared state is worked out before the lock.
         latency_s = event.latency_s
         latency_bin = bucket_index(latency_s)
+        latency_s = latency_s if latency_s >= 0 else 0.0  # NaN too, as Sketch.add
         ttft_s = event.ttft_s or 0.0
         ttft_bin = -1 if event.ttft_s is None else bucket_index(ttft_s)
+        ttft_s = ttft_s if ttft_s >= 0 else 0.0
         counter = _OUTCOME_COUNTER.get(event.outcome)
         status = event.http_status or 0
         retries = event.retries
@@ -406,9 +458,7 @@ class RollingStats:
                     acc.cost += cost
                 elif unpriced:
                     acc.unpriced += 1
-            Sketch.observe([acc.latency for acc in accs], latency_bin, latency_s)
-            if ttft_bin >= 0:
-                Sketch.observe([acc.ttft or acc.new_ttft() for acc in accs], ttft_bin, ttft_s)
+            _observe(accs, latency_bin, latency_s, ttft_bin, ttft_s)
 
     def _admit(self, groups: dict[str, _Acc], dimension: int, name: str) -> _Acc:
         """The group of a value not yet in this bucket (caller holds the lock)."""
