@@ -22,12 +22,13 @@ calls up to one bucket younger may already have dropped out.
 Memory is bounded by the rings: at most ``fine_horizon_s / bucket_s +
 horizon_s / coarse_bucket_s`` buckets (60 + 12), each with at most
 ``max_keys + 1`` groups per dimension (values past ``max_keys`` share the
-group "other"), each group with two sketches of at most 1,037 8-byte counts
-(one per bucket between its lowest and highest value). In practice a bucket
-only holds the groups that made calls during its interval, at roughly
-0.5 KB for a group with a few calls: 1,000 tenants calling in every 10 s for
-an hour hold about 35 MiB (``benchmarks/stats.py``). Each call is counted in
-both rings.
+group "other"), each group with two sparse sketches: one dict entry per
+2 % bucket its calls hit in that interval, so no more entries than calls,
+and never more than 1,037 (~37 KB). In practice a bucket only holds the
+groups that made calls during its interval, at roughly 0.5 KB for a group
+with a few calls: 1,000 tenants calling in every 10 s for an hour hold about
+42 MiB (36 MiB with the former 25 % bins; ``benchmarks/stats.py``). Each
+call is counted in both rings.
 """
 
 from __future__ import annotations
