@@ -115,12 +115,12 @@ class Sketch:
         if 0 <= i < len(self.counts):
             self.counts[i] += 1
         else:
-            self.widen(index, 1)
+            self._widen(index, 1)
         value = value if value >= 0 else 0.0
         self.min = min(self.min, value)
         self.max = max(self.max, value)
 
-    def widen(self, index: int, n: int) -> None:
+    def _widen(self, index: int, n: int) -> None:
         """Add ``n`` to bucket ``index``, which lies outside the array: grow it to reach it."""
         if self.counts:
             self._cover(index, index + 1)
@@ -130,10 +130,15 @@ class Sketch:
             self.offset = index
 
     def _cover(self, low: int, high: int) -> None:
-        """Grow the (non-empty) array to hold buckets ``low`` to ``high - 1`` too."""
+        """Grow the array to hold buckets ``low`` to ``high - 1`` too."""
         counts, offset = self.counts, self.offset
+        if not counts:
+            self.counts, self.offset = array("Q", bytes(8 * (high - low))), low
+            return
         low = min(low, offset)
         high = max(high, offset + len(counts))
+        if high - low == len(counts):
+            return
         grown = array("Q", bytes(8 * (high - low)))
         start = offset - low
         grown[start : start + len(counts)] = counts
@@ -145,26 +150,12 @@ class Sketch:
         theirs = other.counts
         if not theirs:
             return
-        # Plain ifs, as in observe: a snapshot merges tens of thousands of sketches.
-        if other.min < self.min:  # noqa: PLR1730
-            self.min = other.min
-        if other.max > self.max:  # noqa: PLR1730
-            self.max = other.max
-        if not self.counts:
-            self.counts = array("Q", theirs)
-            self.offset = other.offset
-            return
-        shift = other.offset - self.offset
-        end = shift + len(theirs)
-        if shift < 0 or end > len(self.counts):
-            self._cover(other.offset, other.offset + len(theirs))
-            shift = other.offset - self.offset
-            end = shift + len(theirs)
-        counts = self.counts
-        if end - shift == 1:  # the usual case of a quiet group's bucket
-            counts[shift] += theirs[0]
-        else:  # element-wise in C: a Python loop over the buckets made snapshots 5x slower
-            counts[shift:end] = array("Q", map(operator.add, counts[shift:end], theirs))
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self._cover(other.offset, other.offset + len(theirs))
+        start = other.offset - self.offset
+        end = start + len(theirs)
+        self.counts[start:end] = array("Q", map(operator.add, self.counts[start:end], theirs))
 
     def quantile(self, q: float) -> float | None:
         """The ``q``-quantile (0..1) by the lower rank ``floor(q * (count - 1))``; None if empty.

@@ -99,7 +99,7 @@ class _Acc:
         self.cost = 0.0
         # The sketches' counts, sparse ({bucket_index: count}) with their exact min and max:
         # most groups see a handful of calls per bucket, which a dense Sketch would spread
-        # over every bucket between them. `sketch` makes the Sketch at snapshot time.
+        # over every bucket between them. `sketches` makes the Sketches at snapshot time.
         self.latency: dict[int, int] = {}
         self.latency_min = math.inf
         self.latency_max = -math.inf
@@ -434,8 +434,8 @@ class RollingStats:
             # bucket older than the current one is never written again, which
             # lets snapshots read it without the lock.
             now = self._clock()
-            # No overall group: every call has exactly one tenant group, so the
-            # total is their sum, worked out at snapshot time.
+            # No overall group: every call has exactly one group per dimension, so
+            # the total is their sum, worked out at snapshot time.
             accs: list[_Acc] = []
             for ring in self._rings:
                 by_model, by_route, by_tenant = ring.current(now).groups
