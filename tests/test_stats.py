@@ -1,20 +1,24 @@
-"""Rolling statistics: counters, percentiles, windows, cardinality cap, threads and memory."""
+"""Rolling statistics: counters, percentiles within 1 %, windows, cardinality cap, threads and memory."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import random
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llmpulse._bins import BUCKETS, MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch, fmt_seconds
 from llmpulse._stats import GroupStats, RollingStats, StatsSnapshot
 from llmpulse.events import CallEvent
-from llmpulse.testing import FakeClock, make_call_event
+from llmpulse.testing import FakeClock, FakeProvider, make_call_event
 
 
 def event(**changes: Any) -> CallEvent:
@@ -29,11 +33,6 @@ def _clock() -> FakeClock:
 @pytest.fixture(name="stats")
 def _stats(clock: FakeClock) -> RollingStats:
     return RollingStats(clock=clock)
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def test_empty_snapshot_has_zero_rates_and_no_percentiles(stats: RollingStats):
@@ -79,55 +78,254 @@ def test_tokens_cost_unpriced_and_retries_are_summed(stats: RollingStats):
     assert (total.unpriced_calls, total.retries) == (1, 2)
 
 
+def lognormal(rng: random.Random, n: int) -> list[float]:
+    return [rng.lognormvariate(-0.5, 1.2) for _ in range(n)]
+
+
+def bimodal(rng: random.Random, n: int) -> list[float]:
+    # Cache-like answers at ~40 ms and model calls at ~4 s: p50 and p95 sit in different modes.
+    return [rng.gauss(0.04, 0.005) if rng.random() < 0.7 else rng.gauss(4.0, 0.8) for _ in range(n)]
+
+
+def constant(rng: random.Random, n: int) -> list[float]:
+    return [0.7731] * n
+
+
+def wide(rng: random.Random, n: int) -> list[float]:
+    # Log-uniform over 0.2 ms .. 20 min: every bucket between is in use.
+    return [math.exp(rng.uniform(math.log(2e-4), math.log(1200))) for _ in range(n)]
+
+
+DISTRIBUTIONS = {"lognormal": lognormal, "bimodal": bimodal, "constant": constant, "wide": wide}
+
+
+def lower_rank(values: list[float], q: float) -> float:
+    """The exact order statistic the sketch answers for: rank floor(q * (n - 1)), from 0."""
+    ordered = sorted(values)
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_percentiles_are_within_one_bin_of_exact(clock: FakeClock, seed: int):
-    """p50/p95/p99 and TTFT percentiles are within one bin (25 %) of the exact nearest-rank values."""
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_percentiles_are_within_1_percent_of_exact(clock: FakeClock, name: str, seed: int):
+    """p50/p95/p99 and TTFT p50/p95 are within 1 % of the exact order statistics, whatever the shape."""
     stats = RollingStats(clock=clock)
     rng = random.Random(seed)
-    latencies = [rng.lognormvariate(-0.5, 1.2) for _ in range(2000)]
-    ttfts = [lat * rng.random() for lat in latencies[:700]]
+    latencies = DISTRIBUTIONS[name](rng, 3000)
+    ttfts = [lat * rng.uniform(0.05, 1) for lat in latencies[:900]]
     for i, lat in enumerate(latencies):
         ttft = ttfts[i] if i < len(ttfts) else None
         stats.record(event(latency_s=lat, ttft_s=ttft, streamed=ttft is not None))
     total = stats.snapshot().total
     for q, got in ((0.5, total.p50_s), (0.95, total.p95_s), (0.99, total.p99_s)):
-        exact = nearest_rank(latencies, q)
-        assert got == pytest.approx(exact, rel=0.25)
+        assert got == pytest.approx(lower_rank(latencies, q), rel=RELATIVE_ACCURACY), q
     for q, got in ((0.5, total.ttft_p50_s), (0.95, total.ttft_p95_s)):
-        assert got == pytest.approx(nearest_rank(ttfts, q), rel=0.25)
+        assert got == pytest.approx(lower_rank(ttfts, q), rel=RELATIVE_ACCURACY), q
 
 
-def test_percentiles_of_identical_latencies_stay_in_their_bin(stats: RollingStats):
-    """Identical latencies give percentiles inside the same 25 % bin."""
+def test_the_old_25_percent_bins_would_fail_the_1_percent_bound():
+    """The bound is tight enough to matter: values 2 % apart get different percentiles."""
+    clock = FakeClock()
+    a, b = RollingStats(clock=clock), RollingStats(clock=clock)
     for _ in range(100):
-        stats.record(event(latency_s=1.0))
+        a.record(event(latency_s=0.773))
+        b.record(event(latency_s=0.801))
+    assert a.snapshot().total.p95_s == pytest.approx(0.773, rel=RELATIVE_ACCURACY)
+    assert b.snapshot().total.p95_s == pytest.approx(0.801, rel=RELATIVE_ACCURACY)
+
+
+def test_constant_latencies_are_reported_exactly(stats: RollingStats):
+    """Identical latencies give exactly that latency: percentiles are clamped to the min and max seen."""
+    for _ in range(100):
+        stats.record(event(latency_s=1.2345))
     total = stats.snapshot().total
-    for got in (total.p50_s, total.p95_s, total.p99_s):
-        assert got is not None
-        assert 1.0 / 1.25 <= got <= 1.0 * 1.25
+    assert (total.p50_s, total.p95_s, total.p99_s) == (1.2345,) * 3
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_windows_merge_slots_without_losing_accuracy(clock: FakeClock, seed: int):
+    """Percentiles over 10 s and 5 min slots are one sketch of the window's calls, within 1 % of exact."""
+    stats = RollingStats(clock=clock)
+    rng = random.Random(seed)
+    clock.now = 30_000.0  # on a 5-minute boundary: windows hold exactly the calls below
+    recorded: list[tuple[float, float]] = []
+    for _ in range(3600):  # an hour, one call a second, drifting slower
+        latency = rng.lognormvariate(-1 + len(recorded) / 3600, 0.8)
+        stats.record(event(latency_s=latency))
+        recorded.append((clock.now, latency))
+        clock.advance(1.0)
+    for window in (60, 300, 600, 1800, 3600):
+        inside = [lat for t, lat in recorded if t >= clock.now - window]
+        one = Sketch()
+        for lat in inside:
+            one.add(lat)
+        total = stats.snapshot(window).total
+        assert total.calls == len(inside)
+        got = [total.p50_s, total.p95_s, total.p99_s]
+        assert got == one.quantiles((0.5, 0.95, 0.99)), window  # merging is exact
+        for q, value in zip((0.5, 0.95, 0.99), got, strict=True):
+            assert value == pytest.approx(lower_rank(inside, q), rel=RELATIVE_ACCURACY), (window, q)
+
+
+def test_groups_merged_into_the_total_match_one_sketch(stats: RollingStats):
+    """The total's percentiles, summed from the groups, are those of one sketch of all calls."""
+    rng = random.Random(9)
+    one = Sketch()
+    for i in range(2000):
+        latency = rng.lognormvariate(0, 1)
+        stats.record(event(latency_s=latency, model=f"m{i % 3}", tenant=f"t{i % 40}"))
+        one.add(latency)
+    total = stats.snapshot().total
+    assert [total.p50_s, total.p95_s, total.p99_s] == one.quantiles((0.5, 0.95, 0.99))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merged_sketches_equal_one_sketch_of_all_values(seed: int):
+    """Sketches over disjoint, overlapping, nested and empty ranges merge into one sketch of all values."""
+    rng = random.Random(seed)
+    parts: list[list[float]] = [[] for _ in range(8)]
+    for i in range(4000):
+        part = rng.randrange(len(parts) - 1)  # the last part stays empty
+        centre = math.exp(part - 3)  # 50 ms .. 55 s, ranges overlapping or not
+        parts[part].append(centre * rng.lognormvariate(0, 0.5 + (i % 3)))
+    one, merged = Sketch(), Sketch()
+    sketches = []
+    for values in parts:
+        sketch = Sketch()
+        for value in values:
+            sketch.add(value)
+            one.add(value)
+        sketches.append(sketch)
+    rng.shuffle(sketches)
+    for sketch in sketches:
+        merged.merge(sketch)
+    qs = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
+    assert merged.quantiles(qs) == one.quantiles(qs)
+    assert list(merged.buckets()) == list(one.buckets())
+    assert (merged.count, merged.min, merged.max) == (4000, one.min, one.max)
+    everything = [v for values in parts for v in values]
+    for q, got in zip(qs, merged.quantiles(qs), strict=True):
+        assert got == pytest.approx(lower_rank(everything, q), rel=RELATIVE_ACCURACY), q
 
 
 @pytest.mark.parametrize(
-    ("latency", "low", "high"),
-    [(0.0, 0.0, 0.001), (0.0004, 0.0, 0.001), (-1.0, 0.0, 0.001), (float("nan"), 0.0, 0.001)],
+    ("latency", "reported"),
+    [(0.0, 0.0), (0.00004, 0.00004), (-1.0, 0.0), (float("nan"), 0.0), (5000.0, 5000.0)],
 )
-def test_sub_millisecond_and_odd_latencies_land_in_the_first_bin(
-    stats: RollingStats, latency: float, low: float, high: float
-):
-    """Latencies under 1 ms (and negative or NaN ones) are reported between 0 and 1 ms."""
+def test_odd_latencies_never_raise_and_stay_in_range(stats: RollingStats, latency: float, reported: float):
+    """Zero, sub-0.1 ms, negative, NaN and very long latencies are counted, and reported as seen (NaN: 0)."""
     stats.record(event(latency_s=latency))
-    p50 = stats.snapshot().total.p50_s
-    assert p50 is not None
-    assert low <= p50 <= high
+    assert stats.snapshot().total.p50_s == reported
 
 
-@pytest.mark.parametrize("latency", [5000.0, float("inf")])
-def test_very_long_latencies_are_capped_at_the_top_bin(stats: RollingStats, latency: float):
-    """Latencies beyond ~21 minutes are reported as the top bin edge."""
-    stats.record(event(latency_s=latency))
-    p99 = stats.snapshot().total.p99_s
-    assert p99 == pytest.approx(0.001 * 1.25**63)
-    assert 20 * 60 < p99 < 22 * 60
+def test_values_beyond_the_range_share_the_edge_buckets():
+    """Below 0.1 ms and above ~28 h values share an edge bucket, so a sketch never outgrows BUCKETS."""
+    sketch = Sketch()
+    for value in (0.0, 1e-9, 5e-5, 1e5, 1e9, float("inf")):
+        sketch.add(value)
+    assert len(sketch.counts) == BUCKETS
+    assert sketch.count == 6
+    assert sketch.quantile(0.0) == 0.0  # the exact min
+    assert sketch.quantile(0.4) == pytest.approx(MIN_VALUE)  # the low edge bucket
+    assert sketch.quantile(0.6) == pytest.approx(MAX_VALUE, rel=RELATIVE_ACCURACY)  # the high one
+    assert sketch.quantile(1.0) == float("inf")
+
+
+def test_sketch_memory_is_bounded_by_calls_and_buckets(clock: FakeClock):
+    """Each stored sketch holds a count per bucket it saw: at most its calls, never more than BUCKETS."""
+    stats = RollingStats(clock=clock, bucket_s=10, horizon_s=3600, coarse_bucket_s=1800)
+    rng = random.Random(3)
+    for _ in range(40_000):
+        stats.record(event(latency_s=math.exp(rng.uniform(math.log(1e-6), math.log(1e7))), ttft_s=0.5))
+        clock.advance(0.1)
+    accs = [
+        acc
+        for ring in stats._rings
+        for bucket in ring.buckets
+        if bucket is not None
+        for groups in bucket.groups
+        for acc in groups.values()
+    ]
+    for acc in accs:
+        assert acc.ttft is not None
+        assert len(acc.ttft) == 1  # always 0.5 s: one bucket
+        assert len(acc.latency) <= min(acc.calls, BUCKETS)
+        assert all(0 <= index < BUCKETS for index in acc.latency)
+    # 18,000 calls in a 30-minute bucket, spread over more than the range: every bucket in use.
+    assert max(len(acc.latency) for acc in accs) == BUCKETS
+
+
+def test_stats_and_report_give_the_same_percentiles(clock: FakeClock):
+    """The report and stats() share one sketch: same calls, same numbers, same printed strings."""
+    from llmpulse._report._command import aggregate  # noqa: PLC0415
+    from llmpulse.sinks import JsonlSink  # noqa: PLC0415
+
+    rng = random.Random(11)
+    stats = RollingStats(clock=clock)
+    sink = JsonlSink(os.devnull)
+    lines = []
+    for i in range(3000):
+        streamed = i % 3 == 0
+        call = event(
+            call_id=f"c{i}",
+            model=("gpt-4o-mini", "claude-haiku-4-5")[i % 2],
+            latency_s=rng.lognormvariate(0, 1.1),
+            streamed=streamed,
+            ttft_s=rng.lognormvariate(-2, 0.5) if streamed else None,
+        )
+        stats.record(call)
+        lines.append(sink.render_line(call).encode())
+        clock.advance(0.05)
+    sink.close()
+    report = aggregate(lines)
+    snapshot = stats.snapshot(3600)
+    pairs = [(snapshot.total, report.total)]
+    pairs += [(group, report.groups["model"].get(model)) for model, group in snapshot.by_model.items()]
+    assert len(pairs) == 3
+    for ours, theirs in pairs:
+        assert theirs.latency is not None
+        assert theirs.ttft is not None
+        assert [ours.p50_s, ours.p95_s, ours.p99_s] == theirs.latency.quantiles((0.5, 0.95, 0.99))
+        assert [ours.ttft_p50_s, ours.ttft_p95_s] == theirs.ttft.quantiles((0.5, 0.95))
+        assert fmt_seconds(ours.p95_s) == fmt_seconds(theirs.latency.quantile(0.95))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (float("nan"), "-"),
+        (0.0, "0 ms"),
+        (0.000123456, "0.123 ms"),
+        (0.0123456, "12.3 ms"),
+        (0.7731, "773 ms"),
+        (0.9996, "1.00 s"),
+        (1.0, "1.00 s"),
+        (9.304, "9.30 s"),
+        (10.111, "10.1 s"),
+        (123.456, "123 s"),
+        (1234.5, "1,230 s"),
+        (float("inf"), "inf s"),
+        (-0.5, "-500 ms"),
+    ],
+)
+def test_durations_print_to_three_significant_figures(seconds: float | None, text: str):
+    """Durations print with the digits a 1 % sketch supports, in ms below 1 s and in s above."""
+    assert fmt_seconds(seconds) == text
+
+
+def test_snapshot_prints_with_the_sketch_precision(stats: RollingStats):
+    """str() of a snapshot shows every group on one line, durations to 3 significant figures."""
+    for tenant, latency in (("acme", 0.7731234), ("globex", 10.111111)):
+        for _ in range(5):
+            stats.record(event(latency_s=latency, tenant=tenant, streamed=True, ttft_s=0.0421))
+    lines = str(stats.snapshot()).splitlines()
+    assert lines[0].startswith("last 300 s: 10 calls (")
+    assert lines[-2].startswith("  tenant acme: 5 calls (")
+    assert "; latency p50 773 ms, p95 773 ms, p99 773 ms; TTFT p50 42.1 ms, p95 42.1 ms;" in lines[-2]
+    assert lines[-1].startswith("  tenant globex: 5 calls (")
+    assert "; latency p50 10.1 s, p95 10.1 s, p99 10.1 s;" in lines[-1]
+    assert len(lines) == 1 + 1 + 1 + 2  # total, one model, one route, two tenants
 
 
 def test_ttft_is_none_without_streams(stats: RollingStats):
@@ -136,8 +334,8 @@ def test_ttft_is_none_without_streams(stats: RollingStats):
     stats.record(event(model="chat", streamed=True, ttft_s=0.2))
     snap = stats.snapshot()
     assert snap.by_model["batch"].ttft_p50_s is None
-    assert snap.by_model["chat"].ttft_p50_s == pytest.approx(0.2, rel=0.25)
-    assert snap.total.ttft_p95_s == pytest.approx(0.2, rel=0.25)
+    assert snap.by_model["chat"].ttft_p50_s == 0.2
+    assert snap.total.ttft_p95_s == 0.2
 
 
 def test_groups_per_model_route_and_tenant(stats: RollingStats):
@@ -378,3 +576,28 @@ def test_long_windows_use_the_coarse_ring(clock: FakeClock):
     assert stats.snapshot(60).total.calls == 1
     assert 25 <= stats.snapshot(1800).total.calls <= 30  # whole 5-minute buckets
     assert 55 <= stats.snapshot(3600).total.calls <= 60
+
+
+def test_rolling_stats_example_runs(fake: FakeProvider):
+    """examples/rolling_stats.py prints a snapshot with per-tenant lines and the JSON of the total."""
+    examples = Path(__file__).parent.parent / "examples"
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": fake.openai_base_url,
+        "OPENAI_API_KEY": "sk-example",
+        "LLMPULSE_SINKS": "none",
+    }
+    result = subprocess.run(
+        [sys.executable, str(examples / "rolling_stats.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("last 300 s: 24 calls (")
+    assert sum(line.startswith("  tenant ") for line in lines) == 3
+    assert "  route /stream: 12 calls" in result.stdout
+    assert lines[-2].startswith("acme: 8 calls, p95 ")
+    assert lines[-1].startswith('{"abandoned": 0, "calls": 24, ')

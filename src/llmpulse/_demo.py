@@ -20,6 +20,7 @@ from typing import Any
 
 import llmpulse
 
+from ._bins import fmt_seconds
 from ._pipeline import get_pipeline
 from ._stats import GroupStats, StatsSnapshot
 
@@ -236,20 +237,16 @@ def _watch(threads: list[threading.Thread], stop_at: float, *, live: bool) -> No
             view.update(_table(llmpulse.stats(60), stop_at))
 
 
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.0f}"
-
-
 def _row(name: str, g: GroupStats) -> list[str]:
     return [
         name,
         str(g.calls),
         f"{g.error_rate:.1%}",
         f"{g.rate_429:.1%}",
-        _fmt_ms(g.p50_s),
-        _fmt_ms(g.p95_s),
-        _fmt_ms(g.p99_s),
-        _fmt_ms(g.ttft_p50_s),
+        fmt_seconds(g.p50_s),
+        fmt_seconds(g.p95_s),
+        fmt_seconds(g.p99_s),
+        fmt_seconds(g.ttft_p50_s),
         f"{g.input_tokens + g.output_tokens:,}",
         f"${g.cost_usd:.4f}",
     ]
@@ -265,10 +262,10 @@ def _table(snapshot: StatsSnapshot, stop_at: float) -> Any:
         "calls",
         "errors",
         "429s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "TTFT ms",
+        "p50",
+        "p95",
+        "p99",
+        "TTFT p50",
         "tokens",
         "cost",
     ):
@@ -285,13 +282,13 @@ def _print_summary(snapshot: StatsSnapshot, log_path: str, metrics_url: str) -> 
         "",
         "Summary",
         f"  calls {t.calls}, errors {t.error_rate:.1%}, 429s {t.rate_429:.1%}, retries {t.retries}",
-        f"  latency p50 {_fmt_ms(t.p50_s)} ms, p95 {_fmt_ms(t.p95_s)} ms, p99 {_fmt_ms(t.p99_s)} ms;"
-        f" TTFT p50 {_fmt_ms(t.ttft_p50_s)} ms",
+        f"  latency p50 {fmt_seconds(t.p50_s)}, p95 {fmt_seconds(t.p95_s)}, p99 {fmt_seconds(t.p99_s)};"
+        f" TTFT p50 {fmt_seconds(t.ttft_p50_s)} (within 1 %)",
         f"  tokens in {t.input_tokens:,} / out {t.output_tokens:,}; cost ${t.cost_usd:.4f}"
         f" ({t.unpriced_calls} calls unpriced)",
         "  by model:",
     ]
     for model, g in sorted(snapshot.by_model.items()):
-        lines.append(f"    {model:<20} {g.calls:>5} calls  p95 {_fmt_ms(g.p95_s):>5} ms  ${g.cost_usd:.4f}")
+        lines.append(f"    {model:<20} {g.calls:>5} calls  p95 {fmt_seconds(g.p95_s):>8}  ${g.cost_usd:.4f}")
     lines.append(f"  JSON logs: {log_path}  (metrics were served at {metrics_url})")
     print("\n".join(lines))

@@ -435,6 +435,7 @@ def stats(window_s: float = 300.0) -> StatsSnapshot:
 
     p50/p95/p99 latency, time to first token, error and 429 rates, tokens and
     cost, overall and per model, route and tenant, in bounded memory.
+    Percentiles are within 1 % of the exact ones; see docs/stats.md.
     """
     from ._call import finish_collected  # noqa: PLC0415
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .._bins import fmt_seconds
 from ._aggregate import OTHER, Aggregate, GroupStats
 from ._sketch import RELATIVE_ACCURACY
 
@@ -21,15 +22,6 @@ class Table:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     note: str | None = None
-
-
-def fmt_seconds(value: float | None) -> str:
-    """``123 ms`` or ``1.23 s``; ``-`` when unknown."""
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.0f} ms" if value >= 0.01 else f"{value * 1000:.2f} ms"
-    return f"{value:.2f} s"
 
 
 def fmt_cost(value: float) -> str:
