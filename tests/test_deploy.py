@@ -387,13 +387,13 @@ def test_e2e_p95_agrees_with_llmpulse_then_5xx_alert_fires_only_under_faults(
     prom_p95 = _value(prom.query(quantile))
     assert prom_p95 is not None
     # Prometheus finds the bucket that holds the true p95 exactly and interpolates inside it;
-    # llmpulse's own p95 is within 25 % of the true value (llmpulse/_stats.py). So llmpulse's
-    # value must lie in that bucket, widened by its 25 %.
+    # llmpulse's own p95 is within 1 % of the true value (docs/stats.md). So llmpulse's
+    # value must lie in that bucket, widened by its 1 %.
     bounds = (0.0, *DURATION_BUCKETS)
     index = bisect.bisect_left(bounds, prom_p95)
     low, high = bounds[index - 1], bounds[index]
-    assert low / 1.25 <= own["p95_s"] <= high * 1.25, (prom_p95, own["p95_s"], (low, high))
-    assert abs(prom_p95 - own["p95_s"]) <= (high - low) * 1.25
+    assert low / 1.01 <= own["p95_s"] <= high * 1.01, (prom_p95, own["p95_s"], (low, high))
+    assert abs(prom_p95 - own["p95_s"]) <= (high - low) + 0.01 * high
 
     # (b) healthy traffic: the 5xx ratio is computed, stays 0, and the alert is never even pending.
     e2e_fake.plan = FaultPlan(latency_s=0.02, seed=2)

@@ -17,7 +17,7 @@ __all__ = ["DIMENSIONS", "MAX_GROUPS", "MAX_TIME_BUCKETS", "OTHER", "Aggregate",
 
 DIMENSIONS = ("model", "tenant", "route")
 MAX_GROUPS = {"model": 500, "tenant": 10_000, "route": 10_000}
-"""Distinct keys kept per dimension; models carry sketches (~17 KB each), so fewer."""
+"""Distinct keys kept per dimension; models carry sketches (up to 1,037 buckets each), so fewer."""
 OTHER = "(other)"
 MAX_TIME_BUCKETS = 720
 BASE_BUCKET_S = 60
