@@ -6,11 +6,13 @@ A missing binary skips the tests that need it, except under ``CI=true`` (as
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -96,3 +98,39 @@ class LocalServer:
     ) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+class WebhookReceiver:
+    """A local HTTP server on a free port that records the bodies POSTed to it.
+
+    Each POST is answered with the next status of ``statuses`` (200 when none
+    is left), so a test can script a webhook that fails and then recovers.
+    """
+
+    def __init__(self, path: str = "/hooks/T0/B0/s3cr3t-token") -> None:
+        self.bodies: list[bytes] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}{path}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()

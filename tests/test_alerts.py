@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
 import io
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +20,7 @@ from llmpulse.alerts import Alert, AlertConfig, AlertEngine, LogAlertSink, Webho
 from llmpulse.exceptions import ConfigError
 from llmpulse.state import MemoryStore, RedisStore
 from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, FaultPlan, make_call_event
+from local_server import WebhookReceiver
 from redis_server import RedisServer
 
 T0 = 1_800_000_000.0  # a whole hour: the clock hour starts here
@@ -375,32 +374,14 @@ def test_log_sink_writes_one_json_line() -> None:
     assert line["evidence"]["correlation_ids"] == ["corr-9"]
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    statuses: list[int]
-    bodies: list[bytes]
-
-    def do_POST(self) -> None:
-        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(self.statuses.pop(0) if self.statuses else 200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(name="receiver")
-def _receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Handler", (_Receiver,), {"statuses": [], "bodies": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/services/T000/B000/s3cr3t-token", handler
-    server.shutdown()
-    server.server_close()
+def _receiver() -> Iterator[tuple[str, WebhookReceiver]]:
+    with WebhookReceiver("/services/T000/B000/s3cr3t-token") as server:
+        yield server.url, server
 
 
 @pytest.mark.parametrize("fmt", ["json", "slack", "discord"])
-def test_webhook_formats(receiver: tuple[str, type[_Receiver]], fmt: str) -> None:
+def test_webhook_formats(receiver: tuple[str, WebhookReceiver], fmt: str) -> None:
     """Slack gets ``text``, Discord ``content``, JSON the alert's fields; chat text carries the evidence."""
     url, handler = receiver
     WebhookAlertSink(url, format=fmt).emit(_alert())  # type: ignore[arg-type]
@@ -415,7 +396,7 @@ def test_webhook_formats(receiver: tuple[str, type[_Receiver]], fmt: str) -> Non
         assert "provider request ids: req-9" in text
 
 
-def test_webhook_retries_then_gives_up_without_showing_the_url(receiver: tuple[str, type[_Receiver]]) -> None:
+def test_webhook_retries_then_gives_up_without_showing_the_url(receiver: tuple[str, WebhookReceiver]) -> None:
     """5xx answers are retried with backoff; when every attempt fails the error names the host only."""
     url, handler = receiver
     slept: list[float] = []

@@ -10,12 +10,10 @@ messages, and the same run with the scrubbing step switched off leaks every key 
 
 from __future__ import annotations
 
-import http.server
 import io
 import logging
 import random
 import string
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from llmpulse.alerts import LogAlertSink
 from llmpulse.sinks import JsonlSink, StructlogSink
 from llmpulse.sinks._otel import OtelSink
 from llmpulse.testing import FakeProvider, Fault
+from local_server import WebhookReceiver
 
 _rng = random.Random(20261201)  # fixed keys: a needle that matches by chance would match every run
 
@@ -83,28 +82,10 @@ class Outputs:
         return [name for name, text in self.texts.items() if needle in text]
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    bodies: list[bytes]
-
-    def do_POST(self) -> None:
-        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(name="webhook")
 def _webhook() -> Iterator[tuple[str, list[bytes]]]:
-    bodies: list[bytes] = []
-    handler = type("Handler", (_Receiver,), {"bodies": bodies})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/T0/B0/webhook-s3cr3t", bodies
-    server.shutdown()
-    server.server_close()
+    with WebhookReceiver("/hooks/T0/B0/webhook-s3cr3t") as server:
+        yield server.url, server.bodies
 
 
 def _quoting_rule(event: Any) -> str | None:
