@@ -62,7 +62,7 @@ class Pipeline:
         self.default_routes: tuple[Route, ...] = self.routes_for(default_sinks(settings))
         self.sampler = make_sampler(settings)
         self.scrubber = make_scrubber(settings)
-        self.alerts: AlertEngine | None = make_alerts(settings, self.stats, self.sampler)
+        self.alerts: AlertEngine | None = make_alerts(settings, self.stats, self.sampler, self.scrubber)
         self._internal_errors = 0
 
     def routes_for(self, sinks: Iterable[Any]) -> tuple[Route, ...]:
@@ -246,7 +246,9 @@ def make_scrubber(settings: Settings) -> Scrubber:
     return Scrubber(rules, error_text=settings.capture_error_text)
 
 
-def make_alerts(settings: Settings, stats: RollingStats, sampler: DetailSampler) -> AlertEngine | None:
+def make_alerts(
+    settings: Settings, stats: RollingStats, sampler: DetailSampler, scrubber: Scrubber
+) -> AlertEngine | None:
     """The alert engine the settings describe (None when alerts are off)."""
     if not settings.alerts:
         return None
@@ -272,7 +274,7 @@ def make_alerts(settings: Settings, stats: RollingStats, sampler: DetailSampler)
         stats=stats,
         on_delivery=counters.delivered if counters is not None else None,
         on_spike=sampler.spike,
-        scrub=make_scrubber(settings).scrub,
+        scrub=scrubber.scrub,  # the events' scrubber: one set of rules, one warning per failing rule
     )
 
 
@@ -343,7 +345,7 @@ def _reconfigure(settings: Settings) -> None:
             old.alerts.close()
         old.sampler = make_sampler(settings)
         old.scrubber = make_scrubber(settings)
-        old.alerts = make_alerts(settings, old.stats, old.sampler)
+        old.alerts = make_alerts(settings, old.stats, old.sampler, old.scrubber)
     _start_metrics_server(settings)
 
 
