@@ -130,10 +130,10 @@ def test_connection_reset_is_retried_then_raised(
 def test_with_options_max_retries_is_llmpulse_retry_count(
     oai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
 ) -> None:
-    """with_options(max_retries=4) keeps the SDK's retries off and gives llmpulse four retries."""
+    """with_options(max_retries=4) reads 4, as bare, and gives llmpulse's loop four retries."""
     fake.enqueue(*[Fault.status(500, retry_after_ms=1)] * 4)
     client = oai.with_options(max_retries=4)
-    assert client.max_retries == 0
+    assert client.max_retries == 4
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert sink.calls[0].attempts == 5
     assert len(fake.requests) == 5

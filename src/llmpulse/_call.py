@@ -213,6 +213,7 @@ class Call:
         reads_whole: bool = False,
         original_body: bytes | None = None,
         address: tuple[str, int | None] = ("", None),
+        max_retries: int | None = None,
     ) -> None:
         self._hook = hook
         self._info = info
@@ -232,7 +233,7 @@ class Call:
         self.call_id = call_id
         self._prompt_estimate = prompt_estimate
         self._t0 = time.perf_counter()
-        self._init_policies(hook, info, ctx, sdk_timeout)
+        self._init_policies(hook, info, ctx, sdk_timeout, max_retries)
         # Sinks run in the caller's contextvars (structlog's bound variables,
         # the current span), even though they run on another thread.
         self._app_ctx = contextvars.copy_context()
@@ -257,14 +258,17 @@ class Call:
         self._body_malformed = False
         self._sse = False
 
-    def _init_policies(self, hook: Hook, info: RequestInfo, ctx: Context, sdk_timeout: Any) -> None:
+    def _init_policies(
+        self, hook: Hook, info: RequestInfo, ctx: Context, sdk_timeout: Any, max_retries: int | None
+    ) -> None:
         policies = hook.policies
         self._policies = policies
         self._sdk_timeout = sdk_timeout
         # A max_retries the caller assigned on the client counts as the client's own; the SDK's
         # loop, which then runs too, is told not to retry on top of llmpulse's (`vetoes_sdk_retries`).
-        assigned = hook.assigned_retries()
-        own = hook.max_retries if assigned is None else assigned
+        # The request entry runs the loop and knows the call's own count (per request or the client's).
+        assigned = None if max_retries is not None else hook.assigned_retries()
+        own = max_retries if max_retries is not None else hook.max_retries if assigned is None else assigned
         self._max_retries = own if policies.max_retries is None else policies.max_retries
         self.vetoes_sdk_retries = bool(assigned)
         self.sdk_retries = assigned or 0
@@ -888,6 +892,18 @@ class Call:
         outcome: Outcome = "rejected" if self.attempts == 0 else "error"
         self._finish(outcome, None, error_type=cls.__name__, error_message=message)
         raise exc
+
+    def retry_for_credentials(self) -> float:
+        """The SDK's own rule retries this 401 once, with a refreshed credential: go again, at once."""
+        self._stop_reason = None
+        self._release_slot(401)
+        self._backoff.append(0.0)
+        return 0.0
+
+    @property
+    def resending(self) -> bool:
+        """Whether the next attempt resends the caller's request as made (not a retry)."""
+        return self._resend
 
     @property
     def retries(self) -> int:

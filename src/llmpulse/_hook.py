@@ -150,15 +150,18 @@ class Hook:
                 self._listeners[host] = listener
         return listener
 
-    def start_call(self, request: Any) -> Call | None:
-        """Begin observing ``request`` as one logical call; None lets it pass unobserved."""
+    def start_call(self, request: Any, max_retries: int | None = None) -> Call | None:
+        """Begin observing ``request`` as one logical call; None lets it pass unobserved.
+
+        ``max_retries`` is the call's own (per request or the client's), as the SDK reads it.
+        """
         try:
-            return self._start_call(request)
+            return self._start_call(request, max_retries)
         except Exception:  # noqa: BLE001 - a bug here must not break the call
             self.pipeline.internal_error("start_call")
             return None
 
-    def _start_call(self, request: Any) -> Call:
+    def _start_call(self, request: Any, max_retries: int | None) -> Call:
         if _COLLECTED:
             finish_collected()
 
@@ -193,6 +196,7 @@ class Hook:
             reads_whole=not info.streamed and request.headers.get(_RAW_RESPONSE_HEADER) != "stream",
             original_body=original_body,
             address=(url.host, _port(url)),
+            max_retries=max_retries,
         )
         self.pipeline.call_started(self.provider.name, self.metrics)
         return call

@@ -9,7 +9,6 @@ transports and byte streams subclass its own base classes.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import os
 import weakref
@@ -18,6 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._exit import STATE, ExitState
+from ._loop import LOGICAL_EXTENSION, Logical, request_body
 from .policies._elsewhere import ServeElsewhere
 
 if TYPE_CHECKING:
@@ -162,43 +162,50 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             self.hook = hook
 
         def handle_request(self, request: Any) -> Any:
-            _refuse_vetoed_retry(self.hook, request)
-            call = self.hook.start_call(request)
-            if call is None:
+            logical = _take_logical(request)
+            if logical is None:
+                # Not an attempt of a call the wrapped client's request entry runs
+                # (the SDK's own credential exchange): no event, no policies.
                 return self.inner.handle_request(request)
             base_extensions = request.extensions
-            clock = self.hook.policies.clock
+            first = logical.call is None
+            call = _call_of(self.hook, logical, request)
+            if call is None:
+                return self.inner.handle_request(request)
             try:
-                cached = call.cached_answer(request)
-                if cached is not None:
-                    call.serve_cached(cached)
-                    return _response(http, request, (cached.status, cached.headers, cached.body))
-                call.admit(request)
-                while True:
-                    call.acquire_slot(request)
-                    request.extensions = call.begin_attempt(request, base_extensions, is_async=False)
-                    _mark_retry(request, call)
-                    try:
-                        response = self._send(call, request)
-                    except Exception as exc:
-                        delay = call.attempt_failed(exc)
-                        if delay is None:
-                            raise
-                    else:
-                        status = response.status_code
-                        body = response.read() if call.wants_error_body(status) else None
-                        delay = call.attempt_answered(status, response.headers, body)
-                        if delay is None:
-                            return _hand_over(http, call, self.hook, response, ObservedStream)
-                        response.close()
-                    clock.sleep(delay)
+                if first:
+                    cached = call.cached_answer(request)
+                    if cached is not None:
+                        call.serve_cached(cached)
+                        return _response(http, request, (cached.status, cached.headers, cached.body))
+                    call.admit(request)
+                call.acquire_slot(request)
+                request.extensions = call.begin_attempt(request, base_extensions, is_async=False)
+                return self._attempt(call, logical, request)
             except ServeElsewhere as offer:
                 # The provider cannot serve it; the user's function may (else the original failure).
                 return _response(http, request, call.serve_elsewhere(offer))
             except BaseException as exc:
-                call.abort(exc)
-                _veto_sdk_retries(self.hook, call, exc)
+                if logical.delay is None:
+                    call.abort(exc)
                 raise
+
+        def _attempt(self, call: Call, logical: Logical, request: Any) -> Any:
+            try:
+                response = self._send(call, request)
+            except Exception as exc:
+                delay = call.attempt_failed(exc)
+                if delay is not None:
+                    logical.retry_in(delay, call, request)
+                raise
+            status = response.status_code
+            body = response.read() if call.wants_error_body(status) else None
+            delay = _decide(call, logical, request, response, body)
+            if delay is None:
+                return _hand_over(http, call, self.hook, response, ObservedStream)
+            # The SDK (its retries off for this attempt) raises its error for it; the loop above goes again.
+            logical.retry_in(delay, call, request)
+            return response
 
         def _send(self, call: Call, request: Any) -> Any:
             response = self.inner.handle_request(request)
@@ -223,42 +230,46 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             self.hook = hook
 
         async def handle_async_request(self, request: Any) -> Any:
-            _refuse_vetoed_retry(self.hook, request)
-            call = self.hook.start_call(request)
-            if call is None:
+            logical = _take_logical(request)
+            if logical is None:
                 return await self.inner.handle_async_request(request)
             base_extensions = request.extensions
-            clock = self.hook.policies.clock
+            first = logical.call is None
+            call = _call_of(self.hook, logical, request)
+            if call is None:
+                return await self.inner.handle_async_request(request)
             try:
-                cached = await call.acached_answer(request)
-                if cached is not None:
-                    call.serve_cached(cached)
-                    return _response(http, request, (cached.status, cached.headers, cached.body))
-                await call.aadmit(request)
-                while True:
-                    await call.aacquire_slot(request)
-                    request.extensions = call.begin_attempt(request, base_extensions, is_async=True)
-                    _mark_retry(request, call)
-                    try:
-                        response = await self._send(call, request)
-                    except Exception as exc:
-                        delay = call.attempt_failed(exc)
-                        if delay is None:
-                            raise
-                    else:
-                        status = response.status_code
-                        body = await response.aread() if call.wants_error_body(status) else None
-                        delay = call.attempt_answered(status, response.headers, body)
-                        if delay is None:
-                            return _hand_over(http, call, self.hook, response, AsyncObservedStream)
-                        await response.aclose()
-                    await clock.asleep(delay)
+                if first:
+                    cached = await call.acached_answer(request)
+                    if cached is not None:
+                        call.serve_cached(cached)
+                        return _response(http, request, (cached.status, cached.headers, cached.body))
+                    await call.aadmit(request)
+                await call.aacquire_slot(request)
+                request.extensions = call.begin_attempt(request, base_extensions, is_async=True)
+                return await self._attempt(call, logical, request)
             except ServeElsewhere as offer:
                 return _response(http, request, await call.aserve_elsewhere(offer))
             except BaseException as exc:
-                call.abort(exc)
-                _veto_sdk_retries(self.hook, call, exc)
+                if logical.delay is None:
+                    call.abort(exc)
                 raise
+
+        async def _attempt(self, call: Call, logical: Logical, request: Any) -> Any:
+            try:
+                response = await self._send(call, request)
+            except Exception as exc:
+                delay = call.attempt_failed(exc)
+                if delay is not None:
+                    logical.retry_in(delay, call, request)
+                raise
+            status = response.status_code
+            body = await response.aread() if call.wants_error_body(status) else None
+            delay = _decide(call, logical, request, response, body)
+            if delay is None:
+                return _hand_over(http, call, self.hook, response, AsyncObservedStream)
+            logical.retry_in(delay, call, request)
+            return response
 
         async def _send(self, call: Call, request: Any) -> Any:
             response = await self.inner.handle_async_request(request)
@@ -278,48 +289,12 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
 
 def _hand_over(http: ModuleType, call: Call, hook: Hook, response: Any, stream_cls: type[Any]) -> Any:
     """The response goes to the SDK: watch its body on the way."""
-    if call.retries:
-        response.extensions[RETRIES_EXTENSION] = call.retries
-    if call.vetoes_sdk_retries and response.status_code >= 400:
-        response.headers["x-should-retry"] = "false"  # llmpulse's loop already retried it
     if _already_read(response):
         _replace_content(http, response, call)
     else:
         watcher = call.observe_body(response.headers)
         response.stream = stream_cls(response.stream, call, hook, watcher)
     return response
-
-
-class _Vetoed:
-    """A failure llmpulse gave up on while the SDK's own loop runs too (`Hook.assigned_retries`)."""
-
-    __slots__ = ("error", "hook", "left")
-
-    def __init__(self, hook: Hook, error: Exception, left: int) -> None:
-        self.hook, self.error, self.left = hook, error, left
-
-
-# In the caller's context: the SDK's retries of one call run in the same thread or task.
-_VETOED: contextvars.ContextVar[_Vetoed | None] = contextvars.ContextVar("llmpulse_vetoed", default=None)
-
-
-def _veto_sdk_retries(hook: Hook, call: Call, exc: BaseException) -> None:
-    # The SDK would send again what llmpulse already retried: answer its retries instead.
-    if call.vetoes_sdk_retries and isinstance(exc, Exception) and hook.provider.retries_exception(exc):
-        _VETOED.set(_Vetoed(hook, exc, call.sdk_retries))
-
-
-def _refuse_vetoed_retry(hook: Hook, request: Any) -> None:
-    """Raise the failure again, sending nothing, if ``request`` is the SDK's retry of a vetoed call."""
-    vetoed = _VETOED.get()
-    if vetoed is None:
-        return
-    retry = request.headers.get("x-stainless-retry-count", "0")
-    if vetoed.hook is not hook or retry == "0" or vetoed.left <= 0:
-        _VETOED.set(None)  # a new call
-        return
-    vetoed.left -= 1
-    raise vetoed.error
 
 
 def _read_whole(call: Call, response: Any) -> bool:
@@ -351,7 +326,31 @@ def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
         response.stream = http.ByteStream(kept)
 
 
-def _mark_retry(request: Any, call: Call) -> None:
-    # The SDK numbers its attempts in this header; ours replace its loop.
-    if call.retries > 0:
-        request.headers["x-stainless-retry-count"] = str(call.retries)
+def _call_of(hook: Hook, logical: Logical, request: Any) -> Call | None:
+    """The logical call ``request`` is an attempt of, started on its first attempt."""
+    call = logical.call
+    if call is None:
+        logical.first_body = request_body(request)
+        call = logical.call = hook.start_call(request, max_retries=logical.max_retries)
+    else:
+        logical.reapply(hook, request)
+    return call
+
+
+def _decide(call: Call, logical: Logical, request: Any, response: Any, body: bytes | None) -> float | None:
+    status = response.status_code
+    delay = call.attempt_answered(status, response.headers, body)
+    if delay is None and status == 401 and logical.sdk_retries_401(call, request, response):
+        delay = call.retry_for_credentials()
+    return delay
+
+
+def _take_logical(request: Any) -> Logical | None:
+    # The marker is llmpulse's, not the wire's: the transports below never see it.
+    extensions = request.extensions
+    if LOGICAL_EXTENSION not in extensions:
+        return None
+    extensions = dict(extensions)
+    logical: Logical = extensions.pop(LOGICAL_EXTENSION)
+    request.extensions = extensions
+    return logical

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import logging
 import sys
 import threading
@@ -23,12 +22,13 @@ from typing import Any, TypeVar, cast
 
 from ._config import Settings, get_settings
 from ._exit import start_daemon
-from ._hook import RETRIES_OFF, Hook
+from ._hook import Hook
+from ._loop import install_loop
 from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
 from ._redact import secrets_of
 from ._runtime import price_table
 from ._sampling import Sampler
-from ._transport import RETRIES_EXTENSION, transport_classes
+from ._transport import transport_classes
 from .exceptions import UnsupportedClientError
 from .policies import BreakerConfig, Budget, ConcurrencyConfig, Policies, RateLimit, Timeouts
 from .providers import AnthropicProvider, OpenAIProvider, Provider
@@ -301,9 +301,8 @@ _CREDENTIALS = ("api_key", "auth_token", "_azure_ad_token", "webhook_secret")
 def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
     """Copy ``client`` onto a hooked clone of ``http`` and make its copies do the same."""
     clone = _clone_http(http, hook)
-    # The SDK's own retries are off (llmpulse runs the attempts), with a 0 that tells
-    # llmpulse whether the caller has since assigned ``max_retries`` themselves.
-    wrapped = type(client).copy(client, http_client=clone, max_retries=RETRIES_OFF)
+    # max_retries stays the caller's: llmpulse's loop at the request entry reads it per call.
+    wrapped = type(client).copy(client, http_client=clone)
     wrapped._strict_response_validation = client._strict_response_validation
     _install(wrapped, hook)
     return wrapped
@@ -330,7 +329,6 @@ def _install(wrapped: Any, hook: Hook) -> None:
             result = type(wrapped).copy(wrapped, *args, http_client=clone, **kwargs)
         else:
             _rebind(clone, new_hook)
-        object.__setattr__(result, "max_retries", RETRIES_OFF)
         result._strict_response_validation = wrapped._strict_response_validation
         _install(result, new_hook)
         object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
@@ -339,36 +337,7 @@ def _install(wrapped: Any, hook: Hook) -> None:
     # Instance attributes: the class (and `type(c) is OpenAI`) stay the SDK's.
     object.__setattr__(wrapped, "copy", copy)
     object.__setattr__(wrapped, "with_options", copy)
-    object.__setattr__(wrapped, "_process_response", _counting_retries(wrapped))
-
-
-def _counting_retries(wrapped: Any) -> Any:
-    """The SDK's ``_process_response``, told the retries llmpulse made below its loop.
-
-    The SDK numbers ``retries_taken`` (``with_raw_response``) with its own
-    loop, which llmpulse's replaces: the transport leaves its count on the
-    response, and this adds it.
-    """
-    process = type(wrapped)._process_response
-
-    def add_retries(kwargs: dict[str, Any]) -> None:
-        response = kwargs.get("response")
-        if "retries_taken" in kwargs and response is not None:
-            kwargs["retries_taken"] += response.extensions.get(RETRIES_EXTENSION, 0)
-
-    if inspect.iscoroutinefunction(process):
-
-        async def aprocess(*args: Any, **kwargs: Any) -> Any:
-            add_retries(kwargs)
-            return await process(wrapped, *args, **kwargs)
-
-        return aprocess
-
-    def sprocess(*args: Any, **kwargs: Any) -> Any:
-        add_retries(kwargs)
-        return process(wrapped, *args, **kwargs)
-
-    return sprocess
+    install_loop(wrapped, hook)
 
 
 def _same_target(a: Hook, b: Hook) -> bool:
