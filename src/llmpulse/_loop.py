@@ -121,7 +121,10 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
             call.abort(exc)  # the body cannot be sent again: the SDK would not retry either
             return None
         left = logical.max_retries - (logical.attempt - 1)
-        sdk_log.debug("1 retry left" if left == 1 else "%i retries left", left)
+        if left == 1:
+            sdk_log.debug("1 retry left")
+        else:
+            sdk_log.debug("%i retries left", left)
         if package == "anthropic":
             sdk_log.info("Retrying request to %s in %f seconds", options.url, delay)
         else:
