@@ -30,7 +30,16 @@ LOGICAL_EXTENSION = "llmpulse.logical"
 class Logical:
     """One logical call as the request entry runs it: what the transport and the loop share."""
 
-    __slots__ = ("attempt", "call", "delay", "first_body", "max_retries", "override", "should_retry")
+    __slots__ = (
+        "attempt",
+        "call",
+        "delay",
+        "first_body",
+        "max_retries",
+        "override",
+        "replay",
+        "should_retry",
+    )
 
     def __init__(self, max_retries: int, should_retry: Callable[[Any], bool] | None = None) -> None:
         self.max_retries = max_retries
@@ -41,12 +50,14 @@ class Logical:
         self.attempt = 0  # the SDK's retries_taken for the next attempt
         self.first_body: bytes | None = None  # the body the SDK built, before llmpulse rewrote it
         self.override: bytes | None = None  # llmpulse's rewrite (usage request, fallback model)
+        self.replay: Any = None  # the SDK's check that this attempt's prepared body can be sent again
 
     def retry_in(self, delay: float, call: Call, request: Any) -> None:
         """The transport decided on another attempt: remember how to make it."""
         self.delay = delay
         self.attempt = call.retries + (0 if call.resending else 1)
-        body = request_body(request)
+        # Only a body llmpulse could read before sending is one it may have rewritten.
+        body = request_body(request) if self.first_body is not None else None
         self.override = body if body is not None and body != self.first_body else None
 
     def sdk_retries_401(self, call: Call, request: Any, response: Any) -> bool:
@@ -96,7 +107,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
     if package == "anthropic":
         _number_middleware_attempts(wrapped)
 
-    def start(options: Any) -> tuple[Any, Logical, Any]:
+    def start(options: Any) -> tuple[Any, Logical]:
         max_retries = options.get_max_retries(wrapped.max_retries)
         validate = getattr(wrapped, "_validate_max_retries", None)
         if validate is not None:
@@ -104,8 +115,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
         first = model_copy(options)
         if first.idempotency_key is None and first.method.lower() != "get":
             first.idempotency_key = wrapped._idempotency_key()  # one key for every attempt, as bare
-        replay = replay_cls(first) if replay_cls is not None else None
-        return first, Logical(max_retries, own_rule), replay
+        return first, Logical(max_retries, own_rule)
 
     def one_attempt(first: Any, logical: Logical) -> Any:
         options = model_copy(first)
@@ -113,11 +123,11 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
         logical.delay = None
         return options
 
-    def again(logical: Logical, replay: Any, exc: Exception, options: Any) -> float | None:
+    def again(logical: Logical, exc: Exception, options: Any) -> float | None:
         delay, call = logical.delay, logical.call
         if delay is None or call is None:
             return None
-        if replay is not None and not replay.rewind():
+        if logical.replay is not None and not logical.replay.rewind():
             call.abort(exc)  # the body cannot be sent again: the SDK would not retry either
             return None
         left = logical.max_retries - (logical.attempt - 1)
@@ -137,6 +147,9 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
         logical = _LOGICAL.get()
         if logical is None:
             return build(wrapped, options, retries_taken=retries_taken)
+        if replay_cls is not None:
+            # As the SDK does: of the options as prepared for this attempt, before building reads them.
+            logical.replay = replay_cls(options)
         request = build(wrapped, options, retries_taken=logical.attempt)
         request.extensions[LOGICAL_EXTENSION] = logical
         return request
@@ -149,7 +162,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
     if inspect.iscoroutinefunction(entry):
 
         async def arequest(cast_to: Any, options: Any, **kwargs: Any) -> Any:
-            first, logical, replay = start(options)
+            first, logical = start(options)
             token = _LOGICAL.set(logical)
             try:
                 while True:
@@ -157,7 +170,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
                     try:
                         return await entry(wrapped, cast_to, attempt_options, **kwargs)
                     except Exception as exc:
-                        delay = again(logical, replay, exc, first)
+                        delay = again(logical, exc, first)
                         if delay is None:
                             raise
                     await _asleep(clock, delay, logical)
@@ -173,7 +186,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
     else:
 
         def srequest(cast_to: Any, options: Any, **kwargs: Any) -> Any:
-            first, logical, replay = start(options)
+            first, logical = start(options)
             token = _LOGICAL.set(logical)
             try:
                 while True:
@@ -181,7 +194,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
                     try:
                         return entry(wrapped, cast_to, attempt_options, **kwargs)
                     except Exception as exc:
-                        delay = again(logical, replay, exc, first)
+                        delay = again(logical, exc, first)
                         if delay is None:
                             raise
                     _sleep(clock, delay, logical)

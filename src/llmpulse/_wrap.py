@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import logging
 import sys
 import threading
@@ -334,6 +335,8 @@ def _install(wrapped: Any, hook: Hook) -> None:
         object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
         return result
 
+    # The SDK's own parameters, for whoever inspects them (its tests compare them with __init__'s).
+    copy.__signature__ = inspect.signature(type(wrapped).copy.__get__(wrapped))  # type: ignore[attr-defined]
     # Instance attributes: the class (and `type(c) is OpenAI`) stay the SDK's.
     object.__setattr__(wrapped, "copy", copy)
     object.__setattr__(wrapped, "with_options", copy)
