@@ -32,12 +32,14 @@ class Logical:
 
     __slots__ = (
         "attempt",
+        "built",
         "call",
         "delay",
         "first_body",
         "max_retries",
         "override",
         "replay",
+        "sent_built",
         "should_retry",
     )
 
@@ -50,6 +52,8 @@ class Logical:
         self.attempt = 0  # the SDK's retries_taken for the next attempt
         self.first_body: bytes | None = None  # the body the SDK built, before llmpulse rewrote it
         self.override: bytes | None = None  # llmpulse's rewrite (usage request, fallback model)
+        self.built = 0  # requests the SDK built in this pass
+        self.sent_built = 0  # of them, the ones that reached the transport
         self.replay: Any = None  # the SDK's check that this attempt's prepared body can be sent again
 
     def retry_in(self, delay: float, call: Call, request: Any) -> None:
@@ -101,6 +105,7 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
     build = type(wrapped)._build_request
     process = type(wrapped)._process_response
     clock = hook.policies.clock
+    own_exception_rule: Any = getattr(wrapped, "_should_retry_exception", None)  # anthropic's
     own_rule = (
         wrapped._should_retry if type(wrapped)._should_retry is not base.BaseClient._should_retry else None
     )
@@ -121,10 +126,15 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
         options = model_copy(first)
         options.max_retries = 0  # the SDK makes this one attempt; llmpulse decides on the next
         logical.delay = None
+        logical.built = logical.sent_built = 0
         return options
 
     def again(logical: Logical, exc: Exception, options: Any) -> float | None:
         delay, call = logical.delay, logical.call
+        if logical.built == logical.sent_built == 0 and own_exception_rule is not None:
+            # Nothing was sent in this pass (anthropic middleware raised RetryableError itself): not
+            # the provider's failure, so the SDK's own rule and backoff decide, as bare.
+            return unsent_retry(logical, exc, options)
         if delay is None or call is None:
             return None
         if logical.replay is not None and not logical.replay.rewind():
@@ -143,10 +153,20 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
             )
         return delay
 
+    def unsent_retry(logical: Logical, exc: Exception, options: Any) -> float | None:
+        left = logical.max_retries - logical.attempt
+        if left <= 0 or not own_exception_rule(exc)[0]:
+            return None
+        delay: float = wrapped._calculate_retry_timeout(left, options, None)
+        logical.attempt += 1
+        sdk_log.info("Retrying request to %s in %f seconds", options.url, delay)
+        return delay
+
     def build_request(options: Any, *, retries_taken: int = 0) -> Any:
         logical = _LOGICAL.get()
         if logical is None:
             return build(wrapped, options, retries_taken=retries_taken)
+        logical.built += 1
         if replay_cls is not None:
             # As the SDK does: of the options as prepared for this attempt, before building reads them.
             logical.replay = replay_cls(options)

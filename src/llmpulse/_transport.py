@@ -352,5 +352,6 @@ def _take_logical(request: Any) -> Logical | None:
         return None
     extensions = dict(extensions)
     logical: Logical = extensions.pop(LOGICAL_EXTENSION)
+    logical.sent_built += 1
     request.extensions = extensions
     return logical
