@@ -100,7 +100,9 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
     model_copy = compat.model_copy
     replay_cls = getattr(base, "_RequestBodyReplay", None)  # openai only: anthropic retries any body
     sdk_log = base.log
-    entry_name = "_request" if package == "anthropic" else "request"
+    # anthropic 2.x runs its loop in `_request`, under the OpenTelemetry span `request` opens; earlier
+    # releases (and openai) run it in `request` itself.
+    entry_name = "_request" if package == "anthropic" and hasattr(type(wrapped), "_request") else "request"
     entry = getattr(type(wrapped), entry_name)
     build = type(wrapped)._build_request
     process = type(wrapped)._process_response
