@@ -107,7 +107,11 @@ def measure(rounds: int) -> list[dict[str, Any]]:
 
     llmpulse.configure(sinks=("none",))
     client = llmpulse.wrap(openai.OpenAI(api_key="sk-bench", base_url="http://127.0.0.1:9/v1", max_retries=0))
-    hook = client._llmpulse_hook  # type: ignore[attr-defined]
+    hook = getattr(client, "_llmpulse_hook", None)  # releases before the registry kept it on the client
+    if hook is None:
+        from llmpulse._registry import hook_of
+
+        hook = hook_of(client)
     provider = hook.provider
     new_api = hasattr(provider, "stream_watch")
     rng = random.Random(7)

@@ -21,6 +21,9 @@ os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
 # stay out of the output of the subprocesses they start (test_alerts.py picks its alert sinks).
 os.environ.setdefault("LLMPULSE_SAMPLE_RATE", "1")
 os.environ.setdefault("LLMPULSE_ALERT_SINKS", "none")
+# The fake provider answers as api.openai.com does: usage only when asked. Tests of
+# learning an endpoint's behaviour use "localhost", which is not in this list.
+os.environ.setdefault("LLMPULSE_STREAM_USAGE_HOSTS", "127.0.0.1")
 
 OPENAI_KEY = "sk-test-abcdefghijklmnop"
 ANTHROPIC_KEY = "sk-ant-test-abcdefghijklmnop"

@@ -213,7 +213,11 @@ async def test_cancelled_in_backoff_sends_nothing_more(
     """Cancelled while sleeping before a retry: no further attempt, nothing held, only the answer counted."""
     clock = GatedClock()
     policies = Policies(
-        max_retries=3, breaker=BreakerConfig(failure_threshold=10), clock=clock, random=lambda: 0.5
+        max_retries=3,
+        breaker=BreakerConfig(failure_threshold=10),
+        clock=clock,
+        random=lambda: 0.5,
+        backoff_base_s=0.5,  # llmpulse's full jitter, so the sleep is known (not the SDK's random)
     )
     client = _async_client(fake, "openai", policies, sink)
     fake.enqueue(Fault.status(status))

@@ -161,7 +161,7 @@ def test_fallback_chains_from_the_environment() -> None:
         ({"LLMPULSE_MAX_RETRIES": "-1"}, "LLMPULSE_MAX_RETRIES=-1 is not valid"),
         ({"LLMPULSE_RETRY_BUDGET_RATIO": "-0.5"}, "LLMPULSE_RETRY_BUDGET_RATIO=-0.5 is not valid"),
         (
-            {"LLMPULSE_BACKOFF_BASE_S": "10"},
+            {"LLMPULSE_BACKOFF_BASE_S": "10", "LLMPULSE_BACKOFF_MAX_S": "8"},
             "LLMPULSE_BACKOFF_BASE_S=10.0 is larger than LLMPULSE_BACKOFF_MAX_S=8.0",
         ),
         ({"LLMPULSE_BREAKER": "maybe"}, "LLMPULSE_BREAKER='maybe' is not a boolean"),

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 import llmpulse
 from conftest import MESSAGES, http_errors
+from llmpulse._registry import hook_of
 from llmpulse.testing import CapturingSink, FakeProvider, Fault
 
 
@@ -152,7 +153,7 @@ def test_a_bug_in_llmpulse_never_breaks_the_call(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    hook = oai._llmpulse_hook
+    hook = hook_of(oai)
     monkeypatch.setattr(type(hook.provider), "describe", boom)
     registry_errors = llmpulse._pipeline.get_pipeline()._internal_errors
     completion = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -185,7 +186,7 @@ def test_a_bug_while_reading_the_body_never_breaks_the_call(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(type(oai._llmpulse_hook.provider), "parse_body", boom)
+    monkeypatch.setattr(type(hook_of(oai).provider), "parse_body", boom)
     errors = llmpulse._pipeline.get_pipeline()._internal_errors
     completion = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert completion.choices

@@ -25,6 +25,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 import llmpulse
 from conftest import ANTHROPIC_KEY, MESSAGES
+from llmpulse._context import current_trace_ids
 from llmpulse.events import AttemptEvent
 from llmpulse.sinks import _otel as otel_module
 from llmpulse.sinks import _prometheus
@@ -551,6 +552,25 @@ class TestExemplars:
         assert f'span_id="{ctx.span_id:016x}"' in line
         assert f'correlation_id="{event.correlation_id}"' in line
 
+    @pytest.mark.parametrize("traces", [True, False])
+    def test_a_client_whose_own_traces_are_off_is_not_read(
+        self, fake: FakeProvider, provider: TracerProvider, sink: CapturingSink, traces: bool
+    ) -> None:
+        """anthropic's open_telemetry=False: llmpulse reads no span for that client (none is on its event)."""
+        option: Any = None if traces else False
+        raw = anthropic.Anthropic(
+            api_key="sk-ant-test-0123456789", base_url=fake.anthropic_base_url, open_telemetry=option
+        )
+        client = llmpulse.wrap(raw, sinks=[sink], registry=CollectorRegistry())
+        with provider.get_tracer("app").start_as_current_span("handler") as parent:
+            client.messages.create(model="claude-3-5-haiku-latest", max_tokens=16, messages=MESSAGES)
+            client.with_options(timeout=5.0).messages.create(
+                model="claude-3-5-haiku-latest", max_tokens=16, messages=MESSAGES
+            )
+        assert llmpulse.flush()
+        expected = f"{parent.get_span_context().trace_id:032x}" if traces else None
+        assert [e.trace_id for e in sink.calls] == [expected, expected]
+
     def test_without_a_span_the_exemplar_is_the_correlation_id_alone(
         self, client: openai.OpenAI, registry: CollectorRegistry
     ) -> None:
@@ -574,7 +594,7 @@ class TestExemplars:
     ) -> None:
         """Trace id always, then the correlation id over span_id, within the 128-character limit."""
         with provider.get_tracer("app").start_as_current_span("handler"):
-            labels = _prometheus._exemplar("c" * cid_len)
+            labels = _prometheus._exemplar("c" * cid_len, current_trace_ids())
         assert set(labels) == keys
         assert sum(len(k) + len(v) for k, v in labels.items()) <= 128
 
@@ -584,7 +604,7 @@ class TestExemplars:
             trace.SpanContext(trace_id=1, span_id=2, is_remote=True, trace_flags=trace.TraceFlags(0))
         )
         with trace.use_span(parent):
-            assert _prometheus._exemplar("cid") == {"correlation_id": "cid"}
+            assert _prometheus._exemplar("cid", current_trace_ids()) == {"correlation_id": "cid"}
 
 
 class TestOptionalDependency:
@@ -600,9 +620,10 @@ class TestOptionalDependency:
             "import sys\n"
             "sys.modules['opentelemetry'] = None\n"
             "import llmpulse\n"
+            "from llmpulse._context import current_trace_ids\n"
             "from llmpulse.sinks._prometheus import _exemplar\n"
             "assert llmpulse.OtelSink is llmpulse.sinks.OtelSink\n"
-            "assert _exemplar('cid') == {'correlation_id': 'cid'}\n"
+            "assert _exemplar('cid', current_trace_ids()) == {'correlation_id': 'cid'}\n"
             "assert not any(m.startswith('opentelemetry.') for m in sys.modules)\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -24,21 +25,68 @@ _AZURE = ("azure", "x.openai.azure.com", "/openai/deployments/d/chat/completions
     ("provider", "host", "path", "query", "ask"),
     [
         ("openai", "api.openai.com", "/v1/chat/completions", b"", True),
-        ("openai", "localhost", "/v1/chat/completions", b"", True),  # negotiate: it will say if it minds
+        ("openai", "localhost", "/v1/chat/completions", b"", None),  # learned from its first stream
         (*_AZURE, b"api-version=2024-06-01", False),
         (*_AZURE, b"api-version=2024-05-01-preview", False),
         (*_AZURE, b"api-version=2024-08-01-preview", True),
         (*_AZURE, b"a=1&api-version=2024-10-21", True),
         (*_AZURE, b"api-version=2025-04-01-preview", True),
         ("azure", "x.openai.azure.com", "/openai/v1/chat/completions", b"api-version=preview", True),
-        (*_AZURE, b"", True),
+        (*_AZURE, b"", None),
     ],
 )
 def test_stream_usage_is_asked_where_it_is_known_to_work(
-    provider: str, host: str, path: str, query: bytes, ask: bool
+    provider: str, host: str, path: str, query: bytes, ask: bool | None
 ) -> None:
-    """Azure API versions before 2024-08-01-preview refuse stream_options; elsewhere it is asked."""
+    """Azure API versions before 2024-08-01-preview refuse stream_options; elsewhere it is learned."""
     assert ask_for_stream_usage(provider, host, path, query) is ask
+    assert ask_for_stream_usage("openai", "localhost", path, b"", frozenset({"localhost"})) is True
+
+
+def test_an_unknown_endpoint_is_asked_only_after_a_stream_without_usage(
+    fake: FakeProvider, sink: CapturingSink
+) -> None:
+    """The first stream goes as made (usage estimated); the next ones ask, and get exact usage."""
+    url = fake.openai_base_url.replace("127.0.0.1", "localhost")
+    with openai.OpenAI(api_key="sk-test-learn", base_url=url) as raw:
+        client = llmpulse.wrap(raw, sinks=[sink], policies=Policies())
+        for _ in range(2):
+            chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+            assert all(chunk.choices for chunk in chunks)
+    first, second = fake.requests[-2:]
+    assert "stream_options" not in first.json
+    assert second.json["stream_options"] == {"include_usage": True}
+    assert [e.tokens_estimated for e in sink.calls] == [True, False]
+
+
+def test_a_server_that_sends_usage_unasked_is_never_asked(sink: CapturingSink) -> None:
+    """Its usage chunk reaches the caller as bare, on every call, and is read."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    frames = [
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]},
+        {**chunk, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
+    ]
+    body = "".join(f"data: {json.dumps(f)}\n\n" for f in frames) + "data: [DONE]\n\n"
+    sent: list[bytes] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.content)
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    def client() -> openai.OpenAI:
+        http = httpx2.Client(transport=httpx2.MockTransport(answer))
+        return openai.OpenAI(api_key="sk-test-x", base_url="http://vllm.internal/v1", http_client=http)
+
+    bare, wrapped = client(), llmpulse.wrap(client(), sinks=[sink], policies=Policies())
+    with bare, wrapped:
+        for _ in range(2):
+            seen = [
+                [c.to_dict() for c in c.chat.completions.create(model="m", messages=MESSAGES, stream=True)]
+                for c in (bare, wrapped)
+            ]
+            assert seen[0] == seen[1]
+    assert all(b"stream_options" not in content for content in sent)
+    assert [(e.output_tokens, e.tokens_estimated) for e in sink.calls] == [(1, False), (1, False)]
 
 
 def test_a_refusal_names_the_field() -> None:
@@ -230,14 +278,15 @@ def test_an_event_stream_without_stream_in_its_body_is_not_read_ahead() -> None:
     stream.close()
 
 
-def test_copies_share_the_http_client_unless_they_change_what_llmpulse_keys_on(
+def test_copies_share_the_http_client_and_another_key_gets_its_own_hook(
     raw_openai: openai.OpenAI, sink: CapturingSink, fake: FakeProvider
 ) -> None:
-    """As in the SDK, with_options(timeout=...) shares the http client; another key gets its own hook."""
+    """As in the SDK, every copy shares the caller's http client; one with another key is told apart."""
     wrapped = llmpulse.wrap(raw_openai, sinks=[sink], registry=CollectorRegistry())
+    assert wrapped._client is raw_openai._client
     assert wrapped.with_options(timeout=5.0)._client is wrapped._client
     other = wrapped.with_options(api_key="sk-another-key-0123456789")
-    assert other._client is not wrapped._client
+    assert other._client is wrapped._client
     retrying = wrapped.with_options(max_retries=0)
     fake.enqueue(Fault.status(500))
     with pytest.raises(openai.InternalServerError):

@@ -126,3 +126,60 @@ def test_closing_the_wrapped_client(fake: FakeProvider) -> None:
     with llmpulse.wrap(openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url)) as client:
         client.models.list()
     assert client.is_closed()
+
+
+def test_the_wrapped_client_holds_only_what_the_sdks_own_copy_holds(fake: FakeProvider) -> None:
+    """vars() of a wrapped client has the SDK copy's names; its http client and transport are the caller's."""
+    for client in _clients(fake):
+        transport = client._client._transport
+        wrapped = llmpulse.wrap(client)
+        bare_copy = client.copy()
+        assert vars(wrapped).keys() == vars(bare_copy).keys()
+        assert wrapped._client is client._client
+        assert wrapped._client._transport is transport
+        copied = wrapped.with_options(timeout=9.0)
+        assert vars(copied).keys() == vars(bare_copy).keys()
+        assert copied._client is client._client
+        _close(client)
+
+
+def test_a_bare_client_is_untouched_by_another_clients_wrapping(
+    fake: FakeProvider, sink: CapturingSink, registry: CollectorRegistry
+) -> None:
+    """Clients never wrapped (made before or after a wrap) send as they did: no event, the same request."""
+    before = openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url, max_retries=0)
+    wrapped = openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url)
+    llmpulse.wrap(wrapped, sinks=[sink], registry=registry)
+    after = openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url, max_retries=0)
+    with before, after, wrapped:
+        for client in (before, after, before.with_options(timeout=5.0)):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert fake.requests[-1].headers["x-stainless-retry-count"] == "0"
+    assert sink.calls == []
+
+
+def test_closing_the_wrapped_client_closes_what_the_bare_copy_would(fake: FakeProvider) -> None:
+    """The caller's own http client is shared, as with the SDK's copy(): closing either closes it."""
+    with httpx2.Client() as http:
+        client = openai.OpenAI(api_key=OPENAI_KEY, base_url=fake.openai_base_url, http_client=http)
+        llmpulse.wrap(client).close()
+        assert http.is_closed is client.copy()._client.is_closed is True
+
+
+def test_a_subclass_that_overrides_copy_is_wrapped_once(fake: FakeProvider, sink: CapturingSink) -> None:
+    """An override calling super().copy() gets a wrapped copy, and one event per call."""
+
+    class Team(openai.OpenAI):
+        def copy(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().copy(*args, **kwargs)
+            result.team = "search"
+            return result
+
+        with_options = copy
+
+    with Team(api_key=OPENAI_KEY, base_url=fake.openai_base_url) as team:
+        copied = llmpulse.wrap(team, sinks=[sink]).with_options(timeout=5.0)
+        assert type(copied) is Team
+        assert copied.team == "search"
+        copied.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(sink.calls) == 1

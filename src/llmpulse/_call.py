@@ -164,6 +164,7 @@ class Call:
         "_info",
         "_input_content",
         "_interaction",
+        "_learns_usage",
         "_limiter",
         "_max_retries",
         "_original_body",
@@ -189,13 +190,13 @@ class Call:
         "_t0",
         "_timed",
         "_trace",
+        "_trace_ids",
         "_usage_refused",
         "attempts",
         "call_id",
         "endpoint",
         "reads_whole",
-        "sdk_retries",
-        "vetoes_sdk_retries",
+        "sdk_backoff",
     )
 
     def __init__(
@@ -213,9 +214,17 @@ class Call:
         reads_whole: bool = False,
         original_body: bytes | None = None,
         address: tuple[str, int | None] = ("", None),
-        max_retries: int | None = None,
+        max_retries: int = 0,
+        sdk_backoff: Callable[[int, Mapping[str, str] | None], float] | None = None,
+        learns_stream_usage: bool = False,
+        trace_ids: tuple[str, str] | None = None,
     ) -> None:
         self._hook = hook
+        self._trace_ids = trace_ids  # the caller's span when the call began
+        # A stream sent as the caller made it to an endpoint not known yet: it shows whether to ask.
+        self._learns_usage = learns_stream_usage
+        # The client's own delay before a retry (its backoff and Retry-After rules).
+        self.sdk_backoff = sdk_backoff
         self._info = info
         # Where this request goes (a copy may change the base URL but share its original's hook):
         # what policy state is keyed by, with the client's key.
@@ -259,19 +268,13 @@ class Call:
         self._sse = False
 
     def _init_policies(
-        self, hook: Hook, info: RequestInfo, ctx: Context, sdk_timeout: Any, max_retries: int | None
+        self, hook: Hook, info: RequestInfo, ctx: Context, sdk_timeout: Any, max_retries: int
     ) -> None:
         policies = hook.policies
         self._policies = policies
         self._sdk_timeout = sdk_timeout
-        # A max_retries the caller assigned on the client counts as the client's own; the SDK's
-        # loop, which then runs too, is told not to retry on top of llmpulse's (`vetoes_sdk_retries`).
         # The request entry runs the loop and knows the call's own count (per request or the client's).
-        assigned = None if max_retries is not None else hook.assigned_retries()
-        own = max_retries if max_retries is not None else hook.max_retries if assigned is None else assigned
-        self._max_retries = own if policies.max_retries is None else policies.max_retries
-        self.vetoes_sdk_retries = bool(assigned)
-        self.sdk_retries = assigned or 0
+        self._max_retries = max_retries if policies.max_retries is None else policies.max_retries
         # The policies' clock (fake in tests) drives every time-based decision;
         # perf_counter only measures what the event reports.
         self._clock = policies.clock
@@ -1053,6 +1056,7 @@ class Call:
             backoff_base_s=policies.backoff_base_s,
             backoff_max_s=policies.backoff_max_s,
             random=policies.random,
+            sdk_backoff=self.sdk_backoff,
         )
         breaker_open = self._breaker is not None and self._breaker.state == "open"
         overloaded = status in _OVERLOADED
@@ -1301,6 +1305,14 @@ class Call:
             response_model, finish_reason = parsed.response_model, parsed.finish_reason
             error_type = error_type or parsed.error_type
             error_message = error_message or parsed.error_message
+        if self._sse and self._learns_usage and self._request is not None:
+            # A stream the caller read to its end without usage: later ones to this endpoint ask.
+            whole = outcome == "ok" and not stream_interrupted and bool(data)
+            if output_tokens is not None or whole:
+                url = self._request.url
+                self._policies.stream_usage().saw_stream(
+                    url.host, url.port, url.path, had_usage=output_tokens is not None
+                )
         if self._sse and output_tokens is None and data:
             # No usage arrived (the stream dropped or reset, or the server sends none
             # and refused to be asked): estimate what was generated and billed, and say so.
@@ -1363,6 +1375,8 @@ class Call:
             attempts=self.attempts,
             retries=self._retries,
             stream_usage_refused=self._usage_refused,
+            trace_id=None if self._trace_ids is None else self._trace_ids[0],
+            span_id=None if self._trace_ids is None else self._trace_ids[1],
             backoff_s=tuple(self._backoff),
             request_id=None if headers is None else headers.get(hook.provider.request_id_header),
             latency_s=now - self._t0,

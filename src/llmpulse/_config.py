@@ -103,6 +103,9 @@ class Settings:
             ``str -> str`` callable.
         include_stream_usage: Ask OpenAI chat streams for usage (the extra
             chunk is stripped before the caller sees it).
+        stream_usage_hosts: Hosts besides api.openai.com whose chat streams send
+            usage only when asked and accept being asked: asked from the first
+            call (others are learned from their first stream).
         tiktoken_download: Allow tiktoken to download encodings in the background.
         network_timings: Time connect/TLS/request/headers/body of attempts with
             httpcore's trace hook (the event's ``network``): "sampled" (default:
@@ -114,8 +117,10 @@ class Settings:
         retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
         retry_quota_exhausted: Retry a 429 whose error code says the quota is spent, as the
             SDKs do (waiting does not refill it: 0 spares those retries).
-        backoff_base_s: Ceiling of the first backoff (full jitter below it).
-        backoff_max_s: Largest backoff ceiling.
+        backoff_base_s: Ceiling of the first backoff (full jitter below it); None
+            (and ``backoff_max_s`` None): each client's own backoff, as bare.
+        backoff_max_s: Largest backoff ceiling; None: 8 s (or the client's own
+            backoff when ``backoff_base_s`` is None too).
         deadlines: "sdk" (default): each attempt gets the client's own timeout
             and a call has no overall deadline, as with the bare SDK; "fixed": the
             field's recipe (`llmpulse.Timeouts.fixed`, and 2 retries). The
@@ -191,6 +196,7 @@ class Settings:
     capture_error_text: str = "scrubbed"
     redact: tuple[Any, ...] = ()
     include_stream_usage: bool = True
+    stream_usage_hosts: tuple[str, ...] = ()
     tiktoken_download: bool = False
     network_timings: str = "sampled"
     network_sample_rate: float = 0.01
@@ -198,8 +204,8 @@ class Settings:
     retry_budget_ratio: float = 0.1
     retry_budget_reserve: int = 10
     retry_quota_exhausted: bool = True
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 8.0
+    backoff_base_s: float | None = None
+    backoff_max_s: float | None = None
     deadlines: str = "sdk"
     connect_timeout_s: float | None = None
     read_timeout_s: float | None = None
@@ -265,7 +271,11 @@ class Settings:
                 raise ConfigError(f"{_label(name, value, spec)} is not valid: {exc}") from None
             if checked is not value:
                 object.__setattr__(self, name, checked)
-        if self.backoff_base_s > self.backoff_max_s:
+        if (
+            self.backoff_base_s is not None
+            and self.backoff_max_s is not None
+            and self.backoff_base_s > self.backoff_max_s
+        ):
             raise ConfigError(
                 f"{_label('backoff_base_s', self.backoff_base_s)} is larger than "
                 f"{_label('backoff_max_s', self.backoff_max_s)}"
@@ -736,6 +746,7 @@ _PARSERS: dict[str, _Spec] = {
     "capture_error_text": _choice(ERROR_TEXT_MODES),
     "redact": _redact_rules(),
     "include_stream_usage": _flag(),
+    "stream_usage_hosts": _names(),
     "tiktoken_download": _flag(),
     "network_timings": _choice(_NETWORK_TIMINGS),
     "network_sample_rate": _number(above=0, high=1, hint="0.01 = one call in 100"),
@@ -743,8 +754,8 @@ _PARSERS: dict[str, _Spec] = {
     "retry_budget_ratio": _number(low=0),
     "retry_budget_reserve": _number(integer=True, low=0),
     "retry_quota_exhausted": _flag(),
-    "backoff_base_s": _ABOVE_0,
-    "backoff_max_s": _ABOVE_0,
+    "backoff_base_s": _OPTIONAL_ABOVE_0,
+    "backoff_max_s": _OPTIONAL_ABOVE_0,
     "deadlines": _choice(_DEADLINES),
     "connect_timeout_s": _OPTIONAL_ABOVE_0,
     "read_timeout_s": _OPTIONAL_ABOVE_0,

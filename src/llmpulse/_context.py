@@ -15,6 +15,7 @@ import functools
 import inspect
 import math
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -409,3 +410,17 @@ class interaction:
                 return fn(*args, **kwargs)
 
         return inner
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """The current OpenTelemetry (trace id, span id) in hex; None unless a sampled span is current."""
+    # No import: an app that never imported opentelemetry.trace has no
+    # current span, and importing it here would cost every app that does not use it.
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is None:
+        return None
+    span_context = otel_trace.get_current_span().get_span_context()
+    # An unsampled trace is never exported: its id would link to nothing.
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")

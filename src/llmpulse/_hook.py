@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._call import _COLLECTED, Call, finish_collected
 from ._content import input_content
-from ._context import Context, active_context, new_id
+from ._context import Context, active_context, current_trace_ids, new_id
 from ._redact import Secret
 from ._runtime import price_table, token_counter
 from ._sampling import Sampler
@@ -25,47 +23,12 @@ if TYPE_CHECKING:
     from .sinks._dispatch import Route
     from .sinks._prometheus import PrometheusSink
 
-__all__ = ["RETRIES_OFF", "ClientRef", "Hook"]
-
-
-class _RetriesOff(int):
-    """The SDK's ``max_retries`` on a wrapped client: 0, and recognisably llmpulse's.
-
-    llmpulse runs the attempts, so the SDK's own loop must not. A caller (or a
-    framework: LiteLLM sets it on every client) may still assign
-    ``client.max_retries = n``; anything but this very object is such an
-    assignment, 0 included, and llmpulse then retries ``n`` times itself.
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "0"
-
-
-RETRIES_OFF = _RetriesOff(0)
+__all__ = ["Hook"]
 
 
 def _port(url: Any) -> int | None:
     port = url.port
     return int(port) if port is not None else {"https": 443, "http": 80}.get(str(url.scheme))
-
-
-class ClientRef:
-    """A weak reference to the one SDK client a `Hook` serves, set once that client exists."""
-
-    __slots__ = ("_ref",)
-
-    def __init__(self) -> None:
-        self._ref: weakref.ref[Any] | None = None
-
-    def bind(self, client: Any) -> None:
-        """Point at ``client``."""
-        self._ref = weakref.ref(client)
-
-    def get(self) -> Any:
-        """The client, or None (not bound yet, or collected)."""
-        return None if self._ref is None else self._ref()
 
 
 _NO_CONTEXT = Context(priority="interactive", cache=False, private=False)
@@ -81,55 +44,39 @@ class Hook:
         provider: The wire-format adapter.
         http: The HTTP module the client runs on (``httpx2`` or ``httpx``).
         pipeline: Where events go.
-        max_retries: Retries after the first attempt (the SDK's setting).
         routes: Output sinks of this client; None means the process defaults.
         metrics: Prometheus sink of this client; None means the process default.
         api_key_id: Fingerprint of the client's API key.
         secrets: The client's credentials, for the scrubbing step to remove
             from every output (never logged themselves).
         inject_stream_usage: Ask OpenAI chat streams for usage.
+        stream_usage_hosts: Hosts asked from the first stream (besides api.openai.com).
+        trace_context: Read the caller's OpenTelemetry span for the event (off
+            where the client's own OpenTelemetry option turns its traces off).
         capture_content: Capture prompt and completion text (opt-in).
         network_sampler: Picks the calls whose network phases are timed
             (httpcore's trace hook); None: none are.
         policies: Retry, timeout and circuit-breaker settings and their state.
         connection_error: The SDK's ``APIConnectionError``: llmpulse's own
             exceptions also subclass it when raised through this client.
-        client: The wrapped SDK client this hook serves (each copy has its own hook).
 
     """
 
     provider: Provider
     http: ModuleType
     pipeline: Pipeline
-    max_retries: int
     routes: tuple[Route, ...] | None = None
     metrics: PrometheusSink | None = None
     api_key_id: str | None = None
     secrets: tuple[Secret, ...] = field(default=(), repr=False, compare=False)
     inject_stream_usage: bool = True
+    stream_usage_hosts: frozenset[str] = frozenset()
+    trace_context: bool = True
     network_sampler: Sampler | None = None
     capture_content: bool = False
     policies: Policies = field(default_factory=Policies)
     connection_error: type[BaseException] = Exception
-    client: ClientRef = field(default_factory=ClientRef)
     _listeners: dict[str, Callable[[int, int], None]] = field(default_factory=dict, repr=False, compare=False)
-
-    def with_max_retries(self, max_retries: int) -> Hook:
-        """Return a copy retrying ``max_retries`` times, for another client (``with_options``, ``copy``)."""
-        return dataclasses.replace(self, max_retries=max_retries, client=ClientRef(), _listeners={})
-
-    def assigned_retries(self) -> int | None:
-        """The ``max_retries`` the caller assigned on the client since it was wrapped, or None."""
-        client = self.client.get()
-        value = getattr(client, "max_retries", RETRIES_OFF)
-        if value is RETRIES_OFF or not isinstance(value, int):
-            return None
-        return int(value)
-
-    def max_retries_of(self, client: Any) -> int:
-        """The retries a call through ``client`` (served by this hook) makes by the SDK's count."""
-        value = getattr(client, "max_retries", RETRIES_OFF)
-        return self.max_retries if value is RETRIES_OFF or not isinstance(value, int) else int(value)
 
     def circuit_changed(
         self, provider: str, host: str, key_id: str, model: str, old: BreakerState, new: BreakerState
@@ -150,18 +97,29 @@ class Hook:
                 self._listeners[host] = listener
         return listener
 
-    def start_call(self, request: Any, max_retries: int | None = None) -> Call | None:
+    def start_call(
+        self,
+        request: Any,
+        max_retries: int,
+        sdk_backoff: Callable[[int, Mapping[str, str] | None], float] | None = None,
+    ) -> Call | None:
         """Begin observing ``request`` as one logical call; None lets it pass unobserved.
 
-        ``max_retries`` is the call's own (per request or the client's), as the SDK reads it.
+        ``max_retries`` is the call's own (per request or the client's), as the SDK reads it;
+        ``sdk_backoff`` the client's own delay before retry n (given the failed response's headers).
         """
         try:
-            return self._start_call(request, max_retries)
+            return self._start_call(request, max_retries, sdk_backoff)
         except Exception:  # noqa: BLE001 - a bug here must not break the call
             self.pipeline.internal_error("start_call")
             return None
 
-    def _start_call(self, request: Any, max_retries: int | None) -> Call:
+    def _start_call(
+        self,
+        request: Any,
+        max_retries: int,
+        sdk_backoff: Callable[[int, Mapping[str, str] | None], float] | None,
+    ) -> Call:
         if _COLLECTED:
             finish_collected()
 
@@ -176,7 +134,8 @@ class Hook:
             body = None
         url = request.url
         path = url.path
-        info = self.provider.describe(request.method, path, body, inject_usage=self._ask_usage(url))
+        ask = self._ask_usage(url)
+        info = self.provider.describe(request.method, path, body, inject_usage=bool(ask))
         info.path = path
         original_body = None
         if info.new_body is not None:
@@ -197,21 +156,25 @@ class Hook:
             original_body=original_body,
             address=(url.host, _port(url)),
             max_retries=max_retries,
+            sdk_backoff=sdk_backoff,
+            learns_stream_usage=ask is None and info.streamed,
+            trace_ids=current_trace_ids() if self.trace_context else None,
         )
         self.pipeline.call_started(self.provider.name, self.metrics)
         return call
 
-    def _ask_usage(self, url: Any) -> bool:
+    def _ask_usage(self, url: Any) -> bool | None:
         # Only OpenAI chat streams are asked (the provider decides that); where is decided here.
-        if not self.inject_stream_usage:
+        # None: an endpoint whose behaviour is learned from this stream, sent as the caller made it.
+        if not self.inject_stream_usage or self.provider.name == "anthropic":
             return False
         host, port, path = url.host, url.port, url.path
-        if self.policies.stream_usage().refused(host, port, path):
+        memory = self.policies.stream_usage()
+        if memory.refused(host, port, path):
             return False
-        query = url.query
-        return ask_for_stream_usage(
-            self.provider.name, host, path, query if isinstance(query, bytes) else b""
-        )
+        query = url.query if isinstance(url.query, bytes) else b""
+        known = ask_for_stream_usage(self.provider.name, host, path, query, self.stream_usage_hosts)
+        return known if known is not None else memory.learned(host, port, path)
 
     def set_body(self, request: Any, body: bytes) -> None:
         """Send ``request`` with ``body`` instead of the one it has (a rewrite of llmpulse's)."""

@@ -1,4 +1,4 @@
-"""Design (b) prototype: llmpulse's attempt loop above the SDK's request preparation.
+"""llmpulse's attempt loop, above the SDK's request preparation (docs/retry-loop.md).
 
 A wrapped client's request entry (openai ``request``, anthropic ``_request``,
 below anthropic's OpenTelemetry span) runs llmpulse's loop: each attempt is
@@ -12,16 +12,20 @@ to go again: the decisions stay the `Call`'s.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
-import inspect
+import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from ._registry import hook_of
 
 if TYPE_CHECKING:
     from ._call import Call
     from ._hook import Hook
 
-__all__ = ["LOGICAL_EXTENSION", "Logical", "install_loop", "request_body"]
+__all__ = ["LOGICAL_EXTENSION", "Logical", "current", "instrument_sdk", "request_body"]
 
 LOGICAL_EXTENSION = "llmpulse.logical"
 """The request extension marking an attempt of a logical call (set where the SDK builds the request)."""
@@ -34,16 +38,24 @@ class Logical:
         "attempt",
         "built",
         "call",
+        "client",
         "delay",
         "first_body",
+        "hook",
         "max_retries",
         "override",
         "replay",
+        "sdk_backoff",
+        "sdk_streams",
         "sent_built",
         "should_retry",
     )
 
-    def __init__(self, max_retries: int, should_retry: Callable[[Any], bool] | None = None) -> None:
+    def __init__(
+        self, client: Any, hook: Hook, max_retries: int, should_retry: Callable[[Any], bool] | None = None
+    ) -> None:
+        self.client = client  # the wrapped SDK client whose request entry runs this call
+        self.hook = hook
         self.max_retries = max_retries
         # The client's own retry rule where its class adds one (anthropic's token refresh on a 401).
         self.should_retry = should_retry
@@ -55,6 +67,8 @@ class Logical:
         self.built = 0  # requests the SDK built in this pass
         self.sent_built = 0  # of them, the ones that reached the transport
         self.replay: Any = None  # the SDK's check that this attempt's prepared body can be sent again
+        self.sdk_backoff: Callable[[int, Any], float] | None = None  # the client's delay before retry n
+        self.sdk_streams = False  # the SDK was asked for a stream: it will not read the body whole
 
     def retry_in(self, delay: float, call: Call, request: Any) -> None:
         """The transport decided on another attempt: remember how to make it."""
@@ -92,51 +106,95 @@ def request_body(request: Any) -> bytes | None:
 _LOGICAL: contextvars.ContextVar[Logical | None] = contextvars.ContextVar("llmpulse_logical", default=None)
 
 
-def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closure per SDK entry point
-    """Put llmpulse's loop at ``wrapped``'s request entry (instance attributes: the class stays the SDK's)."""
-    package = type(wrapped).__module__.split(".")[0]
-    base = importlib.import_module(f"{package}._base_client")
-    compat = importlib.import_module(f"{package}._compat")
-    model_copy = compat.model_copy
-    replay_cls = getattr(base, "_RequestBodyReplay", None)  # openai only: anthropic retries any body
-    sdk_log = base.log
-    # anthropic 2.x runs its loop in `_request`, under the OpenTelemetry span `request` opens; earlier
-    # releases (and openai) run it in `request` itself.
-    entry_name = "_request" if package == "anthropic" and hasattr(type(wrapped), "_request") else "request"
-    entry = getattr(type(wrapped), entry_name)
-    build = type(wrapped)._build_request
-    process = type(wrapped)._process_response
-    clock = hook.policies.clock
-    own_exception_rule: Any = getattr(wrapped, "_should_retry_exception", None)  # anthropic's
-    own_rule = (
-        wrapped._should_retry if type(wrapped)._should_retry is not base.BaseClient._should_retry else None
-    )
-    if package == "anthropic":
-        _number_middleware_attempts(wrapped)
+def current() -> Logical | None:
+    """The logical call this context is running an attempt of, if any."""
+    return _LOGICAL.get()
 
-    def start(options: Any) -> tuple[Any, Logical]:
-        max_retries = options.get_max_retries(wrapped.max_retries)
-        validate = getattr(wrapped, "_validate_max_retries", None)
+
+_INSTRUMENTED: set[str] = set()
+_INSTRUMENT_LOCK = threading.Lock()
+
+
+def instrument_sdk(package: str) -> None:
+    """Put llmpulse's loop at the request entry of the base clients of ``package`` (openai, anthropic), once.
+
+    On the classes, not the instances: a wrapped client keeps the SDK's attributes only. Each entry
+    point looks its client up in the registry; an unwrapped client passes straight through.
+    """
+    with _INSTRUMENT_LOCK:
+        if package in _INSTRUMENTED:
+            return
+        base = importlib.import_module(f"{package}._base_client")
+        compat = importlib.import_module(f"{package}._compat")
+        _Entries(package, base, compat.model_copy).install()
+        _INSTRUMENTED.add(package)
+
+
+class _Entries:
+    """The SDK entry points llmpulse takes over, for one SDK package."""
+
+    def __init__(self, package: str, base: ModuleType, model_copy: Callable[[Any], Any]) -> None:
+        self.package = package
+        self.base = base
+        self.model_copy = model_copy
+        self.replay_cls = getattr(base, "_RequestBodyReplay", None)  # openai only: anthropic retries any body
+        self.log = base.log
+        # anthropic 2.x runs its loop in `_request`, under the OpenTelemetry span `request` opens;
+        # earlier releases (and openai) run it in `request` itself.
+        has_inner = package == "anthropic" and hasattr(base.SyncAPIClient, "_request")
+        self.entry_name = "_request" if has_inner else "request"
+
+    def install(self) -> None:
+        base = self.base
+        build = base.BaseClient._build_request
+        _patch(base.BaseClient, "_build_request", self._build_request(build))
+        for cls, is_async in ((base.SyncAPIClient, False), (base.AsyncAPIClient, True)):
+            entry = getattr(cls, self.entry_name)
+            process = cls._process_response
+            if is_async:
+                _patch(cls, self.entry_name, self._arequest(entry))
+                _patch(cls, "_process_response", self._aprocess(process))
+            else:
+                _patch(cls, self.entry_name, self._request(entry))
+                _patch(cls, "_process_response", self._process(process))
+            if self.package == "anthropic" and hasattr(cls, "_build_middleware_chain"):
+                _patch(cls, "_build_middleware_chain", _numbered_chain(cls._build_middleware_chain))
+
+    def start(self, client: Any, hook: Hook, options: Any) -> tuple[Any, Logical]:
+        max_retries = options.get_max_retries(client.max_retries)
+        validate = getattr(client, "_validate_max_retries", None)
         if validate is not None:
             validate(max_retries)
-        first = model_copy(options)
+        first = self.model_copy(options)
         if first.idempotency_key is None and first.method.lower() != "get":
-            first.idempotency_key = wrapped._idempotency_key()  # one key for every attempt, as bare
-        return first, Logical(max_retries, own_rule)
+            first.idempotency_key = client._idempotency_key()  # one key for every attempt, as bare
+        base = self.base.BaseClient
+        own_rule = client._should_retry if type(client)._should_retry is not base._should_retry else None
+        logical = Logical(client, hook, max_retries, own_rule)
+        calculate = getattr(client, "_calculate_retry_timeout", None)
+        if calculate is not None:
 
-    def one_attempt(first: Any, logical: Logical) -> Any:
-        options = model_copy(first)
+            def sdk_backoff(retries_taken: int, headers: Any) -> float:
+                # The SDK's own computation (its random, its Retry-After rules), as bare.
+                return float(calculate(max_retries - retries_taken, first, headers))
+
+            logical.sdk_backoff = sdk_backoff
+        return first, logical
+
+    def one_attempt(self, first: Any, logical: Logical) -> Any:
+        options = self.model_copy(first)
         options.max_retries = 0  # the SDK makes this one attempt; llmpulse decides on the next
         logical.delay = None
         logical.built = logical.sent_built = 0
         return options
 
-    def again(logical: Logical, exc: Exception, options: Any) -> float | None:
+    def again(self, logical: Logical, exc: Exception, options: Any) -> float | None:
         delay, call = logical.delay, logical.call
+        own_exception_rule = getattr(logical.client, "_should_retry_exception", None)  # anthropic's
         if logical.built == logical.sent_built == 0 and own_exception_rule is not None:
             # Nothing was sent in this pass (anthropic middleware raised RetryableError itself): not
             # the provider's failure, so the SDK's own rule and backoff decide, as bare.
-            return unsent_retry(logical, exc, options)
+            return self.unsent_retry(logical, own_exception_rule, exc, options)
         if delay is None or call is None:
             return None
         if logical.replay is not None and not logical.replay.rewind():
@@ -144,116 +202,133 @@ def install_loop(wrapped: Any, hook: Hook) -> None:  # noqa: PLR0915 - one closu
             return None
         left = logical.max_retries - (logical.attempt - 1)
         if left == 1:
-            sdk_log.debug("1 retry left")
+            self.log.debug("1 retry left")
         else:
-            sdk_log.debug("%i retries left", left)
-        if package == "anthropic":
-            sdk_log.info("Retrying request to %s in %f seconds", options.url, delay)
+            self.log.debug("%i retries left", left)
+        if self.package == "anthropic":
+            self.log.info("Retrying request to %s in %f seconds", options.url, delay)
         else:
-            sdk_log.info(
+            self.log.info(
                 "Retrying request in %f seconds (retry %i of %s)", delay, logical.attempt, logical.max_retries
             )
         return delay
 
-    def unsent_retry(logical: Logical, exc: Exception, options: Any) -> float | None:
+    def unsent_retry(self, logical: Logical, rule: Any, exc: Exception, options: Any) -> float | None:
         left = logical.max_retries - logical.attempt
-        if left <= 0 or not own_exception_rule(exc)[0]:
+        if left <= 0 or not rule(exc)[0]:
             return None
-        delay: float = wrapped._calculate_retry_timeout(left, options, None)
+        delay: float = logical.client._calculate_retry_timeout(left, options, None)
         logical.attempt += 1
-        sdk_log.info("Retrying request to %s in %f seconds", options.url, delay)
+        self.log.info("Retrying request to %s in %f seconds", options.url, delay)
         return delay
 
-    def build_request(options: Any, *, retries_taken: int = 0) -> Any:
-        logical = _LOGICAL.get()
-        if logical is None:
-            return build(wrapped, options, retries_taken=retries_taken)
-        logical.built += 1
-        if replay_cls is not None:
-            # As the SDK does: of the options as prepared for this attempt, before building reads them.
-            logical.replay = replay_cls(options)
-        request = build(wrapped, options, retries_taken=logical.attempt)
-        request.extensions[LOGICAL_EXTENSION] = logical
+    def _build_request(self, build: Callable[..., Any]) -> Callable[..., Any]:
+        replay_cls = self.replay_cls
+
+        def _build_request(client: Any, options: Any, *, retries_taken: int = 0) -> Any:
+            logical = _LOGICAL.get()
+            if logical is None or logical.client is not client:
+                return build(client, options, retries_taken=retries_taken)
+            logical.built += 1
+            if replay_cls is not None:
+                # As the SDK does: of the options as prepared for this attempt, before building reads them.
+                logical.replay = replay_cls(options)
+            request = build(client, options, retries_taken=logical.attempt)
+            request.extensions[LOGICAL_EXTENSION] = logical
+            return request
+
+        return _build_request
+
+    def _request(self, entry: Callable[..., Any]) -> Callable[..., Any]:
+        def request(client: Any, cast_to: Any, options: Any, **kwargs: Any) -> Any:
+            hook = hook_of(client)
+            if hook is None:
+                return entry(client, cast_to, options, **kwargs)
+            first, logical = self.start(client, hook, options)
+            logical.sdk_streams = bool(kwargs.get("stream"))
+            token = _LOGICAL.set(logical)
+            try:
+                while True:
+                    attempt_options = self.one_attempt(first, logical)
+                    try:
+                        return entry(client, cast_to, attempt_options, **kwargs)
+                    except Exception as exc:
+                        delay = self.again(logical, exc, first)
+                        if delay is None:
+                            raise
+                    _sleep(hook.policies.clock, delay, logical)
+            finally:
+                _LOGICAL.reset(token)
+
         return request
 
-    def retries_of(kwargs: dict[str, Any]) -> None:
-        logical = _LOGICAL.get()
-        if logical is not None and "retries_taken" in kwargs:
-            kwargs["retries_taken"] = logical.attempt
-
-    if inspect.iscoroutinefunction(entry):
-
-        async def arequest(cast_to: Any, options: Any, **kwargs: Any) -> Any:
-            first, logical = start(options)
+    def _arequest(self, entry: Callable[..., Any]) -> Callable[..., Any]:
+        async def request(client: Any, cast_to: Any, options: Any, **kwargs: Any) -> Any:
+            hook = hook_of(client)
+            if hook is None:
+                return await entry(client, cast_to, options, **kwargs)
+            first, logical = self.start(client, hook, options)
+            logical.sdk_streams = bool(kwargs.get("stream"))
             token = _LOGICAL.set(logical)
             try:
                 while True:
-                    attempt_options = one_attempt(first, logical)
+                    attempt_options = self.one_attempt(first, logical)
                     try:
-                        return await entry(wrapped, cast_to, attempt_options, **kwargs)
+                        return await entry(client, cast_to, attempt_options, **kwargs)
                     except Exception as exc:
-                        delay = again(logical, exc, first)
+                        delay = self.again(logical, exc, first)
                         if delay is None:
                             raise
-                    await _asleep(clock, delay, logical)
+                    await _asleep(hook.policies.clock, delay, logical)
             finally:
                 _LOGICAL.reset(token)
 
-        async def aprocess(*args: Any, **kwargs: Any) -> Any:
-            retries_of(kwargs)
-            return await process(wrapped, *args, **kwargs)
+        return request
 
-        object.__setattr__(wrapped, entry_name, arequest)
-        object.__setattr__(wrapped, "_process_response", aprocess)
-    else:
+    def _process(self, process: Callable[..., Any]) -> Callable[..., Any]:
+        def _process_response(client: Any, *args: Any, **kwargs: Any) -> Any:
+            _retries_of(client, kwargs)
+            return process(client, *args, **kwargs)
 
-        def srequest(cast_to: Any, options: Any, **kwargs: Any) -> Any:
-            first, logical = start(options)
-            token = _LOGICAL.set(logical)
-            try:
-                while True:
-                    attempt_options = one_attempt(first, logical)
-                    try:
-                        return entry(wrapped, cast_to, attempt_options, **kwargs)
-                    except Exception as exc:
-                        delay = again(logical, exc, first)
-                        if delay is None:
-                            raise
-                    _sleep(clock, delay, logical)
-            finally:
-                _LOGICAL.reset(token)
+        return _process_response
 
-        def sprocess(*args: Any, **kwargs: Any) -> Any:
-            retries_of(kwargs)
-            return process(wrapped, *args, **kwargs)
+    def _aprocess(self, process: Callable[..., Any]) -> Callable[..., Any]:
+        async def _process_response(client: Any, *args: Any, **kwargs: Any) -> Any:
+            _retries_of(client, kwargs)
+            return await process(client, *args, **kwargs)
 
-        object.__setattr__(wrapped, entry_name, srequest)
-        object.__setattr__(wrapped, "_process_response", sprocess)
-    object.__setattr__(wrapped, "_build_request", build_request)
+        return _process_response
 
 
-def _number_middleware_attempts(wrapped: Any) -> None:
+def _patch(cls: type, name: str, function: Callable[..., Any]) -> None:
+    # The SDK's name, signature and docstring stay what introspection (and the SDKs' own tests) see.
+    original = getattr(cls, name)
+    functools.update_wrapper(function, original)
+    setattr(cls, name, function)
+
+
+def _retries_of(client: Any, kwargs: dict[str, Any]) -> None:
+    logical = _LOGICAL.get()
+    if logical is not None and logical.client is client and "retries_taken" in kwargs:
+        kwargs["retries_taken"] = logical.attempt
+
+
+def _numbered_chain(build_chain: Callable[..., Any]) -> Callable[..., Any]:
     # The SDK's APIRequest carries its loop's count, 0 for each of llmpulse's passes: give it the attempt's.
-    def numbered(chain: Any) -> Any:
+    def _build_middleware_chain(client: Any, *args: Any, **kwargs: Any) -> Any:
+        chain = build_chain(client, *args, **kwargs)
         if chain is None:
             return None
 
         def run(request: Any) -> Any:
             logical = _LOGICAL.get()
-            if logical is not None:
+            if logical is not None and logical.client is client:
                 request.retries_taken = logical.attempt
             return chain(request)
 
         return run
 
-    if getattr(wrapped, "_middleware_chain", None) is not None:
-        object.__setattr__(wrapped, "_middleware_chain", numbered(wrapped._middleware_chain))
-    build_chain = type(wrapped)._build_middleware_chain
-
-    def build_middleware_chain(call: Any = None) -> Any:
-        return numbered(build_chain(wrapped, call))
-
-    object.__setattr__(wrapped, "_build_middleware_chain", build_middleware_chain)
+    return _build_middleware_chain
 
 
 def _sleep(clock: Any, delay: float, logical: Logical) -> None:

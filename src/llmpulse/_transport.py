@@ -1,4 +1,4 @@
-"""③ The attempt loop: wrapper transports that sit under the SDK's http client.
+"""③ The attempt's I/O: the transports a wrapped client's sends go through.
 
 The only code in llmpulse that sends, sleeps or reads bytes. The sync and
 async shells differ only by ``await``; every decision is the `Call`'s.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._exit import STATE, ExitState
-from ._loop import LOGICAL_EXTENSION, Logical, request_body
+from ._loop import LOGICAL_EXTENSION, Logical, current, request_body
 from .policies._elsewhere import ServeElsewhere
 
 if TYPE_CHECKING:
@@ -25,10 +26,7 @@ if TYPE_CHECKING:
     from ._call import Call
     from ._hook import Hook
 
-__all__ = ["RETRIES_EXTENSION", "report_open_bodies", "transport_classes"]
-
-RETRIES_EXTENSION = "llmpulse.retries"
-"""The response extension holding the retries llmpulse made for it (the SDK's ``retries_taken``)."""
+__all__ = ["instrument_http", "report_open_bodies", "transport_classes"]
 
 
 class _Body:
@@ -157,9 +155,8 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
     class Transport(http.BaseTransport):  # type: ignore[name-defined,misc]
         """Runs each request as one logical call of one or more attempts."""
 
-        def __init__(self, inner: Any, hook: Hook) -> None:
+        def __init__(self, inner: Any) -> None:
             self.inner = inner
-            self.hook = hook
 
         def handle_request(self, request: Any) -> Any:
             logical = _take_logical(request)
@@ -169,7 +166,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                 return self.inner.handle_request(request)
             base_extensions = request.extensions
             first = logical.call is None
-            call = _call_of(self.hook, logical, request)
+            call = _call_of(logical, request)
             if call is None:
                 return self.inner.handle_request(request)
             try:
@@ -202,7 +199,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             body = response.read() if call.wants_error_body(status) else None
             delay = _decide(call, logical, request, response, body)
             if delay is None:
-                return _hand_over(http, call, self.hook, response, ObservedStream)
+                return _hand_over(http, call, logical.hook, response, ObservedStream)
             # The SDK (its retries off for this attempt) raises its error for it; the loop above goes again.
             logical.retry_in(delay, call, request)
             return response
@@ -219,15 +216,11 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     raw.close()
             return response
 
-        def close(self) -> None:
-            self.inner.close()
-
     class AsyncTransport(http.AsyncBaseTransport):  # type: ignore[name-defined,misc]
         """Async twin of Transport."""
 
-        def __init__(self, inner: Any, hook: Hook) -> None:
+        def __init__(self, inner: Any) -> None:
             self.inner = inner
-            self.hook = hook
 
         async def handle_async_request(self, request: Any) -> Any:
             logical = _take_logical(request)
@@ -235,7 +228,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                 return await self.inner.handle_async_request(request)
             base_extensions = request.extensions
             first = logical.call is None
-            call = _call_of(self.hook, logical, request)
+            call = _call_of(logical, request)
             if call is None:
                 return await self.inner.handle_async_request(request)
             try:
@@ -267,7 +260,7 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
             body = await response.aread() if call.wants_error_body(status) else None
             delay = _decide(call, logical, request, response, body)
             if delay is None:
-                return _hand_over(http, call, self.hook, response, AsyncObservedStream)
+                return _hand_over(http, call, logical.hook, response, AsyncObservedStream)
             logical.retry_in(delay, call, request)
             return response
 
@@ -281,10 +274,38 @@ def transport_classes(http: ModuleType) -> tuple[type[Any], type[Any]]:
                     await raw.aclose()
             return response
 
-        async def aclose(self) -> None:
-            await self.inner.aclose()
-
     return Transport, AsyncTransport
+
+
+_INSTRUMENTED: set[ModuleType] = set()
+_INSTRUMENT_LOCK = threading.Lock()
+
+
+def instrument_http(http: ModuleType) -> None:
+    """Route the attempts of wrapped clients through llmpulse's transports, for one HTTP module (once).
+
+    httpx picks a request's transport (the client's own or a mounted one) in
+    ``_transport_for_url``; during a wrapped client's call that pick comes back
+    wrapped, for that send only. The http client keeps its own transports (the
+    caller's objects, untouched); any other send, and every send outside a
+    wrapped call, gets the transport httpx picked.
+    """
+    with _INSTRUMENT_LOCK:
+        if http in _INSTRUMENTED:
+            return
+        sync_cls, async_cls = transport_classes(http)
+        for client_cls, wrapper in ((http.Client, sync_cls), (http.AsyncClient, async_cls)):
+            client_cls._transport_for_url = _lookup(client_cls._transport_for_url, wrapper)
+        _INSTRUMENTED.add(http)
+
+
+def _lookup(pick: Any, wrapper: type[Any]) -> Any:
+    @functools.wraps(pick)
+    def _transport_for_url(client: Any, url: Any) -> Any:
+        transport = pick(client, url)
+        return transport if current() is None else wrapper(transport)
+
+    return _transport_for_url
 
 
 def _hand_over(http: ModuleType, call: Call, hook: Hook, response: Any, stream_cls: type[Any]) -> Any:
@@ -326,14 +347,16 @@ def _replace_content(http: ModuleType, response: Any, call: Call) -> None:
         response.stream = http.ByteStream(kept)
 
 
-def _call_of(hook: Hook, logical: Logical, request: Any) -> Call | None:
+def _call_of(logical: Logical, request: Any) -> Call | None:
     """The logical call ``request`` is an attempt of, started on its first attempt."""
     call = logical.call
     if call is None:
         logical.first_body = request_body(request)
-        call = logical.call = hook.start_call(request, max_retries=logical.max_retries)
+        call = logical.call = logical.hook.start_call(request, logical.max_retries, logical.sdk_backoff)
+        if call is not None and logical.sdk_streams:
+            call.reads_whole = False  # a stream the SDK hands over as it arrives, whatever the body asked
     else:
-        logical.reapply(hook, request)
+        logical.reapply(logical.hook, request)
     return call
 
 

@@ -1,19 +1,22 @@
-"""`wrap()` and `unwrap()`: hook a client's HTTP transport, return a new client of the same class.
+"""`wrap()` and `unwrap()`: a copy of the client, as the SDK's ``copy()`` makes it, registered as wrapped.
 
-The hook follows sdk-facts.md §3: clone the SDK's own http client into a
-plain httpx/httpx2 client sharing its state (headers, auth, proxies, pool),
-wrap its transport and every mounted transport, and re-point a copy of the
-SDK client at it with the SDK's retries off. ``with_options()`` copies share
-the clone, so they stay instrumented; a copy that sets ``max_retries`` gets
-its own hook with that retry count.
+Nothing of llmpulse's is put on the copy or on its http client (it shares the
+caller's, as any SDK copy does). Instead, on the first wrap, llmpulse installs
+its entry points on the SDK's classes (`llmpulse._loop.instrument_sdk`: the
+request entry, request building, response processing, ``copy``) and on the
+HTTP module's clients (`llmpulse._transport.instrument_http`: the transport
+picked for a send). Each looks the client up in `llmpulse._registry`; an
+unwrapped client, and every send outside a wrapped client's call, pass
+through. A wrapped client's ``copy()``/``with_options()`` is wrapped too, with
+a hook of its own where it changes the credentials.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
-import inspect
 import logging
 import sys
 import threading
@@ -24,12 +27,13 @@ from typing import Any, TypeVar, cast
 from ._config import Settings, get_settings
 from ._exit import start_daemon
 from ._hook import Hook
-from ._loop import install_loop
+from ._loop import instrument_sdk
 from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
 from ._redact import secrets_of
+from ._registry import hook_of, original_of, register
 from ._runtime import price_table
 from ._sampling import Sampler
-from ._transport import transport_classes
+from ._transport import instrument_http
 from .exceptions import UnsupportedClientError
 from .policies import BreakerConfig, Budget, ConcurrencyConfig, Policies, RateLimit, Timeouts
 from .providers import AnthropicProvider, OpenAIProvider, Provider
@@ -43,8 +47,6 @@ _SUPPORTED = (
     "openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI, "
     "anthropic.Anthropic, anthropic.AsyncAnthropic"
 )
-_HOOK_ATTR = "_llmpulse_hook"
-_ORIGINAL_ATTR = "_llmpulse_original"
 _warned: set[type] = set()
 
 ClientT = TypeVar("ClientT")
@@ -82,7 +84,7 @@ def wrap(
         ConfigError: An ``LLMPULSE_*`` environment variable is invalid.
 
     """
-    if getattr(client, _HOOK_ATTR, None) is not None:
+    if hook_of(client) is not None:
         return client
     provider = _identify(client)
     settings = get_settings()
@@ -97,10 +99,11 @@ def wrap(
                 provider=provider,
                 http=_http_module(client._client),  # type: ignore[attr-defined]
                 pipeline=pipeline,
-                max_retries=int(client.max_retries),  # type: ignore[attr-defined]
                 routes=None if sinks is None else pipeline.routes_for(sinks),
                 metrics=None if registry is None else make_metrics(registry, settings),
                 inject_stream_usage=settings.include_stream_usage,
+                stream_usage_hosts=frozenset(settings.stream_usage_hosts),
+                trace_context=_traces_on(client),
                 network_sampler=_network_sampler(settings),
                 capture_content=settings.capture_content,
                 policies=policies if policies is not None else default_policies(settings),
@@ -108,10 +111,13 @@ def wrap(
             ),
             client,
         )
-        wrapped = _copy_with_hook(client, client._client, hook)  # type: ignore[attr-defined]
+        _instrument(type(client), hook.http)
+        wrapped = type(client).copy(client)  # type: ignore[attr-defined]
+        # Not a constructor argument, so not carried by copy(): the caller's choice stays.
+        wrapped._strict_response_validation = client._strict_response_validation  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
         return cast("ClientT", _give_up(client, exc, pipeline))
-    object.__setattr__(wrapped, _ORIGINAL_ATTR, client)
+    register(wrapped, hook, client)
     return cast("ClientT", wrapped)
 
 
@@ -204,9 +210,17 @@ def _budget(settings: Settings) -> Budget | None:
 
 def _connection_error(client: Any) -> type[BaseException]:
     # llmpulse's own errors must also be this SDK's APIConnectionError (see exceptions.py).
-    sdk = sys.modules[type(client).__module__.split(".")[0]]
-    error: type[BaseException] = sdk.APIConnectionError
+    error: type[BaseException] = sys.modules[_sdk_package(type(client))].APIConnectionError
     return error
+
+
+def _sdk_package(cls: type) -> str:
+    """The SDK package (openai, anthropic) of client class ``cls`` (or of the SDK class it extends)."""
+    for klass in cls.__mro__:
+        package = klass.__module__.split(".")[0]
+        if package in ("openai", "anthropic"):
+            return package
+    raise UnsupportedClientError(f"{cls.__qualname__} is not an openai or anthropic client class")
 
 
 def _network_sampler(settings: Settings) -> Sampler | None:
@@ -234,7 +248,7 @@ def _warm_up_prices() -> None:
 
 def unwrap(client: Any) -> Any:
     """Return the client that was passed to `wrap()` (or ``client`` if it is not wrapped)."""
-    return getattr(client, _ORIGINAL_ATTR, client)
+    return original_of(client)
 
 
 def _identify(client: Any) -> Provider:
@@ -253,8 +267,7 @@ def _identify(client: Any) -> Provider:
 
 
 def _http_base(http: Any) -> type[Any]:
-    # The plain httpx/httpx2 class under the SDK's subclass: the SDK's
-    # wrapper class closes the shared pool in __del__, a plain clone must not.
+    # The plain httpx/httpx2 class under the SDK's (or the caller's) subclass.
     return next(
         c
         for c in type(http).__mro__
@@ -264,25 +277,6 @@ def _http_base(http: Any) -> type[Any]:
 
 def _http_module(http: Any) -> Any:
     return sys.modules[_http_base(http).__module__.split(".")[0]]
-
-
-def _clone_http(http: Any, hook: Hook) -> Any:
-    sync_cls, async_cls = transport_classes(hook.http)
-    base = _http_base(http)
-    wrapper = async_cls if base.__name__ == "AsyncClient" else sync_cls
-
-    def wrap_transport(transport: Any) -> Any:
-        if transport is None:
-            return None
-        # Re-wrapping a wrapped transport (a copy with new max_retries) keeps one layer.
-        inner = transport.inner if isinstance(transport, sync_cls | async_cls) else transport
-        return wrapper(inner, hook)
-
-    clone = object.__new__(base)
-    clone.__dict__.update(http.__dict__)
-    clone._transport = wrap_transport(http._transport)
-    clone._mounts = {pattern: wrap_transport(t) for pattern, t in http._mounts.items()}
-    return clone
 
 
 def _addressed(hook: Hook, client: Any) -> Hook:
@@ -299,59 +293,58 @@ def _addressed(hook: Hook, client: Any) -> Hook:
 _CREDENTIALS = ("api_key", "auth_token", "_azure_ad_token", "webhook_secret")
 
 
-def _copy_with_hook(client: Any, http: Any, hook: Hook) -> Any:
-    """Copy ``client`` onto a hooked clone of ``http`` and make its copies do the same."""
-    clone = _clone_http(http, hook)
-    # max_retries stays the caller's: llmpulse's loop at the request entry reads it per call.
-    wrapped = type(client).copy(client, http_client=clone)
-    wrapped._strict_response_validation = client._strict_response_validation
-    _install(wrapped, hook)
-    return wrapped
+_INSTRUMENTED: set[type] = set()
+_INSTRUMENT_LOCK = threading.Lock()
 
 
-def _install(wrapped: Any, hook: Hook) -> None:
-    if hook.client.get() is None:  # a shared hook reads the max_retries of the client it was made for
-        hook.client.bind(wrapped)
-    object.__setattr__(wrapped, _HOOK_ATTR, hook)
+def _instrument(cls: type, http: Any) -> None:
+    """Install llmpulse's entry points for clients of ``cls`` on ``http`` (each class and module once)."""
+    instrument_sdk(_sdk_package(cls))
+    instrument_http(http)
+    with _INSTRUMENT_LOCK:
+        for klass in cls.__mro__:
+            if klass in _INSTRUMENTED or "copy" not in vars(klass):
+                continue
+            original = vars(klass)["copy"]
+            copy = _wrapped_copy(original)
+            klass.copy = copy  # type: ignore[attr-defined]
+            if vars(klass).get("with_options") is original:
+                klass.with_options = copy  # type: ignore[attr-defined]
+            _INSTRUMENTED.add(klass)
 
-    def copy(*args: Any, **kwargs: Any) -> Any:
-        # As in the SDK, a copy shares its original's http client (and so its hook) unless it
-        # changes what the hook knows: the key, max_retries or the http client.
-        http_client = kwargs.pop("http_client", None)
-        shared = http_client is None
-        clone = wrapped._client if shared else _clone_http(http_client, hook)
-        result = type(wrapped).copy(wrapped, *args, http_client=clone, **kwargs)  # validates as bare
-        retries = hook.max_retries_of(wrapped) if "max_retries" not in kwargs else result.max_retries
-        new_hook = _addressed(hook.with_max_retries(int(retries)), result)
-        if shared and _same_target(new_hook, hook):
-            new_hook = hook
-        elif shared:
-            clone = _clone_http(wrapped._client, new_hook)
-            result = type(wrapped).copy(wrapped, *args, http_client=clone, **kwargs)
-        else:
-            _rebind(clone, new_hook)
-        result._strict_response_validation = wrapped._strict_response_validation
-        _install(result, new_hook)
-        object.__setattr__(result, _ORIGINAL_ATTR, getattr(wrapped, _ORIGINAL_ATTR, wrapped))
+
+def _wrapped_copy(original: Any) -> Any:
+    @functools.wraps(original)
+    def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)  # the SDK's copy: validation, sharing, as bare
+        hook = hook_of(self)
+        # An override's super().copy() may have registered it already.
+        if hook is not None and hook_of(result) is None:
+            _instrument(type(result), _http_module(result._client))
+            register(result, _rehook(hook, result), original_of(self))
         return result
 
-    # The SDK's own parameters, for whoever inspects them (its tests compare them with __init__'s).
-    copy.__signature__ = inspect.signature(type(wrapped).copy.__get__(wrapped))  # type: ignore[attr-defined]
-    # Instance attributes: the class (and `type(c) is OpenAI`) stay the SDK's.
-    object.__setattr__(wrapped, "copy", copy)
-    object.__setattr__(wrapped, "with_options", copy)
-    install_loop(wrapped, hook)
+    return copy
 
 
-def _same_target(a: Hook, b: Hook) -> bool:
-    # The address is read from each request: a copy with another base URL may share the hook.
-    return (a.api_key_id, a.max_retries) == (b.api_key_id, b.max_retries)
+def _traces_on(client: Any) -> bool:
+    """Whether the client's own OpenTelemetry option leaves its traces on (anthropic 2.x has one)."""
+    option = getattr(client, "open_telemetry", None)
+    try:
+        return bool(option["traces"]["enabled"])  # type: ignore[index]
+    except (TypeError, KeyError):
+        return True  # no such option: llmpulse's own default
 
 
-def _rebind(http: Any, hook: Hook) -> None:
-    for transport in (http._transport, *http._mounts.values()):
-        if transport is not None and hasattr(transport, "hook"):
-            transport.hook = hook
+def _rehook(hook: Hook, client: Any) -> Hook:
+    """The hook of ``client``, a copy of a wrapped client: ``hook`` unless its credentials differ."""
+    new = dataclasses.replace(
+        _addressed(hook, client), http=_http_module(client._client), trace_context=_traces_on(client)
+    )
+    same_secrets = [s.value for s in new.secrets] == [s.value for s in hook.secrets]
+    if same_secrets and (new.http, new.trace_context) == (hook.http, hook.trace_context):
+        return hook
+    return new
 
 
 def _give_up(client: Any, exc: Exception, pipeline: Any) -> Any:

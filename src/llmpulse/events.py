@@ -144,6 +144,8 @@ class CallEvent:
     body_unread_reason: str | None = None
     body_malformed: bool = False
     stream_usage_refused: bool = False
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

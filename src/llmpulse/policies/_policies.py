@@ -62,7 +62,11 @@ class SystemClock:
     """The real clock: ``time.monotonic``, ``time.sleep`` and ``anyio.sleep``."""
 
     monotonic = staticmethod(time.monotonic)
-    sleep = staticmethod(time.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds``."""
+        # Looked up per call, as the SDKs do: a test that patches time.sleep patches this too.
+        time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
         """Suspend the calling task for ``seconds`` (asyncio or trio, like the SDKs)."""
@@ -89,8 +93,10 @@ class Policies:
     Attributes:
         max_retries: Retries after the first attempt; None: the client's own
             ``max_retries`` (the SDKs default to 2).
-        backoff_base_s: Ceiling of the first backoff (full jitter below it).
-        backoff_max_s: Largest backoff ceiling.
+        backoff_base_s: Ceiling of the first backoff (full jitter below it); None
+            (with ``backoff_max_s`` None): the client's own backoff, as bare.
+        backoff_max_s: Largest backoff ceiling; None: 8 s, or the client's own
+            backoff when ``backoff_base_s`` is None too.
         retry_budget_ratio: Retries earned per request, per endpoint.
         retry_budget_reserve: Retries allowed beyond the ratio, per endpoint.
         retry_quota_exhausted: Retry a 429 whose error code says the quota is spent
@@ -127,8 +133,8 @@ class Policies:
     """
 
     max_retries: int | None = None
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 8.0
+    backoff_base_s: float | None = None
+    backoff_max_s: float | None = None
     retry_budget_ratio: float = 0.1
     retry_budget_reserve: int = 10
     retry_quota_exhausted: bool = True
@@ -156,7 +162,9 @@ class Policies:
     def __post_init__(self) -> None:
         if self.max_retries is not None and self.max_retries < 0:
             raise ValueError(f"Policies.max_retries must be >= 0 or None, got {self.max_retries!r}")
-        if not 0 < self.backoff_base_s <= self.backoff_max_s:
+        base, cap = self.backoff_base_s, self.backoff_max_s
+        given = [value for value in (base, cap) if value is not None]
+        if any(value <= 0 for value in given) or (len(given) == 2 and given[0] > given[1]):
             raise ValueError(
                 f"Policies needs 0 < backoff_base_s <= backoff_max_s, got {self.backoff_base_s!r}"
                 f" and {self.backoff_max_s!r}"

@@ -13,10 +13,14 @@ has a stable ``reason`` for telemetry):
    is spent (OpenAI ``insufficient_quota``) is not retried.
 3. A failed send: what the SDK retries (OpenAI: timeouts, connection and
    protocol errors, TLS errors; Anthropic: any error) -> yes, else no.
-4. The delay: ``Retry-After`` (``retry-after-ms``, then ``retry-after`` in
-   seconds or as an HTTP date) when the server sent one, else exponential
-   backoff with full jitter, ``random() * min(max_s, base_s * 2**retries)``
-   (AWS "full jitter": spreads a thundering herd best).
+4. The delay: by default the client's own (the SDK's ``_calculate_retry_timeout``:
+   its ``Retry-After`` rules, else 0.5 s doubling to 8 s less up to 25 %
+   jitter), so a wrapped client waits as the bare one does. With a backoff
+   configured (``backoff_base_s``/``backoff_max_s``): ``Retry-After``
+   (``retry-after-ms``, then ``retry-after`` in seconds or as an HTTP date)
+   when the server sent one, else exponential backoff with full jitter,
+   ``random() * min(max_s, base_s * 2**retries)`` (AWS "full jitter":
+   spreads a thundering herd best).
 5. Only with a deadline (one the user set): never sleep past it; if the delay
    would end after it, fail now instead of waiting to fail.
 
@@ -141,9 +145,10 @@ def decide_retry(
     quota_exhausted: bool = False,
     max_retry_after_s: float | None = None,
     remaining_s: float | None,
-    backoff_base_s: float,
-    backoff_max_s: float,
+    backoff_base_s: float | None,
+    backoff_max_s: float | None,
     random: Callable[[], float],
+    sdk_backoff: Callable[[int, Mapping[str, str] | None], float] | None = None,
 ) -> RetryDecision:
     """Decide on one failed attempt (an error status, or a send that failed).
 
@@ -158,9 +163,11 @@ def decide_retry(
             the user asked not to retry that.
         max_retry_after_s: The longest ``Retry-After`` the SDK waits for (None: any).
         remaining_s: Seconds left before the call's deadline (None: no deadline).
-        backoff_base_s: The first backoff's ceiling.
-        backoff_max_s: The largest backoff ceiling.
+        backoff_base_s: The first backoff's ceiling (None: see ``sdk_backoff``).
+        backoff_max_s: The largest backoff ceiling (None: 8 s, or see ``sdk_backoff``).
         random: A ``random.random``-like source (injected for tests).
+        sdk_backoff: The client's own delay for (retries taken, headers): used
+            when neither backoff setting is given.
 
     """
     retry_after = parse_retry_after(headers) if headers is not None else None
@@ -174,14 +181,20 @@ def decide_retry(
         return RetryDecision(None, reason)
     if retries_taken >= max_retries:
         return RetryDecision(None, "max_retries")
-    if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+    if backoff_base_s is None and backoff_max_s is None and sdk_backoff is not None:
+        delay = min(max(sdk_backoff(retries_taken, headers), 0.0), _LONGEST_SLEEP_S)
+    elif retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
         delay = min(retry_after, _LONGEST_SLEEP_S)
     else:
-        delay = random() * min(backoff_max_s, backoff_base_s * 2.0 ** min(retries_taken, 64))
+        cap = max(_BACKOFF_MAX_S, backoff_base_s or 0.0) if backoff_max_s is None else backoff_max_s
+        base = min(_BACKOFF_BASE_S, cap) if backoff_base_s is None else backoff_base_s
+        delay = random() * min(cap, base * 2.0 ** min(retries_taken, 64))
     if remaining_s is not None and delay >= remaining_s:
         return RetryDecision(None, "deadline")
     return RetryDecision(delay, reason)
 
 
+# The SDKs' own constants, for a backoff given only in part.
+_BACKOFF_BASE_S, _BACKOFF_MAX_S = 0.5, 8.0
 # time.sleep refuses longer waits on some platforms; the Anthropic SDK caps its own the same way.
 _LONGEST_SLEEP_S = 4_294_967.0

@@ -11,10 +11,15 @@ stream_options``. So:
   2024-08-01-preview on, and its ``/openai/v1/`` API): ask;
 - **known not to** (older Azure API versions): never ask; read what the
   server sends and estimate what it does not;
-- **anywhere else**: ask, and if the server answers 400 or 422 naming
-  ``stream_options``, send the caller's request once more exactly as they
+- **anywhere else**: the first stream to an endpoint is sent as the caller
+  made it. If it carries usage anyway (servers such as vLLM can be told to
+  always send it), the endpoint is remembered as one that does and is never
+  asked: asking would make llmpulse hide a chunk the caller gets bare. If
+  it ends without usage, that call's usage is estimated and later streams to
+  the endpoint ask. If one then answers 400 or 422 naming
+  ``stream_options``, the caller's request is sent once more exactly as they
   made it (not a retry: no backoff, not counted against ``max_retries`` or
-  the retry budget) and remember that endpoint, so later calls to it are
+  the retry budget) and the endpoint is remembered, so later calls to it are
   sent as the caller made them.
 
 This module decides; the call path sends.
@@ -37,23 +42,30 @@ _KNOWN_HOSTS = frozenset({"api.openai.com"})
 _MAX_REMEMBERED = 4096
 
 
-def ask_for_stream_usage(provider: str, host: str, path: str, query: bytes) -> bool:
-    """Whether to add ``stream_options.include_usage`` to a chat stream request at first.
+def ask_for_stream_usage(
+    provider: str, host: str, path: str, query: bytes, known_hosts: frozenset[str] = frozenset()
+) -> bool | None:
+    """Whether to add ``stream_options.include_usage`` to a chat stream request; None: learn it per endpoint.
 
     Args:
         provider: "openai" or "azure".
         host: The request's host.
         path: Its path.
         query: Its raw query string (Azure's ``api-version`` is there).
+        known_hosts: Further hosts that send usage only when asked and accept
+            being asked (``LLMPULSE_STREAM_USAGE_HOSTS``).
 
     """
-    if provider != "azure" or host in _KNOWN_HOSTS:
-        return True  # api.openai.com, or a server that will say if it minds
+    if host in _KNOWN_HOSTS:
+        return True  # sends usage only when asked, and accepts being asked
+    if provider != "azure":
+        # Another server: named by the user as one like api.openai.com, else learned from its first stream.
+        return True if host in known_hosts else None
     if "/openai/v1/" in path:
         return True  # Azure's version-less v1 API follows OpenAI's
     match = _API_VERSION.search(query)
     if match is None:
-        return True  # no version to judge by: negotiate
+        return None  # no version to judge by: learn
     return match.group(1).decode() >= _AZURE_FIRST_VERSION
 
 
@@ -65,11 +77,26 @@ def rejects_stream_options(status: int, body: bytes | None) -> bool:
 class StreamUsageMemory:
     """The endpoints that refused ``stream_options`` (thread-safe, bounded)."""
 
-    __slots__ = ("_lock", "_refused")
+    __slots__ = ("_ask", "_lock", "_refused", "_sends")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refused: set[tuple[str, int | None, str]] = set()
+        self._sends: set[tuple[str, int | None, str]] = set()  # usage without being asked
+        self._ask: set[tuple[str, int | None, str]] = set()  # no usage unless asked
+
+    def learned(self, host: str, port: int | None, path: str) -> bool | None:
+        """For an endpoint not known by name: ask (True), do not (False), or not learned yet (None)."""
+        key = (host, port, path)
+        if key in self._refused or key in self._sends:
+            return False
+        return True if key in self._ask else None
+
+    def saw_stream(self, host: str, port: int | None, path: str, *, had_usage: bool) -> None:
+        """Note what a stream sent as the caller made it showed: usage without being asked, or none."""
+        with self._lock:
+            if len(self._sends) + len(self._ask) < _MAX_REMEMBERED:
+                (self._sends if had_usage else self._ask).add((host, port, path))
 
     def refused(self, host: str, port: int | None, path: str) -> bool:
         """Whether this endpoint refused the field before."""

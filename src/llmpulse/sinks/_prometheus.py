@@ -35,7 +35,6 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import threading
 import time
 import weakref
@@ -108,8 +107,8 @@ _monotonic = time.monotonic  # the exemplar clock (tests replace it)
 _CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-def _exemplar(correlation_id: str) -> dict[str, str]:
-    """The exemplar labels: the caller's current trace and span ids, and the correlation id.
+def _exemplar(correlation_id: str, ids: tuple[str, str] | None) -> dict[str, str]:
+    """The exemplar labels: the caller's trace and span ids (as the call found them), and the correlation id.
 
     OTel's Prometheus compatibility spec names the keys ``trace_id`` and
     ``span_id`` (what Grafana links to a trace by). The span is the caller's:
@@ -120,7 +119,6 @@ def _exemplar(correlation_id: str) -> dict[str, str]:
     """
     labels: dict[str, str] = {}
     room = _EXEMPLAR_MAX_CHARS
-    ids = _current_trace_ids()
     if ids is not None:
         trace_id, span_id = ids
         labels["trace_id"] = trace_id
@@ -134,20 +132,6 @@ def _exemplar(correlation_id: str) -> dict[str, str]:
     if correlation_id and len(_EXEMPLAR_KEY) + len(correlation_id) <= room:
         labels[_EXEMPLAR_KEY] = correlation_id
     return labels
-
-
-def _current_trace_ids() -> tuple[str, str] | None:
-    """The caller's current (trace id, span id) in hex, or None when no valid span is current."""
-    # No import: an app that never imported opentelemetry.trace has no
-    # current span, and importing it here would cost every app that does not use it.
-    otel_trace = sys.modules.get("opentelemetry.trace")
-    if otel_trace is None:
-        return None
-    span_context = otel_trace.get_current_span().get_span_context()
-    # An unsampled trace is never exported: its id would link to nothing.
-    if not span_context.is_valid or not span_context.trace_flags.sampled:
-        return None
-    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
 class _Metrics:
@@ -764,7 +748,8 @@ class PrometheusSink:
                 bucket = bisect.bisect_left(_DURATION_BOUNDS, latency)  # the first bound >= latency
                 now = _monotonic()
                 # The labels are only worked out when one is due: once a second per bucket.
-                exemplar = _exemplar(e.correlation_id) if now >= due[bucket] else None
+                ids = None if e.trace_id is None or e.span_id is None else (e.trace_id, e.span_id)
+                exemplar = _exemplar(e.correlation_id, ids) if now >= due[bucket] else None
                 if exemplar:
                     due[bucket] = now + _EXEMPLAR_EVERY_S
                     duration.observe(latency, exemplar)
