@@ -1,0 +1,226 @@
+"""What every framework case shares: offline settings, clients on the fake, the reply script, the checks.
+
+Each case runs one script twice on the session's (gzip) fake, once with bare SDK clients and
+once with wrapped ones, and asserts the framework gave the same result, and that the wrapped
+run emitted exactly one CallEvent per request the fake received from it, with that request's
+model and the token counts the fake answered with.
+
+Imported by each test module (not a conftest.py: a second ``conftest`` module would shadow the
+suite's, which other modules import by that name). It sets the frameworks' offline switches
+before any framework is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+# Nothing a framework does may leave the machine: no telemetry, tracing or downloads.
+for _name, _value in {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # else litellm fetches its model-cost map on import
+    "LITELLM_TELEMETRY": "False",
+    "LANGSMITH_TRACING": "false",
+    "LANGCHAIN_TRACING_V2": "false",
+    "LANGSMITH_API_KEY": "",
+    "LOGFIRE_IGNORE_NO_CONFIG": "1",
+    "OTEL_SDK_DISABLED": "true",
+    "OPENAI_AGENTS_DISABLE_TRACING": "1",
+    "INSTRUCTOR_TELEMETRY": "0",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+import anthropic  # noqa: E402
+import openai  # noqa: E402
+import pytest  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+import llmpulse  # noqa: E402
+from llmpulse.testing import CapturingSink, FakeProvider, RecordedRequest, Reply  # noqa: E402
+from llmpulse.testing._fake_formats import prompt_tokens  # noqa: E402
+
+OPENAI_KEY = "sk-test-abcdefghijklmnop"
+ANTHROPIC_KEY = "sk-ant-test-abcdefghijklmnop"
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-haiku-4-5"
+
+# The case `make frameworks-ci` runs (in CI, after `make test`).
+CI = pytest.mark.frameworks_ci
+
+PROMPT = "Which service is paging, and how bad is it?"
+ANSWER = "Checkout is paging at severity two."
+FINAL = "The runbook says: restart checkout, then watch the error rate."
+TOOL = "lookup_runbook"
+TOOL_ARGS = {"service": "checkout"}
+INCIDENT = {"service": "checkout", "severity": 2}
+"""The structured answer: what a model of `Incident` fields gets back (instructor, pydantic-ai...)."""
+
+T = TypeVar("T")
+
+
+# -- the reply script ------------------------------------------------------------
+
+
+def _tool_names(body: dict[str, Any]) -> list[str]:
+    names = []
+    for tool in body.get("tools") or []:
+        function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        if isinstance(name := function.get("name"), str):
+            names.append(name)
+    return names
+
+
+def _has_tool_result(body: dict[str, Any]) -> bool:
+    """A chat ``tool`` message, a Responses ``function_call_output`` or an Anthropic ``tool_result``."""
+    items = [*(body.get("messages") or []), *(body.get("input") or [] if isinstance(body.get("input"), list) else [])]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("role") == "tool" or item.get("type") == "function_call_output":
+            return True
+        content = item.get("content")
+        if isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+        ):
+            return True
+    return False
+
+
+def _wants_json(body: dict[str, Any]) -> bool:
+    formats = (
+        (body.get("response_format") or {}).get("type"),
+        ((body.get("text") or {}).get("format") or {}).get("type"),
+        ((body.get("output_config") or {}).get("format") or {}).get("type"),
+    )
+    return any(kind in ("json_schema", "json_object") for kind in formats)
+
+
+def script(request: RecordedRequest) -> Reply:
+    """The reply to any framework request, by what it asks for.
+
+    ``lookup_runbook`` offered and not yet answered: call it. Another tool offered (a
+    framework's structured-output tool): call it with `INCIDENT`. A JSON format asked for:
+    `INCIDENT` as text. Otherwise text: `FINAL` once a tool answered, else `ANSWER`.
+    """
+    body = request.json if isinstance(request.json, dict) else {}
+    names, answered = _tool_names(body), _has_tool_result(body)
+    if TOOL in names and not answered:
+        return Reply.tool_call(TOOL, TOOL_ARGS)
+    if others := [name for name in names if name != TOOL]:
+        return Reply.tool_call(others[0], INCIDENT)
+    if _wants_json(body):
+        return Reply.json(INCIDENT)
+    return Reply.message(FINAL if answered else ANSWER)
+
+
+def lookup_runbook(service: str) -> str:
+    """Look up the runbook of a service."""
+    return f"restart {service}, then watch the error rate"
+
+
+# -- clients -------------------------------------------------------------------
+
+
+@dataclass
+class Kit:
+    """Clients on the fake, bare or wrapped (onto one sink), closed at the end of the test."""
+
+    fake: FakeProvider
+    sink: CapturingSink
+    registry: CollectorRegistry
+    _sync: list[Any] = field(default_factory=list)
+    _async: list[Any] = field(default_factory=list)
+
+    def _wrap(self, client: T, wrapped: bool) -> T:
+        return llmpulse.wrap(client, sinks=[self.sink], registry=self.registry) if wrapped else client
+
+    def openai(self, wrapped: bool) -> openai.OpenAI:
+        client = openai.OpenAI(api_key=OPENAI_KEY, base_url=self.fake.openai_base_url)
+        self._sync.append(client)
+        return self._wrap(client, wrapped)
+
+    def async_openai(self, wrapped: bool) -> openai.AsyncOpenAI:
+        client = openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=self.fake.openai_base_url)
+        self._async.append(client)
+        return self._wrap(client, wrapped)
+
+    def anthropic(self, wrapped: bool) -> anthropic.Anthropic:
+        client = anthropic.Anthropic(api_key=ANTHROPIC_KEY, base_url=self.fake.anthropic_base_url)
+        self._sync.append(client)
+        return self._wrap(client, wrapped)
+
+    def async_anthropic(self, wrapped: bool) -> anthropic.AsyncAnthropic:
+        client = anthropic.AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=self.fake.anthropic_base_url)
+        self._async.append(client)
+        return self._wrap(client, wrapped)
+
+    async def aclose(self) -> None:
+        for client in self._sync:
+            client.close()
+        for client in self._async:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def kit(fake: FakeProvider, sink: CapturingSink, registry: CollectorRegistry) -> AsyncIterator[Kit]:
+    """A `Kit` with the reply script on the fake for the duration."""
+    fake.replies = script
+    the_kit = Kit(fake, sink, registry)
+    try:
+        yield the_kit
+    finally:
+        fake.replies = None
+        await the_kit.aclose()
+
+
+# -- the comparison --------------------------------------------------------------
+
+
+async def call(run: Callable[[bool], Any], sync: bool, wrapped: bool) -> Any:
+    """``run(wrapped)``: awaited if async, else on a worker thread (frameworks' sync APIs may run loops)."""
+    if sync:
+        return await asyncio.to_thread(run, wrapped)
+    result = run(wrapped)
+    return await result if isinstance(result, Awaitable) else result
+
+
+async def same_through_wrapped(
+    kit_: Kit, run: Callable[[bool], Any], *, sync: bool, streamed: bool | None = None
+) -> tuple[Any, list[RecordedRequest]]:
+    """Run ``run`` bare then wrapped; assert the same outcome and one right event per wrapped request.
+
+    Args:
+        kit_: The clients' kit.
+        run: Builds the framework on bare (False) or wrapped (True) clients, runs it and returns
+            what the caller gets, reduced to comparable values (no ids the fake draws at random).
+        sync: Whether ``run`` is synchronous.
+        streamed: Whether every request must be a streamed one (None: not checked).
+
+    Returns:
+        The outcome, and the wrapped run's requests.
+    """
+    expected = await call(run, sync, wrapped=False)
+    assert not kit_.sink.calls, "the bare run emitted events"
+    before = len(kit_.fake.requests)
+    outcome = await call(run, sync, wrapped=True)
+    requests = kit_.fake.requests[before:]
+    assert outcome == expected
+    assert requests, "the framework sent nothing"
+    assert len(kit_.fake.requests) == 2 * before, "bare and wrapped runs sent different numbers of requests"
+    events = kit_.sink.calls
+    assert len(events) == len(requests), [e.operation for e in events]
+    for event, request in zip(events, requests, strict=True):
+        body = request.json
+        reply = script(request)
+        assert (event.outcome, event.attempts) == ("ok", 1)
+        assert event.model == body["model"]
+        assert event.streamed is (body.get("stream") is True)
+        if streamed is not None:
+            assert event.streamed is streamed
+        assert event.output_tokens == reply.output_tokens
+        assert event.input_tokens == prompt_tokens(body)
+        assert not event.tokens_estimated
+    return outcome, requests
