@@ -157,11 +157,16 @@ class Kit:
         self._async.append(client)
         return self._wrap(client, wrapped)
 
+    async def close_async(self) -> None:
+        """Close the async clients made so far (on the running loop: the one they ran on)."""
+        clients, self._async = self._async, []
+        for client in clients:
+            await client.close()
+
     async def aclose(self) -> None:
         for client in self._sync:
             client.close()
-        for client in self._async:
-            await client.close()
+        await self.close_async()
 
 
 @contextlib.asynccontextmanager
@@ -179,10 +184,24 @@ async def kit(fake: FakeProvider, sink: CapturingSink, registry: CollectorRegist
 # -- the comparison --------------------------------------------------------------
 
 
-async def call(run: Callable[[bool], Any], sync: bool, wrapped: bool) -> Any:
-    """``run(wrapped)``: awaited if async, else on a worker thread (frameworks' sync APIs may run loops)."""
+def _in_own_loop(kit_: Kit, run: Callable[[bool], Any], wrapped: bool) -> Any:
+    # A framework's sync API may drive its async client on the thread's loop: give it one, and
+    # close the clients made on it there before closing it.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return run(wrapped)
+    finally:
+        loop.run_until_complete(kit_.close_async())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def call(kit_: Kit, run: Callable[[bool], Any], sync: bool, wrapped: bool) -> Any:
+    """``run(wrapped)``: awaited if async, else on a worker thread with a loop of its own."""
     if sync:
-        return await asyncio.to_thread(run, wrapped)
+        return await asyncio.to_thread(_in_own_loop, kit_, run, wrapped)
     result = run(wrapped)
     return await result if isinstance(result, Awaitable) else result
 
@@ -202,10 +221,10 @@ async def same_through_wrapped(
     Returns:
         The outcome, and the wrapped run's requests.
     """
-    expected = await call(run, sync, wrapped=False)
+    expected = await call(kit_, run, sync, wrapped=False)
     assert not kit_.sink.calls, "the bare run emitted events"
     before = len(kit_.fake.requests)
-    outcome = await call(run, sync, wrapped=True)
+    outcome = await call(kit_, run, sync, wrapped=True)
     requests = kit_.fake.requests[before:]
     assert outcome == expected
     assert requests, "the framework sent nothing"
