@@ -75,7 +75,10 @@ def _tool_names(body: dict[str, Any]) -> list[str]:
 
 def _has_tool_result(body: dict[str, Any]) -> bool:
     """A chat ``tool`` message, a Responses ``function_call_output`` or an Anthropic ``tool_result``."""
-    items = [*(body.get("messages") or []), *(body.get("input") or [] if isinstance(body.get("input"), list) else [])]
+    items = [
+        *(body.get("messages") or []),
+        *(body.get("input") or [] if isinstance(body.get("input"), list) else []),
+    ]
     for item in items:
         if not isinstance(item, dict):
             continue
@@ -226,7 +229,7 @@ async def same_through_wrapped(
     before = len(kit_.fake.requests)
     outcome = await call(kit_, run, sync, wrapped=True)
     requests = kit_.fake.requests[before:]
-    assert outcome == expected
+    assert outcome == expected, (outcome, expected)
     assert requests, "the framework sent nothing"
     assert len(kit_.fake.requests) == 2 * before, "bare and wrapped runs sent different numbers of requests"
     events = kit_.sink.calls

@@ -1,4 +1,4 @@
-"""langchain-openai and langchain-anthropic chat models on a wrapped client give what they give on a bare one."""
+"""langchain-openai and langchain-anthropic chat models: on a wrapped client as on a bare one."""
 
 from __future__ import annotations
 

@@ -100,7 +100,9 @@ async def test_completion_is_the_same_through_a_wrapped_client(
     """completion/acompletion, streamed or not, text, tool call or JSON: same response, one event."""
     async with h.kit(fake, sink, registry) as kit:
         stream = case.endswith("stream")
-        result, requests = await h.same_through_wrapped(kit, runner(kit, case, sync), sync=sync, streamed=stream)
+        result, requests = await h.same_through_wrapped(
+            kit, runner(kit, case, sync), sync=sync, streamed=stream
+        )
     assert len(requests) == 1
     response = result[1] if stream else result
     message = response["choices"][0]["message"]

@@ -188,7 +188,14 @@ async def test_tool_loop_and_output_type_are_the_same_through_a_wrapped_client(
         assert output == Incident(**h.INCIDENT)
     else:
         assert output == h.FINAL
-        assert [kind for kind, *_ in items] == ["tool_call_item", "tool_call_output_item", "message_output_item"]
+        assert [kind for kind, *_ in items] == [
+            "tool_call_item",
+            "tool_call_output_item",
+            "message_output_item",
+        ]
     assert usage[0] == len(requests)
     if not (api == "chat" and stream):  # agents asks a chat stream for no usage (include_usage unset)
-        assert usage[1:] == (sum(e.input_tokens for e in sink.calls), sum(e.output_tokens for e in sink.calls))
+        assert usage[1:] == (
+            sum(e.input_tokens for e in sink.calls),
+            sum(e.output_tokens for e in sink.calls),
+        )

@@ -1,4 +1,4 @@
-"""pydantic-ai agents on a wrapped client (OpenAI chat and Responses, Anthropic) give what they give on a bare one."""
+"""pydantic-ai agents (OpenAI chat and Responses, Anthropic): on a wrapped client as on a bare one."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def history(messages: list[Any]) -> list[Any]:
     out: list[Any] = []
     for msg in messages:
         if isinstance(msg, ModelResponse):
-            out.append(("response", [_part(p) for p in msg.parts], msg.model_name, msg.usage, msg.finish_reason))
+            out.append(
+                ("response", [_part(p) for p in msg.parts], msg.model_name, msg.usage, msg.finish_reason)
+            )
         elif isinstance(msg, ModelRequest):
             out.append(("request", [_part(p) for p in msg.parts]))
     return out
@@ -105,7 +107,7 @@ async def test_agent_is_the_same_through_a_wrapped_client(
     async with h.kit(fake, sink, registry) as kit:
         # pydantic-ai streams Anthropic's answers even for run(): only stream cases are checked.
         streamed = True if case == "stream" else None
-        (output, usage, messages, deltas), requests = await h.same_through_wrapped(
+        (output, usage, _messages, deltas), requests = await h.same_through_wrapped(
             kit, runner(kit, api, case, sync), sync=sync, streamed=streamed
         )
     if case == "structured":

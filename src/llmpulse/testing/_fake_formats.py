@@ -580,7 +580,12 @@ class Generation:
         call = self.tool_calls[index]
         # A stream announces the block with empty input and sends the JSON in input_json_delta events.
         arguments = {} if streamed else dict(call.arguments)
-        return {"type": "tool_use", "id": call.call_id(index, "toolu_"), "name": call.name, "input": arguments}
+        return {
+            "type": "tool_use",
+            "id": call.call_id(index, "toolu_"),
+            "name": call.name,
+            "input": arguments,
+        }
 
     def _content_blocks(self) -> list[dict[str, Any]]:
         text = [{"type": "text", "text": self.text, "citations": None}] if self._has_message else []
@@ -608,7 +613,10 @@ class Generation:
             if index == 0:
                 yield sse({"type": "ping"}, event="ping")
             for delta in deltas:
-                yield sse({"type": "content_block_delta", "index": index, "delta": delta}, event="content_block_delta")
+                yield sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    event="content_block_delta",
+                )
             yield sse({"type": "content_block_stop", "index": index}, event="content_block_stop")
         usage: dict[str, Any] = {"output_tokens": self.output_tokens}
         if self.reasoning:
