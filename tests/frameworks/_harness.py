@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -186,6 +188,39 @@ async def kit(fake: FakeProvider, sink: CapturingSink, registry: CollectorRegist
 
 # -- the comparison --------------------------------------------------------------
 
+# The ids the fake draws for each reply, which a framework may send back in its next request.
+_REPLY_ID = re.compile(r"\b(msg_|fc_|resp_|chatcmpl-)[0-9a-f]{24}[0-9]*")
+
+
+def masked(value: Any) -> Any:
+    """``value`` with the fake's per-reply ids (in strings, lists, tuples and dicts) made ``<id>``."""
+    if isinstance(value, str):
+        return _REPLY_ID.sub(r"\1<id>", value)
+    if isinstance(value, list | tuple):
+        return type(value)(masked(v) for v in value)
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    return value
+
+
+def _sent(bare: Any, wrapped: Any) -> tuple[str, str]:
+    """Both request bodies, comparable: reply ids masked, and llmpulse's stream-usage request undone.
+
+    On an OpenAI stream that does not ask for usage, llmpulse asks for it
+    (``stream_options.include_usage``) and takes the usage chunk out of what the caller reads
+    (docs/resilience.md, "What llmpulse changes on the wire"); that is the only change seen here.
+    """
+    wrapped = dict(wrapped)
+    asked = isinstance(bare, dict) and (bare.get("stream_options") or {}).get("include_usage")
+    options = wrapped.get("stream_options")
+    if not asked and isinstance(options, dict) and options.get("include_usage") is True:
+        rest = {k: v for k, v in options.items() if k != "include_usage"}
+        if rest or (isinstance(bare, dict) and "stream_options" in bare):
+            wrapped["stream_options"] = rest
+        else:
+            del wrapped["stream_options"]
+    return tuple(_REPLY_ID.sub(r"\1<id>", json.dumps(body, sort_keys=True)) for body in (bare, wrapped))  # type: ignore[return-value]
+
 
 def _in_own_loop(kit_: Kit, run: Callable[[bool], Any], wrapped: bool) -> Any:
     # A framework's sync API may drive its async client on the thread's loop: give it one, and
@@ -232,6 +267,10 @@ async def same_through_wrapped(
     assert outcome == expected, (outcome, expected)
     assert requests, "the framework sent nothing"
     assert len(kit_.fake.requests) == 2 * before, "bare and wrapped runs sent different numbers of requests"
+    for bare_request, request in zip(kit_.fake.requests[:before], requests, strict=True):
+        assert request.path == bare_request.path
+        sent_bare, sent_wrapped = _sent(bare_request.json, request.json)
+        assert sent_wrapped == sent_bare
     events = kit_.sink.calls
     assert len(events) == len(requests), [e.operation for e in events]
     for event, request in zip(events, requests, strict=True):
