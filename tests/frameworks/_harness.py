@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-# Nothing a framework does may leave the machine: no telemetry, tracing or downloads.
+# Nothing a framework does may leave the machine: no telemetry, tracing or downloads. (Not
+# OTEL_SDK_DISABLED: in `make test` these modules share a process with tests/test_otel.py.)
 for _name, _value in {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # else litellm fetches its model-cost map on import
     "LITELLM_TELEMETRY": "False",
@@ -29,7 +30,6 @@ for _name, _value in {
     "LANGCHAIN_TRACING_V2": "false",
     "LANGSMITH_API_KEY": "",
     "LOGFIRE_IGNORE_NO_CONFIG": "1",
-    "OTEL_SDK_DISABLED": "true",
     "OPENAI_AGENTS_DISABLE_TRACING": "1",
     "INSTRUCTOR_TELEMETRY": "0",
 }.items():
