@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from conftest import ANTHROPIC_KEY
-from llmpulse.testing import FakeProvider, RecordedRequest, Reply, ToolCall
+from llmpulse.testing import FakeProvider, Fault, RecordedRequest, Reply, ToolCall
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Which service is paging?"}]
 TWO_CALLS = Reply.tools(
@@ -148,3 +148,24 @@ def test_script_sees_each_request_and_none_leaves_the_reply_generated(
     assert len((generated.choices[0].message.content or "").split()) == 20  # the fake's default reply
     assert json.loads(json_mode.choices[0].message.content or "") == {"severity": 2}
     assert [(r.path, r.json["messages"]) for r in seen] == [("/v1/chat/completions", MESSAGES)] * 2
+
+
+def test_faults_come_first_and_a_failing_script_aborts_its_request(
+    raw_openai: openai.OpenAI, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def script(request: RecordedRequest) -> Reply:
+        calls.append(request.path)
+        raise RuntimeError("script broke")
+
+    fake.replies = script
+    client = raw_openai.with_options(max_retries=0)
+    fake.enqueue(Fault.status(503))
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert calls == []  # the fault answered; the script was not asked
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert calls == ["/v1/chat/completions"]
+    assert any("request handler failed" in r.getMessage() for r in caplog.records)

@@ -724,7 +724,7 @@ class FakeProvider:
             return True
         gen = fmt.Generation.for_request(
             data,
-            reply=self._scripted(request, data, received),
+            reply=self._scripted(request, received),
             model=where.model,
             output_tokens=plan.output_tokens,
             cached=plan.cached_input_tokens,
@@ -754,12 +754,16 @@ class FakeProvider:
         await _write(writer, 200, headers, payload)
         return True
 
-    def _scripted(self, request: _Request, data: dict[str, Any], received: float) -> Reply | None:
+    def _scripted(self, request: _Request, received: float) -> Reply | None:
         with self._lock:
             script = self._replies
         if script is None:
             return None
-        parsed = data or None
+        # The script sees the request as `requests` records it, body parsed the same way.
+        try:
+            parsed: Any = json.loads(request.body) if request.body else None
+        except ValueError:
+            parsed = None
         return script(
             RecordedRequest(request.method, request.path, request.headers, parsed, received, request.query)
         )
