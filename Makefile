@@ -10,7 +10,15 @@ LEGACY_STAMP := $(LEGACY)/.installed
 # The smoke subset run on the previous SDK majors (httpx stack).
 LEGACY_TESTS := tests/test_calls.py tests/test_streaming.py tests/test_context.py tests/test_policies.py
 
-.PHONY: venv demo test lint typecheck pytest test-legacy fidelity-long bench scenarios clean
+# Frameworks on top of the SDKs (tests/frameworks/): one virtualenv on the project's SDK releases,
+# and one for instructor, whose jiter pin holds openai at 3.3.0.
+FRAMEWORKS         ?= .venv-frameworks
+FRAMEWORKS_STAMP   := $(FRAMEWORKS)/.installed
+INSTRUCTOR         ?= .venv-frameworks-instructor
+INSTRUCTOR_STAMP   := $(INSTRUCTOR)/.installed
+FRAMEWORK_PYTEST   := pytest -q -p no:cacheprovider
+
+.PHONY: venv demo test lint typecheck pytest test-legacy fidelity-long bench scenarios clean frameworks frameworks-ci
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +31,18 @@ $(LEGACY_STAMP): pyproject.toml requirements/legacy.txt
 	$(LEGACY)/bin/pip install -q --upgrade pip
 	$(LEGACY)/bin/pip install -q -e . -r requirements/legacy.txt
 	touch $(LEGACY_STAMP)
+
+$(FRAMEWORKS_STAMP): pyproject.toml requirements/frameworks.txt
+	$(PYTHON) -m venv $(FRAMEWORKS)
+	$(FRAMEWORKS)/bin/pip install -q --upgrade pip
+	$(FRAMEWORKS)/bin/pip install -q -e . -r requirements/frameworks.txt
+	touch $(FRAMEWORKS_STAMP)
+
+$(INSTRUCTOR_STAMP): pyproject.toml requirements/frameworks-instructor.txt
+	$(PYTHON) -m venv $(INSTRUCTOR)
+	$(INSTRUCTOR)/bin/pip install -q --upgrade pip
+	$(INSTRUCTOR)/bin/pip install -q -e . -r requirements/frameworks-instructor.txt
+	touch $(INSTRUCTOR_STAMP)
 
 venv: $(STAMP)
 
@@ -44,6 +64,16 @@ test-legacy: $(LEGACY_STAMP)
 
 test: lint typecheck pytest test-legacy
 
+# Each framework, bare client vs wrapped, sync/async, streamed or not (docs/compatibility.md).
+frameworks: $(FRAMEWORKS_STAMP) $(INSTRUCTOR_STAMP)
+	$(FRAMEWORKS)/bin/$(FRAMEWORK_PYTEST) tests/frameworks --ignore=tests/frameworks/test_instructor.py
+	$(INSTRUCTOR)/bin/$(FRAMEWORK_PYTEST) tests/frameworks/test_instructor.py
+
+# CI's subset (.ci/run, after `make test`): a streamed and a non-streamed case of each framework.
+frameworks-ci: $(FRAMEWORKS_STAMP) $(INSTRUCTOR_STAMP)
+	$(FRAMEWORKS)/bin/$(FRAMEWORK_PYTEST) -m frameworks_ci tests/frameworks --ignore=tests/frameworks/test_instructor.py
+	$(INSTRUCTOR)/bin/$(FRAMEWORK_PYTEST) -m frameworks_ci tests/frameworks/test_instructor.py
+
 # Bare SDK vs wrapped client on 5,000 random schedules instead of the suite's 500 (minutes).
 fidelity-long: $(STAMP)
 	FIDELITY_SCHEDULES=5000 $(BIN)/pytest -q -p no:cacheprovider tests/test_fidelity.py
@@ -58,4 +88,4 @@ scenarios: $(STAMP)
 	$(BIN)/python scenarios/run.py
 
 clean:
-	rm -rf $(VENV) $(LEGACY) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LEGACY) $(FRAMEWORKS) $(INSTRUCTOR) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache

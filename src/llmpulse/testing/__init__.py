@@ -14,6 +14,7 @@ from ._capture import CapturingSink
 from ._clock import FakeClock
 from ._events import make_call_event
 from ._fake_provider import FakeProvider, FakeStats, Fault, FaultPlan, RecordedRequest
+from ._fake_replies import Reply, ReplyScript, ToolCall
 from ._reset import reset
 
 __all__ = [
@@ -24,6 +25,9 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "RecordedRequest",
+    "Reply",
+    "ReplyScript",
+    "ToolCall",
     "make_call_event",
     "reset",
 ]

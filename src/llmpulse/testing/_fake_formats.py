@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._fake_replies import Reply, ToolCall
+
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "Generation",
@@ -226,6 +228,8 @@ class Generation:
         cache_write_1h: Of those, the ones written for an hour (Anthropic).
         reasoning: Reasoning tokens, counted in the output on top of the visible ones.
         uid: Random suffix shared by every id of this reply.
+        tool_calls: The tool calls of a scripted `Reply` (their argument pieces count as visible
+            tokens).
     """
 
     model: str
@@ -238,6 +242,7 @@ class Generation:
     cache_write_1h: int = 0
     reasoning: int = 0
     uid: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @classmethod
     def for_request(
@@ -251,6 +256,7 @@ class Generation:
         cache_write_1h: int = 0,
         reasoning: int = 0,
         huge_bytes: int = 0,
+        reply: Reply | None = None,
     ) -> Generation:
         """Build the reply to a request body.
 
@@ -263,6 +269,7 @@ class Generation:
             cache_write_1h: Of those, the ones written for an hour.
             reasoning: Reasoning tokens to report.
             huge_bytes: If set, the reply text is exactly this many bytes long.
+            reply: A scripted reply to send instead of a generated one (``huge_bytes`` aside).
 
         Returns:
             The generation.
@@ -279,7 +286,11 @@ class Generation:
         n_words = wanted if cap is None else min(wanted, cap)
         capped = cap is not None and cap < wanted
         schema = _json_schema_of(body)
-        if huge_bytes > 0:
+        tool_calls: tuple[ToolCall, ...] = ()
+        if reply is not None and huge_bytes <= 0:
+            pieces, tool_calls, capped = reply.text_pieces(), reply.tool_calls, False
+            visible = len(pieces) + sum(len(call.argument_pieces()) for call in tool_calls)
+        elif huge_bytes > 0:
             text = (_LOREM + " ") * (huge_bytes // len(_LOREM) + 1)
             pieces = _chunks(text[:huge_bytes], _HUGE_PIECE)
             visible, capped = len(pieces), False
@@ -303,6 +314,7 @@ class Generation:
             cache_write_1h=min(cache_write_1h, cache_write),
             reasoning=reasoning,
             uid=secrets.token_hex(12),
+            tool_calls=tool_calls,
         )
 
     @property
@@ -318,11 +330,15 @@ class Generation:
     @property
     def finish_reason(self) -> str:
         """OpenAI's finish reason."""
+        if self.tool_calls:
+            return "tool_calls"
         return "length" if self.capped else "stop"
 
     @property
     def stop_reason(self) -> str:
         """Anthropic's stop reason."""
+        if self.tool_calls:
+            return "tool_use"
         return "max_tokens" if self.capped else "end_turn"
 
     # -- OpenAI ----------------------------------------------------------------
@@ -349,10 +365,20 @@ class Generation:
         """A ``chat.completion`` object."""
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": self.text,
+            # A message that only calls tools has no content, as the hosted API sends it.
+            "content": self.text if self.text or not self.tool_calls else None,
             "refusal": None,
             "annotations": [],
         }
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.call_id(i, "call_"),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json},
+                }
+                for i, call in enumerate(self.tool_calls)
+            ]
         return {
             "id": f"chatcmpl-{self.uid}",
             "object": "chat.completion",
@@ -385,6 +411,12 @@ class Generation:
         yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
         for piece in self.pieces:
             yield chunk({"content": piece}, None)
+        for i, call in enumerate(self.tool_calls):
+            start = {"name": call.name, "arguments": ""}
+            head = {"index": i, "id": call.call_id(i, "call_"), "type": "function", "function": start}
+            yield chunk({"tool_calls": [head]}, None)
+            for piece in call.argument_pieces():
+                yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}, None)
         yield chunk({}, self.finish_reason)
         if include_usage:
             yield sse({**base, "choices": [], "usage": self.openai_usage()})
@@ -427,6 +459,26 @@ class Generation:
             "content": content if status == "completed" else [],
         }
 
+    @property
+    def _has_message(self) -> bool:
+        # A scripted reply that only calls tools has no message item (nor text block).
+        return bool(self.text) or not self.tool_calls
+
+    def _function_call_item(self, index: int, status: str) -> dict[str, Any]:
+        call = self.tool_calls[index]
+        return {
+            "type": "function_call",
+            "id": f"fc_{self.uid}{index}",
+            "call_id": call.call_id(index, "call_"),
+            "name": call.name,
+            "arguments": call.arguments_json if status == "completed" else "",
+            "status": status,
+        }
+
+    def _response_output(self) -> list[dict[str, Any]]:
+        message = [self._message_item("completed")] if self._has_message else []
+        return message + [self._function_call_item(i, "completed") for i in range(len(self.tool_calls))]
+
     def response(self, body: Mapping[str, Any], *, done: bool = True) -> dict[str, Any]:
         """A Responses API ``response`` object: complete, or as first announced when streaming."""
         usage = None
@@ -447,7 +499,7 @@ class Generation:
             "created_at": float(int(time.time())),
             "model": self.model,
             "status": "completed" if done else "in_progress",
-            "output": [self._message_item("completed")] if done else [],
+            "output": self._response_output() if done else [],
             "parallel_tool_calls": True,
             "tool_choice": "auto",
             "tools": [],
@@ -472,13 +524,24 @@ class Generation:
 
         yield event("response.created", response=self.response(body, done=False))
         yield event("response.in_progress", response=self.response(body, done=False))
-        yield event("response.output_item.added", output_index=0, item=self._message_item("in_progress"))
-        yield event("response.content_part.added", part=part, **ids)
-        for piece in self.pieces:
-            yield event("response.output_text.delta", delta=piece, logprobs=[], **ids)
-        yield event("response.output_text.done", text=self.text, logprobs=[], **ids)
-        yield event("response.content_part.done", part={**part, "text": self.text}, **ids)
-        yield event("response.output_item.done", output_index=0, item=self._message_item("completed"))
+        if self._has_message:
+            yield event("response.output_item.added", output_index=0, item=self._message_item("in_progress"))
+            yield event("response.content_part.added", part=part, **ids)
+            for piece in self.pieces:
+                yield event("response.output_text.delta", delta=piece, logprobs=[], **ids)
+            yield event("response.output_text.done", text=self.text, logprobs=[], **ids)
+            yield event("response.content_part.done", part={**part, "text": self.text}, **ids)
+            yield event("response.output_item.done", output_index=0, item=self._message_item("completed"))
+        for i, call in enumerate(self.tool_calls):
+            where = {"output_index": i + self._has_message, "item_id": f"fc_{self.uid}{i}"}
+            added = self._function_call_item(i, "in_progress")
+            yield event("response.output_item.added", output_index=where["output_index"], item=added)
+            for piece in call.argument_pieces():
+                yield event("response.function_call_arguments.delta", delta=piece, **where)
+            done = {"arguments": call.arguments_json, "name": call.name}
+            yield event("response.function_call_arguments.done", **done, **where)
+            item = self._function_call_item(i, "completed")
+            yield event("response.output_item.done", output_index=where["output_index"], item=item)
         yield event("response.completed", response=self.response(body))
 
     # -- Anthropic -------------------------------------------------------------
@@ -507,11 +570,26 @@ class Generation:
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [{"type": "text", "text": self.text, "citations": None}],
+            "content": self._content_blocks(),
             "stop_reason": self.stop_reason,
             "stop_sequence": None,
             "usage": self.anthropic_usage(),
         }
+
+    def _tool_use_block(self, index: int, *, streamed: bool = False) -> dict[str, Any]:
+        call = self.tool_calls[index]
+        # A stream announces the block with empty input and sends the JSON in input_json_delta events.
+        arguments = {} if streamed else dict(call.arguments)
+        return {
+            "type": "tool_use",
+            "id": call.call_id(index, "toolu_"),
+            "name": call.name,
+            "input": arguments,
+        }
+
+    def _content_blocks(self) -> list[dict[str, Any]]:
+        text = [{"type": "text", "text": self.text, "citations": None}] if self._has_message else []
+        return text + [self._tool_use_block(i) for i in range(len(self.tool_calls))]
 
     def message_events(self) -> Iterator[bytes]:
         """SSE events of a streamed message, each with its ``event:`` line."""
@@ -522,19 +600,24 @@ class Generation:
             "usage": self.anthropic_usage(output=1),
         }
         yield sse({"type": "message_start", "message": start}, event="message_start")
-        block = {"type": "text", "text": "", "citations": None}
-        yield sse(
-            {"type": "content_block_start", "index": 0, "content_block": block}, event="content_block_start"
-        )
-        yield sse({"type": "ping"}, event="ping")
-        for piece in self.pieces:
-            delta = {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            }
-            yield sse(delta, event="content_block_delta")
-        yield sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
+        blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        if self._has_message:
+            text = [{"type": "text_delta", "text": piece} for piece in self.pieces]
+            blocks.append(({"type": "text", "text": "", "citations": None}, text))
+        for i, call in enumerate(self.tool_calls):
+            json_deltas = [{"type": "input_json_delta", "partial_json": p} for p in call.argument_pieces()]
+            blocks.append((self._tool_use_block(i, streamed=True), json_deltas))
+        for index, (block, deltas) in enumerate(blocks):
+            start_block = {"type": "content_block_start", "index": index, "content_block": block}
+            yield sse(start_block, event="content_block_start")
+            if index == 0:
+                yield sse({"type": "ping"}, event="ping")
+            for delta in deltas:
+                yield sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    event="content_block_delta",
+                )
+            yield sse({"type": "content_block_stop", "index": index}, event="content_block_stop")
         usage: dict[str, Any] = {"output_tokens": self.output_tokens}
         if self.reasoning:
             usage["output_tokens_details"] = {"thinking_tokens": self.reasoning}

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from . import _fake_encoding as enc
 from . import _fake_formats as fmt
+from ._fake_replies import Reply, ReplyScript
 
 __all__ = ["FakeProvider", "FakeStats", "Fault", "FaultKind", "FaultPlan", "RecordedRequest", "main"]
 
@@ -381,6 +382,7 @@ class FakeProvider:
         self._rejected = 0
         self._connections = 0
         self._by_status: dict[int, int] = {}
+        self._replies: ReplyScript | None = None
         self._tokens = _Window()
         self._calls = _Window()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -490,6 +492,27 @@ class FakeProvider:
             self._plan = plan
             self._rng = random.Random(plan.seed)
             self._tokens.clear()
+
+    @property
+    def replies(self) -> ReplyScript | None:
+        """The reply script: called with each request, its `Reply` is sent instead of a generated one.
+
+        None (the default), or a script that returns None for a request, leaves the fake to
+        generate the reply from the request. Faults still apply first. The script runs on the
+        fake's thread; one that raises aborts that request's connection (and is logged)::
+
+            fake.replies = lambda request: (
+                Reply.message("done") if "tool" in str(request.json) else Reply.tool_call("lookup", {"id": 7})
+            )
+
+        Unlike `plan`, `clear` keeps it; assign None to go back to generated replies.
+        """
+        return self._replies
+
+    @replies.setter
+    def replies(self, script: ReplyScript | None) -> None:
+        with self._lock:
+            self._replies = script
 
     def enqueue(self, *faults: Fault) -> None:
         """Give the next requests these faults, one each, in order, before any random or capacity fault."""
@@ -701,6 +724,7 @@ class FakeProvider:
             return True
         gen = fmt.Generation.for_request(
             data,
+            reply=self._scripted(request, received),
             model=where.model,
             output_tokens=plan.output_tokens,
             cached=plan.cached_input_tokens,
@@ -729,6 +753,20 @@ class FakeProvider:
             return False
         await _write(writer, 200, headers, payload)
         return True
+
+    def _scripted(self, request: _Request, received: float) -> Reply | None:
+        with self._lock:
+            script = self._replies
+        if script is None:
+            return None
+        # The script sees the request as `requests` records it, body parsed the same way.
+        try:
+            parsed: Any = json.loads(request.body) if request.body else None
+        except ValueError:
+            parsed = None
+        return script(
+            RecordedRequest(request.method, request.path, request.headers, parsed, received, request.query)
+        )
 
     def _negotiate(self, request: _Request, headers: dict[str, str]) -> enc.ContentEncoding | None:
         """The coding of this answer, if any; adds ``Vary`` when compression is on at all.

@@ -108,3 +108,94 @@ async def test_streamed_run_is_the_same_through_a_wrapped_client(
     assert len(fake.requests) == 2
     [event] = sink.calls
     assert (event.outcome, event.streamed) == ("ok", True)
+
+
+# -- the tool loop and structured output, sync and async, through the shared harness ------------
+
+import _harness as h  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+
+class Incident(BaseModel):
+    service: str
+    severity: int
+
+
+def _item(item: Any) -> tuple[Any, ...]:
+    if isinstance(item, agents.MessageOutputItem):
+        return item.type, agents.ItemHelpers.text_message_output(item)
+    if isinstance(item, agents.ToolCallItem):
+        return item.type, getattr(item.raw_item, "name", None), getattr(item.raw_item, "arguments", None)
+    if isinstance(item, agents.ToolCallOutputItem):
+        return item.type, item.output
+    return (item.type,)
+
+
+def tool_runner(kit: h.Kit, api: str, case: str, sync: bool, stream: bool) -> Any:
+    def build(wrapped: bool) -> agents.Agent[Any]:
+        model = MODELS[api](model=h.OPENAI_MODEL, openai_client=kit.async_openai(wrapped))
+        if case == "structured":
+            return agents.Agent(name="on-call", model=model, output_type=Incident)
+        tool = agents.function_tool(h.lookup_runbook)
+        return agents.Agent(name="on-call", instructions="Use the runbook.", model=model, tools=[tool])
+
+    def result_of(result: Any, kinds: list[Any] | None = None) -> Any:
+        usage = result.context_wrapper.usage
+        items = [_item(item) for item in result.new_items]
+        return result.final_output, items, (usage.requests, usage.input_tokens, usage.output_tokens), kinds
+
+    def run_sync(wrapped: bool) -> Any:
+        return result_of(agents.Runner.run_sync(build(wrapped), h.PROMPT, run_config=NO_TRACING))
+
+    async def run_async(wrapped: bool) -> Any:
+        if not stream:
+            return result_of(await agents.Runner.run(build(wrapped), h.PROMPT, run_config=NO_TRACING))
+        run = agents.Runner.run_streamed(build(wrapped), h.PROMPT, run_config=NO_TRACING)
+        kinds = [event_kind(e) for e in [e async for e in run.stream_events()]]
+        return result_of(run, kinds)
+
+    return run_sync if sync else run_async
+
+
+@pytest.mark.parametrize("api", list(MODELS))
+@pytest.mark.parametrize(
+    ("case", "sync", "stream"),
+    [
+        pytest.param("tools", False, False, marks=h.CI, id="tools-async"),
+        pytest.param("tools", False, True, marks=h.CI, id="tools-stream"),
+        pytest.param("tools", True, False, id="tools-sync"),
+        pytest.param("structured", False, False, id="structured-async"),
+        pytest.param("structured", False, True, id="structured-stream"),
+        pytest.param("structured", True, False, id="structured-sync"),
+    ],
+)
+async def test_tool_loop_and_output_type_are_the_same_through_a_wrapped_client(
+    api: str,
+    case: str,
+    sync: bool,
+    stream: bool,
+    fake: FakeProvider,
+    sink: CapturingSink,
+    registry: CollectorRegistry,
+) -> None:
+    """A tool-using agent and one with an output type: same items, output and usage, one event a request."""
+    async with h.kit(fake, sink, registry) as kit:
+        runner = tool_runner(kit, api, case, sync, stream)
+        (output, items, usage, _), requests = await h.same_through_wrapped(
+            kit, runner, sync=sync, streamed=stream
+        )
+    if case == "structured":
+        assert output == Incident(**h.INCIDENT)
+    else:
+        assert output == h.FINAL
+        assert [kind for kind, *_ in items] == [
+            "tool_call_item",
+            "tool_call_output_item",
+            "message_output_item",
+        ]
+    assert usage[0] == len(requests)
+    if not (api == "chat" and stream):  # agents asks a chat stream for no usage (include_usage unset)
+        assert usage[1:] == (
+            sum(e.input_tokens for e in sink.calls),
+            sum(e.output_tokens for e in sink.calls),
+        )
