@@ -144,6 +144,9 @@ class CallEvent:
     body_unread_reason: str | None = None
     body_malformed: bool = False
     stream_usage_refused: bool = False
+    deadline_phase: str | None = None
+    deadline_learned_s: float | None = None
+    deadline_exceeded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""
