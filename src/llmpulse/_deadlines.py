@@ -161,6 +161,11 @@ class DeadlineEstimator:
             est = None if phases is None else phases.get(phase)
             return None if est is None else (est.n, est.srtt, est.rttvar)
 
+    def taught_keys(self) -> list[DeadlineKey]:
+        """The keys kept, least recently taught first."""
+        with self._lock:
+            return list(self._keys)
+
     def __len__(self) -> int:
         """Keys kept."""
         return len(self._keys)
