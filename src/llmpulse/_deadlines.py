@@ -113,7 +113,7 @@ class DeadlineEstimator:
 
     Args:
         max_keys: Keys kept (least recently taught go first).
-        min_samples: Samples a phase needs before `allowed` answers.
+        min_samples: Samples a phase needs before it claims an allowance.
 
     """
 
@@ -124,41 +124,62 @@ class DeadlineEstimator:
             raise ValueError(f"max_keys and min_samples must be >= 1, got {max_keys!r}, {min_samples!r}")
         self._max_keys = max_keys
         self._min_samples = min_samples
-        self._keys: OrderedDict[DeadlineKey, dict[Phase, _Estimate]] = OrderedDict()
+        # Per key, one estimate per phase, in `_PHASES` order (None: never taught).
+        self._keys: OrderedDict[DeadlineKey, list[_Estimate | None]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def allowances(self, key: DeadlineKey) -> tuple[float | None, float | None, float | None]:
+        """SRTT + K RTTVAR of each phase, in `_PHASES` order; None before enough samples (one lock)."""
+        with self._lock:
+            phases = self._keys.get(key)
+            if phases is None:
+                return (None, None, None)
+            least = self._min_samples
+            h, g, a = phases  # spelt out: a generator costs more than the rest of the lookup
+            return (
+                None if h is None or h.n < least else h.srtt + K * h.rttvar,
+                None if g is None or g.n < least else g.srtt + K * g.rttvar,
+                None if a is None or a.n < least else a.srtt + K * a.rttvar,
+            )
 
     def allowed(self, key: DeadlineKey, phase: Phase) -> float | None:
         """SRTT + K RTTVAR of ``phase`` (for "answer": per output token); None before enough samples."""
-        with self._lock:
-            phases = self._keys.get(key)
-            est = None if phases is None else phases.get(phase)
-            if est is None or est.n < self._min_samples:
-                return None
-            return est.srtt + K * est.rttvar
+        return self.allowances(key)[_PHASES.index(phase)]
 
-    def observe(self, key: DeadlineKey, phase: Phase, seconds: float) -> None:
-        """Teach one healthy sample of ``phase`` (negative samples, a clock gone back, are dropped)."""
-        if not seconds >= 0:
-            return
+    def teach(
+        self,
+        key: DeadlineKey,
+        *,
+        headers: float | None = None,
+        gap: float | None = None,
+        answer: float | None = None,
+    ) -> None:
+        """Teach one healthy attempt's samples; None: not measured (a negative one is dropped)."""
         with self._lock:
             keys = self._keys
             phases = keys.get(key)
             if phases is None:
                 if len(keys) >= self._max_keys:
                     keys.popitem(last=False)
-                phases = keys[key] = {}
+                phases = keys[key] = [None, None, None]
             else:
                 keys.move_to_end(key)
-            est = phases.get(phase)
-            if est is None:
-                est = phases[phase] = _Estimate()
-            est.add(seconds)
+            if headers is not None:
+                _add(phases, 0, headers)
+            if gap is not None:
+                _add(phases, 1, gap)
+            if answer is not None:
+                _add(phases, 2, answer)
+
+    def observe(self, key: DeadlineKey, phase: Phase, seconds: float) -> None:
+        """Teach one sample of ``phase``."""
+        self.teach(key, **{phase: seconds})
 
     def state(self, key: DeadlineKey, phase: Phase) -> tuple[int, float, float] | None:
         """``(samples, srtt, rttvar)`` of ``phase``, for tests and health pages; None: never taught."""
         with self._lock:
             phases = self._keys.get(key)
-            est = None if phases is None else phases.get(phase)
+            est = None if phases is None else phases[_PHASES.index(phase)]
             return None if est is None else (est.n, est.srtt, est.rttvar)
 
     def taught_keys(self) -> list[DeadlineKey]:
@@ -171,6 +192,15 @@ class DeadlineEstimator:
         return len(self._keys)
 
 
+def _add(phases: list[_Estimate | None], i: int, seconds: float) -> None:
+    if not seconds >= 0:
+        return  # a clock gone back (or NaN): no sample
+    est = phases[i]
+    if est is None:
+        est = phases[i] = _Estimate()
+    est.add(seconds)
+
+
 class AttemptDeadlines:
     """One call's view of the estimator: its current attempt's phase, allowance and measurements.
 
@@ -181,6 +211,7 @@ class AttemptDeadlines:
     __slots__ = (
         "_estimator",
         "_floor_s",
+        "_gap_allowed",
         "_gap_s",
         "_headers_s",
         "_key",
@@ -200,6 +231,7 @@ class AttemptDeadlines:
         self._tokens = 0
         self._headers_s: float | None = None
         self._gap_s: float | None = None
+        self._gap_allowed: float | None = None
         self.phase: Phase | None = None
         """The phase of the last attempt the allowance is for; None before any attempt."""
         self.allowed_s: float | None = None
@@ -216,10 +248,12 @@ class AttemptDeadlines:
         """
         self._key, self._started, self._tokens = key, now, tokens
         self._headers_s = self._gap_s = None
-        streamed = key[4]
-        self.phase = "headers" if streamed else "answer"
-        per = self._estimator.allowed(key, self.phase)
-        self.allowed_s = per if per is None or streamed else per * max(tokens, 1)
+        headers, self._gap_allowed, per_token = self._estimator.allowances(key)
+        if key[4]:
+            self.phase, self.allowed_s = "headers", headers
+        else:
+            self.phase = "answer"
+            self.allowed_s = None if per_token is None else per_token * max(tokens, 1)
         return self._limit(self.allowed_s)
 
     def headers(self, now: float) -> None:
@@ -231,8 +265,7 @@ class AttemptDeadlines:
         """A stream's body is handed over: its phase is now the gap; return learned mode's read timeout."""
         if self._key is None or not self._key[4]:
             return None
-        self.phase = "gap"
-        self.allowed_s = self._estimator.allowed(self._key, "gap")
+        self.phase, self.allowed_s = "gap", self._gap_allowed  # looked up with the headers' one
         return self._limit(self.allowed_s)
 
     def body_gap(self, gap_s: float) -> None:
@@ -253,13 +286,10 @@ class AttemptDeadlines:
         key, headers = self._key, self._headers_s
         if key is None or headers is None:
             return
-        estimator = self._estimator
         if key[4]:
-            estimator.observe(key, "headers", headers)
-            if self._gap_s is not None:
-                estimator.observe(key, "gap", self._gap_s)
+            self._estimator.teach(key, headers=headers, gap=self._gap_s)
         elif output_tokens:
-            estimator.observe(key, "answer", headers / output_tokens)
+            self._estimator.teach(key, answer=headers / output_tokens)
 
     def _limit(self, allowed: float | None) -> float | None:
         if not self._learned or allowed is None:
