@@ -54,6 +54,17 @@ def test_steady_samples_converge_on_the_mean() -> None:
     assert 0.8 <= allowed < 0.8001
 
 
+def test_one_slow_sample_widens_the_margin_at_once() -> None:
+    """After a steady 1 s, one 3 s sample lifts the allowance past 3 s: a lasting slowdown is followed."""
+    est = DeadlineEstimator()
+    for _ in range(100):
+        est.observe(STREAM, "headers", 1.0)
+    est.observe(STREAM, "headers", 3.0)
+    allowed = est.allowed(STREAM, "headers")
+    assert allowed is not None
+    assert allowed == pytest.approx(1.25 + 4 * 0.5, abs=1e-3)  # RTTVAR ~ 1/4 * 2; SRTT 1 + 2/8
+
+
 def test_nothing_is_claimed_before_min_samples() -> None:
     est = DeadlineEstimator()
     for _ in range(MIN_SAMPLES - 1):
@@ -408,6 +419,19 @@ def test_learned_mode_never_lengthens_the_users_timeout(
     fake.enqueue(Fault.latency(0.8))
     with pytest.raises(openai.APITimeoutError):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
+
+
+def test_learned_mode_keeps_a_shorter_stream_idle_limit(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """stream_idle_s=0.3 stays the limit between reads, though the learned gap (floored) allows 1 s."""
+    policies = Policies(timeouts=Timeouts(learned=True, learned_floor_s=1.0, stream_idle_s=0.3), breaker=None)
+    client = _wrap(raw_openai, policies, sink)
+    _teach_real(client, streamed=True)
+    fake.enqueue(Fault.slow_stream(0.8))
+    with pytest.raises((openai.APITimeoutError, *http_errors())):
+        _stream(client)
+    assert sink.calls[-1].outcome == "error"
 
 
 async def test_learned_mode_cuts_async_attempts_too(fake: FakeProvider, sink: CapturingSink) -> None:

@@ -140,7 +140,9 @@ class BreakerConfig:
         slow_call_learned: With no ``slow_call_s``, a call is slow when it took
             longer than the threshold its release passes (llmpulse passes the
             deadline learned from healthy calls, ``CallEvent.deadline_learned_s``;
-            a call without one is not slow). Needs ``window_s``.
+            a call without one is not slow). Needs ``window_s``. The learned
+            deadline follows a lasting slowdown within a call or two, so this
+            counts sudden outliers; a fixed ``slow_call_s`` catches a slowdown.
 
     Raises:
         ConfigError: A `ValueError` naming the first invalid field and what it accepts.
