@@ -789,9 +789,13 @@ class Call:
             max_tokens=info.max_tokens,
             remaining_s=self._remaining(),
         )
-        learned = self._deadlines.begin(
-            self._deadline_key(), self._clock.monotonic(), tokens=timeouts.tokens_for(info.max_tokens)
-        )
+        try:
+            learned = self._deadlines.begin(
+                self._deadline_key(), self._clock.monotonic(), tokens=timeouts.tokens_for(info.max_tokens)
+            )
+        except Exception:  # noqa: BLE001 - a bug of ours: the attempt goes with the limits it has
+            self._hook.pipeline.internal_error("deadlines")
+            learned = None
         if learned is not None:
             timeout = capped_read(timeout, learned)
         elif timeouts.learned and info.streamed and timeout is self._sdk_timeout:
