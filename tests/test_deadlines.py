@@ -413,8 +413,8 @@ def test_learned_mode_cuts_a_stalled_stream_body(
 def test_learned_mode_never_lengthens_the_users_timeout(
     fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
 ) -> None:
-    """The client's own 0.3 s read timeout stays, though the learned deadline (floored) is 1 s."""
-    client = _wrap(raw_openai.with_options(timeout=0.3, max_retries=0), _learned_policies(), sink)
+    """The client's own 0.5 s read timeout stays, though the learned deadline (floored) is 1 s."""
+    client = _wrap(raw_openai.with_options(timeout=0.5, max_retries=0), _learned_policies(), sink)
     _teach_real(client, streamed=False)
     fake.enqueue(Fault.latency(0.8))
     with pytest.raises(openai.APITimeoutError):
@@ -424,8 +424,8 @@ def test_learned_mode_never_lengthens_the_users_timeout(
 def test_learned_mode_keeps_a_shorter_stream_idle_limit(
     fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
 ) -> None:
-    """stream_idle_s=0.3 stays the limit between reads, though the learned gap (floored) allows 1 s."""
-    policies = Policies(timeouts=Timeouts(learned=True, learned_floor_s=1.0, stream_idle_s=0.3), breaker=None)
+    """stream_idle_s=0.5 stays the limit between reads, though the learned gap (floored) allows 1 s."""
+    policies = Policies(timeouts=Timeouts(learned=True, learned_floor_s=1.0, stream_idle_s=0.5), breaker=None)
     client = _wrap(raw_openai, policies, sink)
     _teach_real(client, streamed=True)
     fake.enqueue(Fault.slow_stream(0.8))
@@ -450,18 +450,18 @@ async def test_learned_mode_cuts_async_attempts_too(fake: FakeProvider, sink: Ca
 def test_by_default_a_slow_healthy_call_is_only_reported(
     fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
 ) -> None:
-    """Evidence only: a call 1.5 s slower than its learned deadline still ends as the bare SDK's does."""
+    """Evidence only: a call stalled 2.5 s, past its learned deadline, still ends as the bare SDK's does."""
     policies = Policies(breaker=None)
     client = _wrap(raw_openai, policies, sink)
     _teach_real(client, streamed=False)
-    fake.enqueue(Fault.latency(1.5))
+    fake.enqueue(Fault.latency(2.5))
     wrapped = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
-    fake.enqueue(Fault.latency(1.5))
+    fake.enqueue(Fault.latency(2.5))
     bare = raw_openai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
     assert wrapped.choices[0].message.content == bare.choices[0].message.content
     assert wrapped.usage == bare.usage
     event = sink.calls[-1]
     assert (event.outcome, event.attempts) == ("ok", 1)
     assert event.deadline_learned_s is not None
-    assert event.deadline_learned_s < 1.5
+    assert event.deadline_learned_s < 2.5
     assert event.deadline_exceeded
