@@ -465,3 +465,20 @@ def test_by_default_a_slow_healthy_call_is_only_reported(
     assert event.deadline_learned_s is not None
     assert event.deadline_learned_s < 2.5
     assert event.deadline_exceeded
+
+
+def test_by_default_a_slow_healthy_stream_is_only_reported(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """Evidence only: a stream whose every gap is far past the learned one reads as the bare SDK's does."""
+    client = _wrap(raw_openai, Policies(breaker=None), sink)
+    _teach_real(client, streamed=True)
+    fake.enqueue(Fault.slow_stream(0.05))
+    wrapped = _stream(client)
+    fake.enqueue(Fault.slow_stream(0.05))
+    bare = _stream(raw_openai)
+    assert wrapped == bare
+    assert wrapped
+    event = sink.calls[-1]
+    assert (event.outcome, event.attempts, event.deadline_phase) == ("ok", 1, "gap")
+    assert event.deadline_learned_s is not None
