@@ -19,7 +19,7 @@ compressed stream whose usage event must be hidden is handed over decoded
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Protocol
 
 from ._decode import BodyDecoder, decoder_for
@@ -55,19 +55,23 @@ class BodyWatcher:
         wire_bytes: Bytes received over the network.
         content_at: ``time.perf_counter()`` when a stream's first output passed, else None.
         content_encoding: The body's ``Content-Encoding`` (None: not encoded).
+        max_gap_s: With a ``clock``: the longest wait between two reads, from the watch's start.
 
     """
 
     __slots__ = (
+        "_clock",
         "_decoder",
         "_head",
         "_head_size",
+        "_last_read",
         "_pass_decoded",
         "_stream",
         "_tail",
         "_tail_size",
         "content_at",
         "content_encoding",
+        "max_gap_s",
         "wire_bytes",
     )
 
@@ -78,6 +82,7 @@ class BodyWatcher:
         stream: StreamWatch | None = None,
         rewrites: bool = False,
         decoded: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """Start watching a body.
 
@@ -88,6 +93,7 @@ class BodyWatcher:
             rewrites: The stream watch may hold bytes back (the usage event
                 llmpulse asked for): a compressed stream is then handed over decoded.
             decoded: The bytes fed are already decoded (a body the HTTP stack read in full).
+            clock: Times the gaps between reads (a stream's learned deadline; see `llmpulse._deadlines`).
 
         """
         encoding = None if decoded or headers is None else headers.get("content-encoding")
@@ -107,6 +113,9 @@ class BodyWatcher:
         self._tail_size = 0
         self.wire_bytes = 0
         self.content_at: float | None = None
+        self._clock = clock
+        self._last_read = 0.0 if clock is None else clock()
+        self.max_gap_s = 0.0
 
     def feed(self, wire: bytes) -> bytes:
         """Watch one read on its way to the SDK; return what to pass on.
@@ -116,6 +125,11 @@ class BodyWatcher:
         reference, pass the same object on.
         """
         self.wire_bytes += len(wire)
+        clock = self._clock
+        if clock is not None:
+            now = clock()
+            self.max_gap_s = max(self.max_gap_s, now - self._last_read)
+            self._last_read = now
         decoder = self._decoder
         data = wire if decoder is None else decoder.feed(wire, capped=not self._pass_decoded)
         if data:

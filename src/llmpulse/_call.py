@@ -25,6 +25,7 @@ import orjson
 from ._body import BodyWatcher
 from ._content import output_content
 from ._context import Context, InteractionTotals, context, current_interaction
+from ._deadlines import AttemptDeadlines, DeadlineKey, capped_read, own_timeout
 from ._redact import Scrubber, redact
 from .events import AttemptEvent, CallEvent, NetworkTimings, Outcome
 from .exceptions import (
@@ -154,6 +155,7 @@ class Call:
         "_correlation_id",
         "_ctx",
         "_deadline",
+        "_deadlines",
         "_elsewhere_offered",
         "_fallback_next",
         "_fallback_reason",
@@ -283,6 +285,10 @@ class Call:
         if ctx.total_timeout_s is not None:
             total = ctx.total_timeout_s if total is None else min(total, ctx.total_timeout_s)
         self._deadline = None if total is None else self._clock.monotonic() + total
+        timeouts = policies.timeouts
+        self._deadlines = AttemptDeadlines(
+            policies.deadlines(), learned=timeouts.learned, floor_s=timeouts.learned_floor_s
+        )
         self._breaker: CircuitBreaker | None = None
         self._permit: Permit | None = None
         self._attempt_timeout: dict[str, Any] | None = None
@@ -779,17 +785,50 @@ class Call:
         if self._timed or (self._retries > 0 and self._hook.network_sampler is not None):
             extensions["trace"] = self._async_trace if is_async else self._sync_trace
         info = self._info
-        timeout = self._policies.timeouts.attempt_extension(
+        timeouts = self._policies.timeouts
+        timeout = timeouts.attempt_extension(
             self._sdk_timeout,
             streamed=info.streamed,
             max_tokens=info.max_tokens,
             remaining_s=self._remaining(),
         )
+        try:
+            learned = self._deadlines.begin(
+                self._deadline_key(), self._clock.monotonic(), tokens=timeouts.tokens_for(info.max_tokens)
+            )
+        except Exception:  # noqa: BLE001 - a bug of ours: the attempt goes with the limits it has
+            self._hook.pipeline.internal_error("deadlines")
+            learned = None
+        if learned is not None:
+            timeout = capped_read(timeout, learned)
+        elif timeouts.learned and info.streamed and timeout is self._sdk_timeout:
+            timeout = own_timeout(timeout)  # its body's reads may get a learned gap once the headers are in
         # Only a limit of llmpulse's makes a new dict: the SDK's own is never changed.
         self._attempt_timeout = None if timeout is self._sdk_timeout else timeout
         if self._attempt_timeout is not None:
             extensions["timeout"] = self._attempt_timeout
         return extensions
+
+    def _deadline_key(self) -> DeadlineKey:
+        provider, host, key_id = self.endpoint
+        info = self._info
+        return (provider, host, key_id, self._served_model or "", info.streamed, info.reasoning)
+
+    def _stream_body_timeout(self) -> None:
+        """A stream's headers are in: from here on every read waits at most the idle gap (learned or set)."""
+        gap = self._deadlines.body_started()
+        timeout = self._attempt_timeout
+        if timeout is None:
+            return
+        timeouts = self._policies.timeouts
+        idle = timeouts.body_read_s(self._sdk_timeout, streamed=True)
+        if timeouts.learned:
+            # Never longer than the user's own limit: the idle gap set, else the SDK's read timeout.
+            theirs = self._sdk_timeout.get("read") if isinstance(self._sdk_timeout, dict) else None
+            mine = idle if idle is not None else theirs
+            timeout["read"] = mine if gap is None or (mine is not None and mine < gap) else gap
+        elif idle is not None:
+            timeout["read"] = idle
 
     def _find_breaker(self) -> None:
         hook = self._hook
@@ -932,7 +971,8 @@ class Call:
         if permit is None or self._breaker is None:
             return
         try:
-            self._breaker.release(permit, outcome, self._clock.monotonic() - permit.started)
+            duration = self._clock.monotonic() - permit.started
+            self._breaker.release(permit, outcome, duration, self._deadlines.allowed_s)
         except Exception:  # noqa: BLE001 - a bug in a policy must not stop the call
             self._hook.pipeline.internal_error("policies")
 
@@ -958,6 +998,7 @@ class Call:
     def attempt_answered(self, status: int, raw_headers: Any, body: bytes | None = None) -> float | None:
         """Record response headers; return the sleep before a retry, or None to keep this response."""
         self._status = status
+        self._deadlines.headers(self._clock.monotonic())
         # One pass into a plain dict: an httpx Headers lookup scans every
         # header, and an event reads half a dozen of them.
         headers = self._headers = dict(raw_headers.multi_items())
@@ -974,11 +1015,8 @@ class Call:
                 except Exception:  # noqa: BLE001 - a bug of ours: decide without it
                     self._hook.pipeline.internal_error("retry_decision")
             delay = self._retry_delay(status, headers, None, quota=quota)
-        elif self._info.streamed and self._attempt_timeout is not None:
-            # Headers are in: from here on every read waits at most the idle gap.
-            idle = self._policies.timeouts.body_read_s(self._sdk_timeout, streamed=True)
-            if idle is not None:
-                self._attempt_timeout["read"] = idle
+        elif self._info.streamed:
+            self._stream_body_timeout()
         if delay is not None:
             self._release_slot(status)  # backoff does not hold a slot
         self._attempt_event(status, None, headers, delay)
@@ -1004,6 +1042,7 @@ class Call:
         """Record a transport failure; return the sleep before a retry, or None to raise it."""
         self._status = None
         self._headers = None
+        self._deadlines.headers(self._clock.monotonic())  # how long it lasted before failing
         failure = classify_exception(exc)
         self._release("failure" if failure in ("timeout", "connect") else "ignored")
         delay = self._retry_delay(None, None, failure, retried=self._hook.provider.retries_exception(exc))
@@ -1140,7 +1179,9 @@ class Call:
         self._sse = content_type.startswith("text/event-stream")
         stream = self._hook.provider.stream_watch(self._info) if self._sse else None
         strip = stream is not None and stream.strips
-        self._body = body = BodyWatcher(headers, stream=stream, rewrites=strip, decoded=decoded)
+        # A stream's gaps between reads teach its learned deadline (a body read whole has none).
+        clock = self._clock.monotonic if self._sse and not decoded else None
+        self._body = body = BodyWatcher(headers, stream=stream, rewrites=strip, decoded=decoded, clock=clock)
         return body
 
     def _watch_decoded(self, body: bytes) -> None:
@@ -1264,11 +1305,14 @@ class Call:
         self._release_slot(self._status)  # the provider is done with this call
         if self._retry_unsent:
             self._refund_unsent_retry()
+        if self._body is not None and self._sse:
+            self._deadlines.body_gap(self._body.max_gap_s)
         try:
             event = self._build_event(outcome, parsed, data, stream_interrupted, error_type, error_message)
         except Exception:  # noqa: BLE001 - a bug of ours must never reach the caller
             self._hook.pipeline.internal_error("build_event")
             return
+        self._teach_deadlines(event)
         if self._budgets or self._rate_reserved:
             self._settle_later(event)
         if self._interaction is not None:
@@ -1279,6 +1323,18 @@ class Call:
                 hook.pipeline.emit_attempt(attempt, hook.routes, self._app_ctx)
         hook.pipeline.emit_call(event, hook.routes, hook.metrics, self._app_ctx)
         record_served(event.provider, event.served_model, event.outcome == "ok")
+
+    def _teach_deadlines(self, event: CallEvent) -> None:
+        # Only a healthy answer from the provider itself teaches what healthy takes.
+        status = self._status or 0
+        if event.outcome != "ok" or not 200 <= status < 300 or event.attempts == 0:
+            return
+        if self._cache_hit is not None or self._served_provider is not None:
+            return
+        try:
+            self._deadlines.teach(event.output_tokens)
+        except Exception:  # noqa: BLE001 - a bug of ours must never reach the caller
+            self._hook.pipeline.internal_error("deadlines")
 
     def _build_event(
         self,
@@ -1346,6 +1402,7 @@ class Call:
         elif outcome == "ok" and not self._sse and self._cache_key is not None:
             self._store_answer(data, cost)
         ctx = self._ctx
+        deadlines = self._deadlines
         scrubber = hook.pipeline.scrubber
         # Decided once, here: traces, attempt events and content follow it.
         sampled = hook.pipeline.sampler.keep(
@@ -1416,6 +1473,9 @@ class Call:
             input_content=_scrubbed(scrubber, self._input_content, hook) if sampled else None,
             output_content=_scrubbed(scrubber, output, hook) if sampled else None,
             sampled=sampled,
+            deadline_phase=deadlines.phase,
+            deadline_learned_s=deadlines.allowed_s,
+            deadline_exceeded=deadlines.exceeded,
         )
 
     def _network(self) -> NetworkTimings | None:

@@ -37,7 +37,7 @@ _LOG_FORMATS = ("json", "console")
 _LOG_STREAMS = ("stdout", "stderr")
 _NETWORK_TIMINGS = ("sampled", "all", "off")
 _BUDGET_ACTIONS = ("alert", "downgrade", "block")
-_DEADLINES = ("sdk", "fixed")
+_DEADLINES = ("sdk", "fixed", "learned")
 _ALERT_SINK_NAMES = ("log", "webhook", "none")
 _WEBHOOK_FORMATS = ("json", "slack", "discord")
 _HISTOGRAM_LABELS = ("tenant", "route")
@@ -123,8 +123,10 @@ class Settings:
             backoff when ``backoff_base_s`` is None too).
         deadlines: "sdk" (default): each attempt gets the client's own timeout
             and a call has no overall deadline, as with the bare SDK; "fixed": the
-            field's recipe (`llmpulse.Timeouts.fixed`, and 2 retries). The
-            ``*_timeout_s`` settings below override either, phase by phase.
+            field's recipe (`llmpulse.Timeouts.fixed`, and 2 retries); "learned":
+            the client's timeouts, each attempt's read phases also cut at what
+            healthy calls took (``Timeouts(learned=True)``). The
+            ``*_timeout_s`` settings below override any, phase by phase.
         connect_timeout_s: Opening a connection; None: the client's. Caps it when set.
         read_timeout_s: A non-streamed call's wait for its answer, before the
             per-token part; None: the client's. Caps it when set.

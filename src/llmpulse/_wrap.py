@@ -165,7 +165,8 @@ def default_policies(settings: Settings) -> Policies:
 
 def _timeouts(settings: Settings) -> Timeouts:
     # The preset, or nothing of llmpulse's; each variable set wins for its phase.
-    base = Timeouts.fixed() if settings.deadlines == "fixed" else Timeouts()
+    learned = settings.deadlines == "learned"
+    base = Timeouts.fixed() if settings.deadlines == "fixed" else Timeouts(learned=learned)
     overrides: dict[str, Any] = {
         "connect_s": settings.connect_timeout_s,
         "read_s": settings.read_timeout_s,

@@ -146,6 +146,9 @@ class CallEvent:
     stream_usage_refused: bool = False
     trace_id: str | None = None
     span_id: str | None = None
+    deadline_phase: str | None = None
+    deadline_learned_s: float | None = None
+    deadline_exceeded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as plain JSON-serialisable values."""

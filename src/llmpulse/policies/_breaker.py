@@ -20,7 +20,9 @@ forced states)::
   window mode (``window_s`` set) the outcomes of the last ``window_s`` seconds
   are also counted, in a ring of time buckets, and the breaker opens when, over
   at least ``min_calls`` calls, the failure rate reaches ``failure_rate`` or the
-  share of calls slower than ``slow_call_s`` reaches ``slow_call_rate``.
+  share of calls slower than ``slow_call_s`` reaches ``slow_call_rate``
+  (with ``slow_call_learned`` and no ``slow_call_s``: slower than the
+  threshold the caller passes with each release, the learned deadline).
 - **open** refuses every call for ``open_s`` seconds. Every re-open waits the
   same ``open_s``: resilience4j and Envoy grow the wait across re-opens, which
   a later ``BreakerConfig`` field can add without changing this API.
@@ -135,6 +137,12 @@ class BreakerConfig:
         slow_call_s: A call longer than this is slow, whatever its outcome
             (None: slow calls are not counted). Needs ``window_s``.
         slow_call_rate: Slow share of the window's calls that opens the breaker (>=).
+        slow_call_learned: With no ``slow_call_s``, a call is slow when it took
+            longer than the threshold its release passes (llmpulse passes the
+            deadline learned from healthy calls, ``CallEvent.deadline_learned_s``;
+            a call without one is not slow). Needs ``window_s``. The learned
+            deadline follows a lasting slowdown within a call or two, so this
+            counts sudden outliers; a fixed ``slow_call_s`` catches a slowdown.
 
     Raises:
         ConfigError: A `ValueError` naming the first invalid field and what it accepts.
@@ -150,6 +158,7 @@ class BreakerConfig:
     failure_rate: float = 0.5
     slow_call_s: float | None = None
     slow_call_rate: float = 1.0
+    slow_call_learned: bool = False
 
     def __post_init__(self) -> None:
         _check_int("failure_threshold", self.failure_threshold, 1)
@@ -165,6 +174,10 @@ class BreakerConfig:
             # would silently do nothing.
             raise ConfigError("BreakerConfig.slow_call_s needs window_s (slow calls are rated over a window)")
         _check_rate("slow_call_rate", self.slow_call_rate)
+        if self.slow_call_learned and self.window_s is None:
+            raise ConfigError(
+                "BreakerConfig.slow_call_learned needs window_s (slow calls are rated over a window)"
+            )
 
 
 _DEFAULT_CONFIG = BreakerConfig()
@@ -378,7 +391,9 @@ class CircuitBreaker:
             self._notify(transition)
         return permit
 
-    def release(self, permit: Permit, outcome: Outcome, duration_s: float | None = None) -> None:
+    def release(
+        self, permit: Permit, outcome: Outcome, duration_s: float | None = None, slow_s: float | None = None
+    ) -> None:
         """Record how an admitted call ended.
 
         Args:
@@ -388,6 +403,8 @@ class CircuitBreaker:
                 and counts as nothing.
             duration_s: The call's duration for the slow-call rate; None: the
                 breaker's clock since `acquire`.
+            slow_s: This call's slow-call threshold when the config has
+                ``slow_call_learned`` and no ``slow_call_s`` (None: not slow).
 
         Raises:
             ValueError: If ``outcome`` is none of the three.
@@ -402,7 +419,7 @@ class CircuitBreaker:
             if permit.probe:
                 transition = self._release_probe(permit, outcome)
             else:
-                transition = self._release_call(permit, outcome, duration_s)
+                transition = self._release_call(permit, outcome, duration_s, slow_s)
         if transition is not None:
             self._notify(transition)
 
@@ -457,7 +474,9 @@ class CircuitBreaker:
 
     # Everything below runs with the lock held, except _notify.
 
-    def _release_call(self, permit: Permit, outcome: Outcome, duration_s: float | None) -> _Transition | None:
+    def _release_call(
+        self, permit: Permit, outcome: Outcome, duration_s: float | None, learned_s: float | None
+    ) -> _Transition | None:
         """Count a call admitted while closed (the breaker is still closed: same generation)."""
         if outcome == "ignored":
             return None
@@ -470,6 +489,8 @@ class CircuitBreaker:
             return self._open(self._clock()) if tripped else None
         now = self._clock()
         slow_s = cfg.slow_call_s
+        if slow_s is None and cfg.slow_call_learned:
+            slow_s = learned_s
         slow = slow_s is not None and (now - permit.started if duration_s is None else duration_s) > slow_s
         window.record(now, failed=failed, slow=slow)
         if tripped or self._window_tripped(window):
@@ -484,7 +505,8 @@ class CircuitBreaker:
         # Division, not rate * calls: 3 / 10 >= 0.3 holds, but 3 >= 0.3 * 10 does not.
         if window.failures / calls >= cfg.failure_rate:
             return True
-        return cfg.slow_call_s is not None and window.slow / calls >= cfg.slow_call_rate
+        slow_rule = cfg.slow_call_s is not None or cfg.slow_call_learned
+        return slow_rule and window.slow / calls >= cfg.slow_call_rate
 
     def _release_probe(self, permit: Permit, outcome: Outcome) -> _Transition | None:
         """Count a half-open probe; one that expired meanwhile changes nothing."""

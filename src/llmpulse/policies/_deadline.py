@@ -27,6 +27,13 @@ one):
 
 `Timeouts.fixed` is the field's recipe ("timeout <= the provider's SLA +
 500 ms", 8 s in its example), the preset ``LLMPULSE_DEADLINES=fixed``.
+
+``learned`` (the preset ``LLMPULSE_DEADLINES=learned``) limits each
+attempt's read phases by what healthy calls to the same endpoint, model and
+reasoning setting took (`llmpulse._deadlines`): a stream's wait for its
+headers and each gap between its reads, a non-streamed answer's wait.
+Never longer than the limit the phase has otherwise, never below
+``learned_floor_s``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,16 @@ class Timeouts:
         total_s: The whole call, retries and backoff included.
         derive_total: With no ``total_s``, derive one: twice an attempt's
             connect + read budget, plus 2 s.
+        learned: Also limit each attempt's read phases by the deadlines
+            learned from healthy calls (see `llmpulse._deadlines`); without
+            it they are evidence only (the event's ``deadline_learned_s``).
+        learned_floor_s: The shortest read limit ``learned`` sets. 5 s: an
+            attempt cut sooner saves little waiting and risks a spurious retry,
+            which processes the prompt again (and, for a non-streamed answer,
+            bills the tokens generated so far), while a healthy stream's first
+            byte or gap seldom takes that long (the ``fixed`` preset allows 10 s
+            and 30 s). RFC 6298 keeps a 1 s floor under TCP's timer for the
+            same reason.
 
     Raises:
         ValueError: A value is not positive (or, for the per-token part, negative).
@@ -70,9 +87,19 @@ class Timeouts:
     stream_idle_s: float | None = None
     total_s: float | None = None
     derive_total: bool = False
+    learned: bool = False
+    learned_floor_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_s", "read_s", "read_max_s", "stream_first_byte_s", "stream_idle_s", "total_s"):
+        for name in (
+            "connect_s",
+            "read_s",
+            "read_max_s",
+            "stream_first_byte_s",
+            "stream_idle_s",
+            "total_s",
+            "learned_floor_s",
+        ):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"Timeouts.{name} must be a positive number or None, got {value!r}")
@@ -91,6 +118,10 @@ class Timeouts:
         """
         return cls(connect_s=5.0, read_s=8.0, stream_first_byte_s=10.0, stream_idle_s=30.0, derive_total=True)
 
+    def tokens_for(self, max_tokens: int | None) -> int:
+        """The output tokens a request may generate: its ``max_tokens``, else ``assumed_max_tokens``."""
+        return self.assumed_max_tokens if max_tokens is None else max_tokens
+
     @property
     def any_attempt_limit(self) -> bool:
         """Whether any per-attempt limit is set (else attempts get the SDK's timeout as it is)."""
@@ -107,8 +138,7 @@ class Timeouts:
             return self.stream_first_byte_s
         if self.read_s is None:
             return None
-        tokens = self.assumed_max_tokens if max_tokens is None else max_tokens
-        return min(self.read_max_s, self.read_s + self.read_per_token_s * tokens)
+        return min(self.read_max_s, self.read_s + self.read_per_token_s * self.tokens_for(max_tokens))
 
     def total_for(self, *, streamed: bool, max_tokens: int | None) -> float | None:
         """The whole call's deadline in seconds; None: there is none."""

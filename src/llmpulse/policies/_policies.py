@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from .._deadlines import DeadlineEstimator
 from ..state import MemoryStore
 
 if TYPE_CHECKING:
@@ -183,6 +184,10 @@ class Policies:
             return None
         return self._state.limiter(endpoint, self, on_change)
 
+    def deadlines(self) -> DeadlineEstimator:
+        """The deadlines learned from healthy calls (see `llmpulse._deadlines`)."""
+        return self._state.deadlines
+
     def stream_usage(self) -> StreamUsageMemory:
         """The endpoints that refused ``stream_options`` (see `llmpulse.policies._stream_usage`)."""
         return self._state.stream_usage
@@ -245,6 +250,7 @@ class _State:
         self._memory: MemoryStore | None = None
         self._signals: SharedSignals | None = None
         self.stream_usage = StreamUsageMemory()
+        self.deadlines = DeadlineEstimator()
 
     def limiter(
         self, endpoint: Endpoint, policies: Policies, on_change: Callable[[int, int], None]

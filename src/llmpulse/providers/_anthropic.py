@@ -64,6 +64,9 @@ class AnthropicProvider:
         info.model = model if isinstance(model, str) else None
         info.streamed = data.get("stream") is True
         info.max_tokens = as_int(data.get("max_tokens"))
+        thinking = data.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+            info.reasoning = "thinking"
         return info
 
     def parse_body(self, info: RequestInfo, body: bytes) -> ResponseInfo:

@@ -40,6 +40,8 @@ class RequestInfo:
     model: str | None = None
     streamed: bool = False
     max_tokens: int | None = None
+    # Reasoning effort or extended thinking asked for ("" for none): its deadlines are learned apart.
+    reasoning: str = ""
     # The body to send instead of the caller's (OpenAI stream usage injection).
     new_body: bytes | None = None
     # Whether the usage-only chunk we asked for must be hidden from the caller.

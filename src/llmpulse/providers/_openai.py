@@ -73,6 +73,7 @@ class OpenAIProvider:
         info.max_tokens = as_int(
             data.get("max_completion_tokens") or data.get("max_tokens") or data.get("max_output_tokens")
         )
+        info.reasoning = _reasoning(data)
         if info.streamed and operation in ("chat", "text_completion") and inject_usage:
             options = data.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
@@ -324,3 +325,12 @@ def _read_stream_error(out: ResponseInfo, obj: dict[str, Any]) -> None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _reasoning(data: dict[str, Any]) -> str:
+    # Chat's reasoning_effort, or the Responses API's reasoning.effort; bounded: it names a key.
+    effort = data.get("reasoning_effort")
+    reasoning = data.get("reasoning")
+    if effort is None and isinstance(reasoning, dict):
+        effort = reasoning.get("effort")
+    return effort[:32] if isinstance(effort, str) else ""
