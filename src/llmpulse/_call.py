@@ -67,7 +67,7 @@ from .policies._elsewhere import (
     stop_collecting,
 )
 from .policies._stream_usage import rejects_stream_options
-from .providers._base import json_malformed
+from .providers._base import is_stream, json_malformed
 from .state import WRITE_BACK, MemoryStore
 
 _log = logging.getLogger("llmpulse")
@@ -1176,7 +1176,7 @@ class Call:
 
         """
         content_type = (self._headers or {}).get("content-type", "")
-        self._sse = content_type.startswith("text/event-stream")
+        self._sse = is_stream(content_type)
         stream = self._hook.provider.stream_watch(self._info) if self._sse else None
         strip = stream is not None and stream.strips
         # A stream's gaps between reads teach its learned deadline (a body read whole has none).

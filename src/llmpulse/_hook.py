@@ -189,7 +189,7 @@ class Hook:
             return "APITimeoutError"
         if "TransportError" in names or "RequestError" in names:
             return "APIConnectionError"
-        if self.provider.name == "anthropic" and not type(exc).__module__.startswith("anthropic"):
+        if self.provider.sdk == "anthropic" and not type(exc).__module__.startswith("anthropic"):
             return "APIConnectionError"  # anthropic wraps any foreign exception
         return type(exc).__name__
 

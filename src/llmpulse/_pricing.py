@@ -45,7 +45,12 @@ _MAX_ENTRIES = 4096  # a caller inventing model names must not grow memory forev
 # Azure serves OpenAI's models under their own names, and any endpoint may be an
 # OpenAI-compatible server for another vendor's models: so try the provider,
 # then (for Azure) OpenAI, then whichever provider's models match the name.
-_LOOKUP_ORDER: dict[str, tuple[str | None, ...]] = {"azure": ("azure", "openai", None)}
+_LOOKUP_ORDER: dict[str, tuple[str | None, ...]] = {
+    "azure": ("azure", "openai", None),
+    # Bedrock and Vertex AI bill under genai-prices' "aws" and "google" (their own model ids).
+    "aws.bedrock": ("aws", None),
+    "gcp.vertex_ai": ("google", None),
+}
 
 
 class PriceSource(Protocol):

@@ -1,8 +1,17 @@
-"""The Anthropic wire format."""
+"""The Anthropic wire format, and the Bedrock and Vertex AI variants of it.
+
+Anthropic's own API, Foundry, Claude Platform on AWS and on Google Cloud,
+and Bedrock's Mantle endpoint all take the first-party Messages request.
+Bedrock's ``InvokeModel`` and Vertex AI's ``rawPredict`` put the model in
+the URL path instead of the body; Bedrock also streams AWS event-stream
+frames instead of SSE (see ``_eventstream``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -17,9 +26,10 @@ from ._base import (
     loads,
     operation_from_path,
 )
+from ._eventstream import EventStreamWatch, anthropic_events
 from ._sse import StreamWatch, iter_events
 
-__all__ = ["AnthropicProvider"]
+__all__ = ["AnthropicProvider", "BedrockProvider", "VertexProvider"]
 
 # The SDK's status table; error-code subclasses are looked up in the SDK itself.
 _ERRORS = {
@@ -40,11 +50,14 @@ _ERRORS = {
 
 
 class AnthropicProvider:
-    """Adapter for the Anthropic Messages API."""
+    """Adapter for the Anthropic Messages API; ``name`` is its ``gen_ai.provider.name``."""
 
-    name = "anthropic"
+    sdk = "anthropic"
     request_id_header = "request-id"
     max_retry_after_s: float | None = None  # the SDK waits as long as asked (up to 4,294,967 s)
+
+    def __init__(self, name: str = "anthropic") -> None:
+        self.name = name
 
     def retries_exception(self, exc: BaseException) -> bool:
         """Any failed send: the SDK wraps it in its APIConnectionError and retries that."""
@@ -89,6 +102,8 @@ class AnthropicProvider:
         error = data.get("error") if isinstance(data, dict) else None
         code = _str(error.get("type")) if isinstance(error, dict) else None
         message = _str(error.get("message")) if isinstance(error, dict) else None
+        if error is None and isinstance(data, dict):  # Bedrock and Vertex: {"message": ...}
+            message = _str(data.get("message"))
         return ResponseInfo(error_type=_sdk_error_name(status, data), error_message=_join(code, message))
 
     def stream_watch(self, info: RequestInfo) -> StreamWatch:
@@ -97,37 +112,10 @@ class AnthropicProvider:
 
     def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
         """Input and cache usage from ``message_start``, output from the last ``message_delta``."""
-        out = ResponseInfo(terminal=False)
-        for _, obj in _typed_events(data, _START, reverse=False):  # message_start comes first
-            message = obj.get("message")
-            if isinstance(message, dict):
-                out.response_model = _str(message.get("model"))
-                _read_usage(out, message.get("usage"))
-                # message_start's output_tokens is a placeholder; the count
-                # comes from message_delta, or is estimated if none arrived.
-                out.output_tokens = None
-            break
-        for kind, obj in _typed_events(data, _END, reverse=True):  # the rest is at the end
-            if kind == "message_stop":
-                out.terminal = True
-            elif kind == "error" and out.error_type is None:
-                err = obj.get("error")
-                if isinstance(err, dict):
-                    status = 529 if err.get("type") == "overloaded_error" else 500
-                    out.error_type = _sdk_error_name(status, None)
-                    out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
-            elif kind == "message_delta":
-                usage = obj.get("usage")
-                if isinstance(usage, dict):
-                    # message_delta's usage is cumulative; its input fields are usually null.
-                    output_tokens = as_int(usage.get("output_tokens"))
-                    if as_int(usage.get("input_tokens")) is not None:
-                        _read_usage(out, {**usage})
-                    out.output_tokens = output_tokens
-                delta = obj.get("delta")
-                out.finish_reason = _str(delta.get("stop_reason")) if isinstance(delta, dict) else None
-                break
-        return out
+        return _usage_of_events(
+            _typed_events(data, _START, reverse=False),  # message_start comes first
+            _typed_events(data, _END, reverse=True),  # the rest is at the end
+        )
 
     def quota_exhausted(self, status: int, body: bytes) -> bool:
         """Anthropic reports billing problems as 400s, which are never retried anyway."""
@@ -151,13 +139,7 @@ class AnthropicProvider:
 
     def stream_text(self, data: bytes) -> str:
         """Concatenate ``text_delta`` / ``input_json_delta`` fragments."""
-        parts: list[str] = []
-        for _, obj in _typed_events(data, _TEXT, reverse=False):
-            delta = obj.get("delta")
-            if isinstance(delta, dict):
-                text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
-                parts.append(str(text or ""))
-        return "".join(parts)
+        return _text_of_events(_typed_events(data, _TEXT, reverse=False))
 
     def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """Read ``anthropic-ratelimit-*`` headers."""
@@ -175,6 +157,126 @@ class AnthropicProvider:
     def provider_latency(self, headers: Mapping[str, str]) -> float | None:
         """Anthropic reports no processing time."""
         return None
+
+
+# /model/{model}/invoke and /model/{model}/invoke-with-response-stream
+_BEDROCK_PATH = re.compile(r"^/?model/([^/]+)/(invoke|invoke-with-response-stream)$")
+# .../publishers/anthropic/models/{model}:rawPredict (or :streamRawPredict)
+_VERTEX_PATH = re.compile(r"/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$")
+
+
+class BedrockProvider(AnthropicProvider):
+    """Anthropic on Amazon Bedrock's ``InvokeModel`` API (``anthropic.AnthropicBedrock``).
+
+    The model is the path's, the stream flag is the path's too (the SDK
+    drops both from the body), and streams are AWS event-stream frames.
+    """
+
+    request_id_header = "x-amzn-requestid"
+
+    def __init__(self) -> None:
+        super().__init__("aws.bedrock")
+
+    def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
+        """Read model and stream flag from the path, ``max_tokens`` from the body."""
+        info = super().describe(method, path, body, inject_usage=inject_usage)
+        match = _BEDROCK_PATH.match(path)
+        if match is not None:
+            info.operation = "messages"
+            info.model = urllib.parse.unquote(match.group(1))
+            info.streamed = match.group(2) == "invoke-with-response-stream"
+        return info
+
+    def stream_watch(self, info: RequestInfo) -> StreamWatch:
+        """Event-stream frames, not SSE."""
+        return EventStreamWatch()
+
+    def parse_stream(self, info: RequestInfo, data: bytes) -> ResponseInfo:
+        """As `AnthropicProvider.parse_stream`, on the events inside the frames."""
+        events = list(anthropic_events(data))
+        return _usage_of_events(events, reversed(events))
+
+    def stream_text(self, data: bytes) -> str:
+        """The text deltas inside the frames."""
+        return _text_of_events(anthropic_events(data))
+
+    def ratelimit(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
+        """Bedrock sends no remaining-quota headers."""
+        return None
+
+    def provider_latency(self, headers: Mapping[str, str]) -> float | None:
+        """``x-amzn-bedrock-invocation-latency`` (milliseconds), on non-streamed answers."""
+        latency_ms = header_int(headers, "x-amzn-bedrock-invocation-latency")
+        return None if latency_ms is None else latency_ms / 1000
+
+
+class VertexProvider(AnthropicProvider):
+    """Anthropic on Google Vertex AI (``anthropic.AnthropicVertex``): the model is in the path."""
+
+    def __init__(self) -> None:
+        super().__init__("gcp.vertex_ai")
+
+    def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
+        """Read the model from the path, the rest as for Anthropic's API."""
+        info = super().describe(method, path, body, inject_usage=inject_usage)
+        match = _VERTEX_PATH.search(path)
+        if match is not None:
+            model = urllib.parse.unquote(match.group(1))
+            if model == "count-tokens":  # the model is then in the body, as first-party
+                info.operation = "count_tokens"
+            else:
+                info.operation, info.model = "messages", model
+            info.streamed = info.streamed or match.group(2) == "streamRawPredict"
+        return info
+
+
+def _usage_of_events(
+    first: Iterable[tuple[str, dict[str, Any]]], last: Iterable[tuple[str, dict[str, Any]]]
+) -> ResponseInfo:
+    # ``first``: message_start onwards; ``last``: the stream's events from its end.
+    out = ResponseInfo(terminal=False)
+    for kind, obj in first:
+        if kind != "message_start":
+            continue
+        message = obj.get("message")
+        if isinstance(message, dict):
+            out.response_model = _str(message.get("model"))
+            _read_usage(out, message.get("usage"))
+            # message_start's output_tokens is a placeholder; the count
+            # comes from message_delta, or is estimated if none arrived.
+            out.output_tokens = None
+        break
+    for kind, obj in last:
+        if kind == "message_stop":
+            out.terminal = True
+        elif kind == "error" and out.error_type is None:
+            err = obj.get("error")
+            if isinstance(err, dict):
+                status = 529 if err.get("type") == "overloaded_error" else 500
+                out.error_type = _sdk_error_name(status, None)
+                out.error_message = _join(_str(err.get("type")), _str(err.get("message")))
+        elif kind == "message_delta":
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                # message_delta's usage is cumulative; its input fields are usually null.
+                output_tokens = as_int(usage.get("output_tokens"))
+                if as_int(usage.get("input_tokens")) is not None:
+                    _read_usage(out, {**usage})
+                out.output_tokens = output_tokens
+            delta = obj.get("delta")
+            out.finish_reason = _str(delta.get("stop_reason")) if isinstance(delta, dict) else None
+            break
+    return out
+
+
+def _text_of_events(events: Iterable[tuple[str, dict[str, Any]]]) -> str:
+    parts: list[str] = []
+    for kind, obj in events:
+        delta = obj.get("delta") if kind == "content_block_delta" else None
+        if isinstance(delta, dict):
+            text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+            parts.append(str(text or ""))
+    return "".join(parts)
 
 
 _START = frozenset({"message_start"})

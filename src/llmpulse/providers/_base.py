@@ -24,6 +24,7 @@ __all__ = [
     "Provider",
     "RequestInfo",
     "ResponseInfo",
+    "is_stream",
     "json_malformed",
     "json_value_after",
     "loads",
@@ -78,6 +79,9 @@ class Provider(Protocol):
     """A provider adapter (one per SDK family, shared by every wrapped client)."""
 
     name: str
+    """The ``gen_ai.provider.name`` of the calls ("openai", "anthropic", "aws.bedrock", ...)."""
+    sdk: str
+    """The SDK package whose clients use this adapter ("openai" or "anthropic"): its exceptions."""
     request_id_header: str
     max_retry_after_s: float | None
     """The longest ``Retry-After`` the SDK waits for before retrying; longer: it does not retry."""
@@ -131,6 +135,12 @@ _OPERATIONS = {
     "audio/speech": "speech",
 }
 _AZURE_PREFIX = re.compile(r"^/?openai/deployments/([^/]+)/")
+# What stands before the API's own path: Claude on Google Cloud's workspace
+# gateway, Foundry's and Bedrock Mantle's /anthropic/, Azure's and Bedrock's
+# /openai/, then the version.
+_API_PREFIX = re.compile(
+    r"^(?:v1/projects/[^/]+/locations/[^/]+/workspaces/[^/]+/invoke/)?(?:anthropic/|openai/)?(?:v1/)?"
+)
 _ID_SEGMENT = re.compile(r"^(?=.*\d)(?:[A-Za-z]+[-_].+|.{16,})$")
 
 
@@ -159,11 +169,7 @@ def _operation_from_path(path: str) -> tuple[str, str | None]:
     if match:
         deployment = match.group(1)
         path = path[match.end() :]
-    trimmed = path.strip("/")
-    if trimmed.startswith("v1/"):
-        trimmed = trimmed[3:]
-    elif trimmed.startswith("openai/"):
-        trimmed = trimmed[7:]
+    trimmed = _API_PREFIX.sub("", path.strip("/"), count=1)
     known = _OPERATIONS.get(trimmed)
     if known is not None:
         return known, deployment
@@ -173,6 +179,14 @@ def _operation_from_path(path: str) -> tuple[str, str | None]:
     if segments and segments[0] in ("batches", "messages") and "batches" in segments:
         return "batches", deployment
     return "/" + "/".join(segments), deployment
+
+
+_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+
+
+def is_stream(content_type: str) -> bool:
+    """Whether a response of this Content-Type is a stream of events (SSE, or Bedrock's AWS event stream)."""
+    return content_type.startswith(_STREAM_TYPES)
 
 
 def json_value_after(data: bytes, key: bytes, *, last: bool = True, window: int = 8192) -> Any:

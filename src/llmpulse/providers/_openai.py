@@ -48,13 +48,19 @@ def _with_stream_usage(body: bytes, data: dict[str, Any]) -> bytes:
 
 
 class OpenAIProvider:
-    """Adapter for the OpenAI REST API; ``name`` is "openai" or "azure"."""
+    """Adapter for the OpenAI REST API; ``name`` is its ``gen_ai.provider.name``.
 
+    ``rewrites_body=False`` for clients that sign the body (Bedrock's SigV4):
+    stream usage is then never injected, and a stream without usage is estimated.
+    """
+
+    sdk = "openai"
     request_id_header = "x-request-id"
     max_retry_after_s: float | None = 120.0  # openai._constants.MAX_RETRY_AFTER_DELAY
 
-    def __init__(self, name: str = "openai") -> None:
+    def __init__(self, name: str = "openai", *, rewrites_body: bool = True) -> None:
         self.name = name
+        self._rewrites_body = rewrites_body
 
     def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
         """Read operation, model, stream flag and token cap; inject stream usage if asked."""
@@ -74,7 +80,12 @@ class OpenAIProvider:
             data.get("max_completion_tokens") or data.get("max_tokens") or data.get("max_output_tokens")
         )
         info.reasoning = _reasoning(data)
-        if info.streamed and operation in ("chat", "text_completion") and inject_usage:
+        if (
+            info.streamed
+            and operation in ("chat", "text_completion")
+            and inject_usage
+            and self._rewrites_body
+        ):
             options = data.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
                 info.new_body = _with_stream_usage(body, data)
