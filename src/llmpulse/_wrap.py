@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from ._config import Settings, get_settings
@@ -36,17 +36,13 @@ from ._sampling import Sampler
 from ._transport import instrument_http
 from .exceptions import UnsupportedClientError
 from .policies import BreakerConfig, Budget, ConcurrencyConfig, Policies, RateLimit, Timeouts
-from .providers import AnthropicProvider, OpenAIProvider, Provider
+from .providers import AnthropicProvider, BedrockProvider, OpenAIProvider, Provider, VertexProvider
 from .state import RedisStore
 
 __all__ = ["unwrap", "wrap"]
 
 _log = logging.getLogger("llmpulse")
 
-_SUPPORTED = (
-    "openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI, "
-    "anthropic.Anthropic, anthropic.AsyncAnthropic"
-)
 _warned: set[type] = set()
 
 ClientT = TypeVar("ClientT")
@@ -65,8 +61,11 @@ def wrap(
     (assign the result). Wrapping a wrapped client returns it as it is.
 
     Args:
-        client: An ``OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI``,
-            ``AsyncAzureOpenAI``, ``Anthropic`` or ``AsyncAnthropic`` client.
+        client: An openai or anthropic SDK client: ``OpenAI``, ``AzureOpenAI``,
+            ``BedrockOpenAI``, ``Anthropic``, ``AnthropicBedrock``,
+            ``AnthropicVertex``, ``AnthropicFoundry``, ``AnthropicBedrockMantle``,
+            ``AnthropicAWS``, ``AnthropicGoogleCloud``, their async twins, or a
+            subclass of any of them.
         sinks: Output sinks for this client's events, replacing the
             configured defaults (metrics and `llmpulse.stats` still see every call).
         registry: A prometheus_client ``CollectorRegistry`` for this client's
@@ -253,18 +252,66 @@ def unwrap(client: Any) -> Any:
 
 
 def _identify(client: Any) -> Provider:
-    openai = sys.modules.get("openai")
-    anthropic = sys.modules.get("anthropic")
-    if openai is not None:
-        azure = (openai.AzureOpenAI, openai.AsyncAzureOpenAI)
-        if isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
-            name = "azure" if isinstance(client, azure) else "openai"
-            return OpenAIProvider(name)
-    if anthropic is not None and isinstance(client, anthropic.Anthropic | anthropic.AsyncAnthropic):
-        return AnthropicProvider()
-    raise UnsupportedClientError(
-        f"llmpulse.wrap() got {type(client).__module__}.{type(client).__qualname__}; it supports {_SUPPORTED}"
-    )
+    # The most specific known class in the client's MRO decides, so a user's
+    # subclass of any of them wraps as its base does.
+    for cls in type(client).__mro__:
+        make = _PROVIDERS.get((cls.__module__.split(".")[0], cls.__qualname__))
+        if make is not None:
+            return make(type(client))
+    raise UnsupportedClientError(_unsupported(type(client)))
+
+
+def _bedrock_openai(cls: type[Any]) -> Provider:
+    # SigV4 signs the body: llmpulse must not add stream_options to it.
+    return OpenAIProvider("aws.bedrock", rewrites_body=False)
+
+
+def _anthropic(cls: type[Any]) -> Provider:
+    # The name the SDK's own OpenTelemetry spans carry (Foundry, Claude on AWS and
+    # on Google Cloud are Anthropic's API through a gateway: "anthropic").
+    name = getattr(cls, "_gen_ai_provider_name", None)
+    return AnthropicProvider(name if isinstance(name, str) and name else "anthropic")
+
+
+# (SDK package, class name) -> the adapter of its wire format and its gen_ai.provider.name.
+_PROVIDERS: dict[tuple[str, str], Callable[[type[Any]], Provider]] = {
+    ("openai", "OpenAI"): lambda cls: OpenAIProvider("openai"),
+    ("openai", "AsyncOpenAI"): lambda cls: OpenAIProvider("openai"),
+    ("openai", "AzureOpenAI"): lambda cls: OpenAIProvider("azure"),
+    ("openai", "AsyncAzureOpenAI"): lambda cls: OpenAIProvider("azure"),
+    ("openai", "BedrockOpenAI"): _bedrock_openai,
+    ("openai", "AsyncBedrockOpenAI"): _bedrock_openai,
+    ("anthropic", "Anthropic"): _anthropic,
+    ("anthropic", "AsyncAnthropic"): _anthropic,
+    ("anthropic", "AnthropicBedrock"): lambda cls: BedrockProvider(),
+    ("anthropic", "AsyncAnthropicBedrock"): lambda cls: BedrockProvider(),
+    ("anthropic", "AnthropicVertex"): lambda cls: VertexProvider(),
+    ("anthropic", "AsyncAnthropicVertex"): lambda cls: VertexProvider(),
+    ("anthropic", "AnthropicBedrockMantle"): lambda cls: AnthropicProvider("aws.bedrock"),
+    ("anthropic", "AsyncAnthropicBedrockMantle"): lambda cls: AnthropicProvider("aws.bedrock"),
+}
+
+
+_SUPPORTED = (
+    ", ".join(f"{package}.{name}" for package, name in _PROVIDERS)
+    + " and their subclasses (anthropic.AnthropicFoundry, AnthropicAWS and AnthropicGoogleCloud among them)"
+)
+
+
+def _unsupported(cls: type[Any]) -> str:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        sdk = _sdk_package(cls)
+    except UnsupportedClientError:
+        return f"llmpulse.wrap() got {name}; it supports {_SUPPORTED}"
+    if any(c.__name__ == "BaseClient" for c in cls.__mro__):
+        # An SDK client llmpulse has no adapter for (a newer SDK's, or a private base class).
+        return (
+            f"llmpulse.wrap() does not support {name}: it is an {sdk} SDK client, but llmpulse does not "
+            "know its wire format (where its requests put the model, how it streams); wrapping it "
+            f"needs a provider adapter for it in llmpulse. Supported: {_SUPPORTED}"
+        )
+    return f"llmpulse.wrap() got {name}; it supports {_SUPPORTED}"
 
 
 def _http_base(http: Any) -> type[Any]:
@@ -285,13 +332,33 @@ def _addressed(hook: Hook, client: Any) -> Hook:
     return dataclasses.replace(
         hook,
         api_key_id=_fingerprint(getattr(client, "api_key", None)),
-        secrets=secrets_of(getattr(client, name, None) for name in _CREDENTIALS),
+        secrets=secrets_of(_credential(client, path) for path in _CREDENTIALS),
     )
 
 
-# Where the SDK clients keep what authenticates them: OpenAI and Anthropic keys,
-# Anthropic's OAuth token, Azure's AD token, OpenAI's webhook secret.
-_CREDENTIALS = ("api_key", "auth_token", "_azure_ad_token", "webhook_secret")
+# Where the SDK clients keep what authenticates them: OpenAI and Anthropic keys
+# (Foundry's and Mantle's too), Anthropic's OAuth token, Azure's AD token, OpenAI's
+# webhook secret, AWS secret keys and session tokens (BedrockOpenAI keeps them in
+# its state object), Vertex AI's GCP access token.
+_CREDENTIALS = (
+    "api_key",
+    "auth_token",
+    "_azure_ad_token",
+    "webhook_secret",
+    "aws_secret_key",
+    "aws_session_token",
+    "_bedrock_state.aws_secret_access_key",
+    "_bedrock_state.aws_session_token",
+    "_bedrock_state.environment_bearer_token",
+    "access_token",
+)
+
+
+def _credential(client: Any, path: str) -> Any:
+    value = client
+    for name in path.split("."):
+        value = getattr(value, name, None)
+    return value
 
 
 _INSTRUMENTED: set[type] = set()
