@@ -8,11 +8,17 @@ numbers (ids and timestamps aside), so tests can assert exact token counts.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import json
+import re
 import secrets
+import struct
 import time
+import urllib.parse
+import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +31,7 @@ __all__ = [
     "Route",
     "anthropic_error",
     "error_body",
+    "event_stream_frame",
     "json_body",
     "openai_error",
     "prompt_tokens",
@@ -78,6 +85,17 @@ _ROUTES = {
 }
 _ITEM_ROUTES = (("/v1/messages/batches/", "message_batch"), ("/v1/batches/", "batch"))
 _AZURE_PREFIX = "/openai/deployments/"
+# Bedrock InvokeModel: the model and whether to stream are in the path, not the body.
+_BEDROCK_INVOKE = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream)$")
+# Vertex AI: .../publishers/anthropic/models/{model}:rawPredict (count-tokens:rawPredict counts).
+_VERTEX_PREDICT = re.compile(
+    r"^/v1/projects/[^/]+/locations/[^/]+/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$"
+)
+# Gateways in front of the first-party API: Claude on Google Cloud's workspace path,
+# Foundry's and Bedrock Mantle's /anthropic, Bedrock Mantle's (and Azure v1's) /openai.
+_GATEWAY_PREFIX = re.compile(
+    r"^(?:/v1/projects/[^/]+/locations/[^/]+/workspaces/[^/]+/invoke|/anthropic|/openai)(?=/v1/)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +107,30 @@ class Route:
         anthropic: Whether to answer in Anthropic's format (headers, errors).
         model: The model to report instead of the requested one (an Azure deployment).
         item_id: The id in ``GET …/batches/{id}``.
+        stream: Whether to stream, when the path says (Bedrock); None: the body's ``stream``.
+        platform: ``"bedrock"`` or ``"vertex"`` for their paths (their headers and
+            errors; Bedrock streams AWS event-stream frames), else None.
     """
 
     endpoint: str
     anthropic: bool
     model: str | None = None
     item_id: str | None = None
+    stream: bool | None = None
+    platform: str | None = None
 
 
 def route(method: str, path: str, headers: Mapping[str, str]) -> Route:
     """Map a request line (and, for shared paths, its headers) to an endpoint."""
     model = None
+    if (bedrock := _BEDROCK_INVOKE.match(path)) is not None and method == "POST":
+        streamed = bedrock.group(2) == "invoke-with-response-stream"
+        return Route("messages", True, urllib.parse.unquote(bedrock.group(1)), None, streamed, "bedrock")
+    if (vertex := _VERTEX_PREDICT.match(path)) is not None and method == "POST":
+        if vertex.group(1) == "count-tokens":
+            return Route("count_tokens", True, None, None, None, "vertex")
+        return Route("messages", True, urllib.parse.unquote(vertex.group(1)), None, None, "vertex")
+    path = _GATEWAY_PREFIX.sub("", path, count=1)
     if path.startswith(_AZURE_PREFIX):
         # /openai/deployments/{deployment}/chat/completions: the deployment stands for the model.
         model, _, rest = path.removeprefix(_AZURE_PREFIX).partition("/")
@@ -793,6 +824,8 @@ def error_body(
     where: Route, status: int, message: str | None, code: str | None, headers: Mapping[str, str]
 ) -> dict[str, Any]:
     """The error body in the format of the provider ``where`` belongs to."""
+    if where.platform == "bedrock":  # AWS's JSON error shape; the type is in x-amzn-errortype
+        return {"message": message or _ANTHROPIC_MESSAGES.get(status) or f"Error {status}"}
     if where.anthropic:
         return anthropic_error(status, message, code, headers.get("request-id", ""))
     return openai_error(status, message, code)
@@ -818,6 +851,67 @@ def anthropic_error(status: int, message: str | None, code: str | None, request_
     kind = code or _ANTHROPIC_TYPES.get(status, "api_error")
     text = message or _ANTHROPIC_MESSAGES.get(status) or f"Error {status}"
     return {"type": "error", "error": {"type": kind, "message": text}, "request_id": request_id}
+
+
+# -- Bedrock's AWS event stream ---------------------------------------------------
+
+_BEDROCK_ERRORS = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    503: "ServiceUnavailableException",
+}
+
+
+def bedrock_error_type(status: int) -> str:
+    """Bedrock's ``x-amzn-errortype`` for an HTTP status."""
+    return _BEDROCK_ERRORS.get(status, "InternalServerException")
+
+
+def event_stream_frame(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message: prelude, string headers, payload, CRCs."""
+    head = b"".join(
+        struct.pack(">B", len(name.encode()))
+        + name.encode()
+        + struct.pack(">BH", 7, len(value.encode()))
+        + value.encode()
+        for name, value in headers.items()
+    )
+    total = 12 + len(head) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(head))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + head + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def bedrock_chunks(events: Iterator[bytes], input_tokens: int, output_tokens: int) -> Iterator[bytes]:
+    """Re-frame Anthropic SSE events as Bedrock's ``chunk`` messages (base64 JSON inside JSON).
+
+    Bedrock adds its own invocation metrics to ``message_stop``, and pads each
+    payload with a ``p`` field of varying length, as the service does.
+    """
+    for event in events:
+        data = next((line[6:] for line in event.split(b"\n") if line.startswith(b"data: ")), None)
+        if data is None:
+            continue
+        obj = json.loads(data)
+        if obj.get("type") == "ping":
+            continue  # Bedrock sends none
+        if obj.get("type") == "message_stop":
+            obj["amazon-bedrock-invocationMetrics"] = {
+                "inputTokenCount": input_tokens,
+                "outputTokenCount": output_tokens,
+                "invocationLatency": 1,
+                "firstByteLatency": 1,
+            }
+        raw = base64.b64encode(_dumps(obj)).decode()
+        payload = _dumps({"bytes": raw, "p": "abcdefghijklmnopqrstuvwxyz"[: 1 + len(raw) % 26]})
+        yield event_stream_frame(
+            {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}, payload
+        )
 
 
 # -- headers -------------------------------------------------------------------
@@ -864,6 +958,17 @@ def response_headers(
     tokens_left = str(max(0, token_limit - tokens_used))
     headers = {"content-type": content_type, "date": email.utils.formatdate(usegmt=True)}
     request_id = f"req_{secrets.token_hex(12)}"
+    if where.platform == "bedrock":
+        # Bedrock reports no quota headers; the stream's framing is announced separately.
+        extra = {
+            "x-amzn-requestid": str(uuid.uuid4()),
+            "x-amzn-bedrock-invocation-latency": str(processing_ms),
+        }
+        if content_type == "application/vnd.amazon.eventstream":
+            extra["x-amzn-bedrock-content-type"] = "application/json"
+        return headers | extra
+    if where.platform == "vertex":
+        return headers  # Google's front end sends neither request ids nor quota headers
     if where.anthropic:
         now = time.time()
         return headers | {

@@ -733,13 +733,20 @@ class FakeProvider:
             reasoning=plan.reasoning_tokens,
             huge_bytes=fault.n_bytes if fault is not None and kind == "huge" else 0,
         )
-        events = fmt.stream_events(where, data, gen) if data.get("stream") is True else None
-        headers = self._headers(
-            request, where, "application/json" if events is None else "text/event-stream", received
-        )
+        streamed = where.stream if where.stream is not None else data.get("stream") is True
+        events = fmt.stream_events(where, data, gen) if streamed else None
+        content_type = "application/json" if events is None else "text/event-stream"
+        if events is not None and where.platform == "bedrock":
+            events = fmt.bedrock_chunks(events, gen.input_tokens, gen.output_tokens)
+            content_type = "application/vnd.amazon.eventstream"
+        headers = self._headers(request, where, content_type, received)
         if events is not None:
             delay = fault.seconds if fault is not None and kind == "slow_stream" else plan.chunk_delay_s
-            coding = self._negotiate(request, headers) if self._compress_streams else None
+            coding = (
+                self._negotiate(request, headers)
+                if self._compress_streams and where.platform is None
+                else None
+            )
             return await self._send_stream(writer, headers, list(events), delay, fault, coding)
         payload = json.dumps(fmt.json_body(where, data, gen), separators=(",", ":")).encode()
         if kind == "malformed_json":
@@ -822,6 +829,10 @@ class FakeProvider:
             headers["retry-after-ms"] = str(fault.retry_after_ms)
         if fault.should_retry is not None:
             headers["x-should-retry"] = "true" if fault.should_retry else "false"
+        if where.platform == "bedrock":
+            headers["x-amzn-errortype"] = (
+                f"{fmt.bedrock_error_type(status)}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+            )
         payload = self._encode(request, headers, json.dumps(body).encode())
         self._count(status)
         await _write(writer, status, headers, payload)
