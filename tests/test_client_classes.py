@@ -37,8 +37,9 @@ from openai import AsyncBedrockOpenAI, BedrockOpenAI
 
 import llmpulse
 from llmpulse.events import CallEvent
+from llmpulse.policies import Policies
 from llmpulse.providers import BedrockProvider, RequestInfo
-from llmpulse.testing import CapturingSink, FakeProvider, Fault
+from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, Fault
 from llmpulse.testing._fake_formats import bedrock_chunks, event_stream_frame
 
 # Dummy credentials, long enough to be scrubbed from error messages (8+ characters).
@@ -314,6 +315,42 @@ def test_errors_on_the_platform_paths_raise_as_bare(fake: FakeProvider, case: Ca
     bare.close()
 
 
+def test_vertex_count_tokens_is_observed(fake: FakeProvider) -> None:
+    """Vertex AI's count-tokens path is a count_tokens call (its model is in the body there)."""
+    sink = CapturingSink()
+    bare = CASES[1].sync(fake.base_url)
+    wrapped = llmpulse.wrap(bare, sinks=[sink])
+    expected = bare.messages.count_tokens(model="claude-sonnet-4-5@20250929", messages=PROMPT)
+    got = wrapped.messages.count_tokens(model="claude-sonnet-4-5@20250929", messages=PROMPT)
+    assert got.input_tokens == expected.input_tokens
+    assert fake.requests[-1].path.endswith("/models/count-tokens:rawPredict")
+    (event,) = sink.calls
+    assert (event.provider, event.operation, event.model, event.input_tokens) == (
+        "gcp.vertex_ai",
+        "count_tokens",
+        "claude-sonnet-4-5@20250929",
+        expected.input_tokens,
+    )
+    bare.close()
+
+
+def test_bedrock_stream_reset_midway_is_an_interrupted_stream(fake: FakeProvider) -> None:
+    """A Bedrock stream cut after its first output frames is an error event, marked interrupted."""
+    sink = CapturingSink()
+    bare = CASES[0].sync(fake.base_url).with_options(max_retries=0)
+    wrapped = llmpulse.wrap(bare, sinks=[sink])
+    fake.enqueue(Fault.reset_mid_stream(after_events=3))
+    with pytest.raises(Exception) as bare_error:  # noqa: PT011 - whatever the SDK raises, bare and wrapped alike
+        list(_call(bare, CASES[0], stream=True))
+    fake.enqueue(Fault.reset_mid_stream(after_events=3))
+    with pytest.raises(type(bare_error.value)):
+        list(_call(wrapped, CASES[0], stream=True))
+    (event,) = sink.calls
+    assert (event.provider, event.outcome, event.stream_interrupted) == ("aws.bedrock", "error", True)
+    assert event.ttft_s is not None
+    bare.close()
+
+
 @pytest.mark.parametrize(
     ("case", "secret"),
     [(CASES[0], AWS_SECRET), (CASES[0], AWS_TOKEN), (CASES[1], GCP_TOKEN), (CASES[6], AWS_SECRET)],
@@ -331,6 +368,24 @@ def test_credentials_are_scrubbed_from_error_messages(fake: FakeProvider, case: 
     assert "was rejected" in event.error_message
     assert secret not in event.error_message
     wrapped.close()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in ("bedrock", "mantle", "aws")], ids=str)
+def test_signed_or_path_model_bodies_never_switch_to_a_fallback(fake: FakeProvider, case: Case) -> None:
+    """Where SigV4 signs the body or the URL names the model, a 529 is retried as sent, not re-modelled."""
+    sink = CapturingSink()
+    clock = FakeClock()
+    policies = Policies(fallbacks={case.model: ["claude-haiku-4-5"]}, clock=clock)
+    bare = case.sync(fake.base_url).with_options(max_retries=1)
+    wrapped = llmpulse.wrap(bare, sinks=[sink], policies=policies)
+    fake.enqueue(Fault.status(529))
+    _call(wrapped, case, stream=False)
+    first, second = fake.requests
+    assert (second.path, second.json) == (first.path, first.json)
+    assert second.headers["authorization"] != first.headers["authorization"]  # re-signed by the SDK
+    (event,) = sink.calls
+    assert (event.outcome, event.attempts, event.served_model) == ("ok", 2, case.model)
+    bare.close()
 
 
 class MyAnthropic(anthropic.Anthropic):

@@ -840,8 +840,9 @@ class Call:
     def _fallback_chain(self) -> list[Fallback]:
         if self._fallbacks is None:
             chains = self._policies.fallbacks
-            # Azure names its deployment in the URL, not the body: no fallback there.
-            usable = chains and self._hook.provider.name != "azure"
+            # Azure names its deployment in the URL, not the body: no fallback there
+            # (nor where the body is signed, or the model is in the URL).
+            usable = chains and self._hook.provider.name != "azure" and self._hook.provider.rewrites_body
             self._fallbacks = chain_for(chains, self._info.model) if usable else []
         return self._fallbacks
 

@@ -267,10 +267,19 @@ def _bedrock_openai(cls: type[Any]) -> Provider:
 
 
 def _anthropic(cls: type[Any]) -> Provider:
+    return AnthropicProvider(_otel_name(cls))
+
+
+def _signed_anthropic(cls: type[Any]) -> Provider:
+    # SigV4 signs the body (Mantle, Claude on AWS): llmpulse must not change it.
+    return AnthropicProvider(_otel_name(cls), rewrites_body=False)
+
+
+def _otel_name(cls: type[Any]) -> str:
     # The name the SDK's own OpenTelemetry spans carry (Foundry, Claude on AWS and
     # on Google Cloud are Anthropic's API through a gateway: "anthropic").
     name = getattr(cls, "_gen_ai_provider_name", None)
-    return AnthropicProvider(name if isinstance(name, str) and name else "anthropic")
+    return name if isinstance(name, str) and name else "anthropic"
 
 
 # (SDK package, class name) -> the adapter of its wire format and its gen_ai.provider.name.
@@ -287,14 +296,16 @@ _PROVIDERS: dict[tuple[str, str], Callable[[type[Any]], Provider]] = {
     ("anthropic", "AsyncAnthropicBedrock"): lambda cls: BedrockProvider(),
     ("anthropic", "AnthropicVertex"): lambda cls: VertexProvider(),
     ("anthropic", "AsyncAnthropicVertex"): lambda cls: VertexProvider(),
-    ("anthropic", "AnthropicBedrockMantle"): lambda cls: AnthropicProvider("aws.bedrock"),
-    ("anthropic", "AsyncAnthropicBedrockMantle"): lambda cls: AnthropicProvider("aws.bedrock"),
+    ("anthropic", "AnthropicBedrockMantle"): _signed_anthropic,
+    ("anthropic", "AsyncAnthropicBedrockMantle"): _signed_anthropic,
+    ("anthropic", "AnthropicAWS"): _signed_anthropic,
+    ("anthropic", "AsyncAnthropicAWS"): _signed_anthropic,
 }
 
 
 _SUPPORTED = (
     ", ".join(f"{package}.{name}" for package, name in _PROVIDERS)
-    + " and their subclasses (anthropic.AnthropicFoundry, AnthropicAWS and AnthropicGoogleCloud among them)"
+    + " and their subclasses (anthropic.AnthropicFoundry and AnthropicGoogleCloud among them)"
 )
 
 

@@ -50,14 +50,19 @@ _ERRORS = {
 
 
 class AnthropicProvider:
-    """Adapter for the Anthropic Messages API; ``name`` is its ``gen_ai.provider.name``."""
+    """Adapter for the Anthropic Messages API; ``name`` is its ``gen_ai.provider.name``.
+
+    ``rewrites_body=False`` for clients that sign the body (SigV4: Bedrock Mantle, Claude
+    on AWS): llmpulse then never switches such a call to a fallback model.
+    """
 
     sdk = "anthropic"
     request_id_header = "request-id"
     max_retry_after_s: float | None = None  # the SDK waits as long as asked (up to 4,294,967 s)
 
-    def __init__(self, name: str = "anthropic") -> None:
+    def __init__(self, name: str = "anthropic", *, rewrites_body: bool = True) -> None:
         self.name = name
+        self.rewrites_body = rewrites_body
 
     def retries_exception(self, exc: BaseException) -> bool:
         """Any failed send: the SDK wraps it in its APIConnectionError and retries that."""
@@ -175,7 +180,7 @@ class BedrockProvider(AnthropicProvider):
     request_id_header = "x-amzn-requestid"
 
     def __init__(self) -> None:
-        super().__init__("aws.bedrock")
+        super().__init__("aws.bedrock", rewrites_body=False)
 
     def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
         """Read model and stream flag from the path, ``max_tokens`` from the body."""
@@ -214,7 +219,7 @@ class VertexProvider(AnthropicProvider):
     """Anthropic on Google Vertex AI (``anthropic.AnthropicVertex``): the model is in the path."""
 
     def __init__(self) -> None:
-        super().__init__("gcp.vertex_ai")
+        super().__init__("gcp.vertex_ai", rewrites_body=False)
 
     def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
         """Read the model from the path, the rest as for Anthropic's API."""

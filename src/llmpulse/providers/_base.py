@@ -82,6 +82,9 @@ class Provider(Protocol):
     """The ``gen_ai.provider.name`` of the calls ("openai", "anthropic", "aws.bedrock", ...)."""
     sdk: str
     """The SDK package whose clients use this adapter ("openai" or "anthropic"): its exceptions."""
+    rewrites_body: bool
+    """Whether llmpulse may change a request's body (stream usage, a fallback model): not where
+    the SDK signs it (SigV4) or puts the model in the URL (Bedrock, Vertex AI)."""
     request_id_header: str
     max_retry_after_s: float | None
     """The longest ``Retry-After`` the SDK waits for before retrying; longer: it does not retry."""

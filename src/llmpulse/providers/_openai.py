@@ -60,7 +60,7 @@ class OpenAIProvider:
 
     def __init__(self, name: str = "openai", *, rewrites_body: bool = True) -> None:
         self.name = name
-        self._rewrites_body = rewrites_body
+        self.rewrites_body = rewrites_body
 
     def describe(self, method: str, path: str, body: bytes | None, *, inject_usage: bool) -> RequestInfo:
         """Read operation, model, stream flag and token cap; inject stream usage if asked."""
@@ -80,12 +80,7 @@ class OpenAIProvider:
             data.get("max_completion_tokens") or data.get("max_tokens") or data.get("max_output_tokens")
         )
         info.reasoning = _reasoning(data)
-        if (
-            info.streamed
-            and operation in ("chat", "text_completion")
-            and inject_usage
-            and self._rewrites_body
-        ):
+        if info.streamed and operation in ("chat", "text_completion") and inject_usage and self.rewrites_body:
             options = data.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
                 info.new_body = _with_stream_usage(body, data)
