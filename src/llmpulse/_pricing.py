@@ -187,8 +187,9 @@ class PriceTable:
         """USD cost of one call, or None when the price is unknown.
 
         Args:
-            provider: ``"openai"``, ``"anthropic"`` or ``"azure"`` (any other name
-                is tried as a genai-prices provider id).
+            provider: An event's ``provider``: ``"openai"``, ``"anthropic"``, ``"azure"``,
+                ``"aws.bedrock"`` or ``"gcp.vertex_ai"`` (any other name is tried as a
+                genai-prices provider id).
             model: The model id (for Azure, a deployment name or model id).
             input_tokens: All input tokens, cached and cache-write ones included.
             output_tokens: All output tokens, reasoning included.
