@@ -399,15 +399,6 @@ class MyOpenAI(openai.OpenAI):
     pass
 
 
-# _loop.install_loop reads the SDK package from type(wrapped).__module__, which for a
-# user's subclass is the user's module: wrap() then falls back (the lead's file, in redesign).
-_SUBCLASS_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="_loop.install_loop takes the SDK from type(wrapped).__module__, not the MRO (lead's redesign)",
-)
-
-
-@_SUBCLASS_XFAIL
 def test_user_subclass_of_anthropic_wraps_as_its_base(fake: FakeProvider) -> None:
     """``class MyClient(Anthropic)`` wraps (no fallback warning: those are errors here), keeping its class."""
     sink = CapturingSink()
@@ -419,7 +410,6 @@ def test_user_subclass_of_anthropic_wraps_as_its_base(fake: FakeProvider) -> Non
     ant.close()
 
 
-@_SUBCLASS_XFAIL
 def test_user_subclass_of_openai_wraps_as_its_base(fake: FakeProvider) -> None:
     """``class MyClient(OpenAI)`` wraps as OpenAI does."""
     sink = CapturingSink()

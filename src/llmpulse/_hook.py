@@ -166,7 +166,12 @@ class Hook:
     def _ask_usage(self, url: Any) -> bool | None:
         # Only OpenAI chat streams are asked (the provider decides that); where is decided here.
         # None: an endpoint whose behaviour is learned from this stream, sent as the caller made it.
-        if not self.inject_stream_usage or self.provider.name == "anthropic":
+        # Never where the body may not change (signed, or the model in the URL).
+        if (
+            not self.inject_stream_usage
+            or self.provider.sdk == "anthropic"
+            or not self.provider.rewrites_body
+        ):
             return False
         host, port, path = url.host, url.port, url.path
         memory = self.policies.stream_usage()
