@@ -16,7 +16,8 @@ any attempt waits. Attempts are counted by the fake (requests it received).
 What is simulated: time is divided by 100, for everything that waits: the
 fake's 100 s is 1 s, the client's 30 s timeout 0.3 s, the SDK's own backoff
 (0.5 s doubling to 8 s: its two module constants are divided by 100 for the
-run), and llmpulse's backoff and breaker open time likewise. Only
+run; llmpulse's default retries wait that same backoff), and llmpulse's breaker
+open time likewise. Only
 wall time changes; no count depends on the scale, since every attempt times
 out either way.
 """
@@ -43,10 +44,9 @@ def scaled_defaults() -> llmpulse.Policies:
 
     The defaults set no timeout of llmpulse's: each attempt gets the client's (scaled) timeout.
     """
-    d, b = llmpulse.Policies(), BreakerConfig()
+    b = BreakerConfig()
     return llmpulse.Policies(
-        backoff_base_s=d.backoff_base_s / SCALE,
-        backoff_max_s=d.backoff_max_s / SCALE,
+        # No backoff of llmpulse's: by default a retry waits the SDK's own (scaled below).
         breaker=BreakerConfig(open_s=b.open_s / SCALE),
     )
 

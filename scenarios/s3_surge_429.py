@@ -23,7 +23,8 @@ Every 429 is an attempt the fake answered, as counted from the attempt events.
 
 What is simulated: time runs 5 times faster, for everything that waits: the
 fake's latencies and Retry-After, the client's timeout (the SDK's default
-600 s: llmpulse sets none of its own by default), and llmpulse's backoff,
+600 s: llmpulse sets none of its own by default), the Retry-After its retries
+wait (the SDK's rule, which llmpulse's default follows), and llmpulse's
 breaker open time, cut cooldown (1 s) and probe interval (10 s) are divided by 5, so
 the 5-minute surge takes 1 minute of wall time. Minutes below are simulated.
 
@@ -77,8 +78,7 @@ def scaled_defaults(scale: float) -> llmpulse.Policies:
     d, b = llmpulse.Policies(), BreakerConfig()
     c = d.concurrency or ConcurrencyConfig()
     return llmpulse.Policies(
-        backoff_base_s=d.backoff_base_s / scale,
-        backoff_max_s=d.backoff_max_s / scale,
+        # No backoff of llmpulse's: a retry waits the SDK's own, the 429s' (scaled) Retry-After.
         breaker=BreakerConfig(open_s=b.open_s / scale),
         concurrency=ConcurrencyConfig(
             initial_limit=c.initial_limit,
