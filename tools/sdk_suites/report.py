@@ -75,6 +75,14 @@ def _classes(out: Path, stem: str) -> dict[str, Counter[str]]:
     return dict(merged)
 
 
+def _why(out: Path, stem: str) -> dict[str, list[str]]:
+    merged: defaultdict[str, set[str]] = defaultdict(set)
+    for path in sorted(out.glob(f"{stem}.why.json.*")):
+        for name, texts in (_load(path) or {}).items():
+            merged[name].update(texts)
+    return {name: sorted(texts) for name, texts in sorted(merged.items())}
+
+
 def _compare(
     suite: str, base: dict[str, Any], other: dict[str, Any], exceptions: Exceptions
 ) -> dict[str, Any]:
@@ -167,6 +175,7 @@ def write(
                 "summary": meta.get("summary"),
                 "tests_with_llmpulse_events": sum(1 for r in results.values() if r.get("events")),
                 "classes": {name: dict(statuses) for name, statuses in sorted(_classes(out, stem).items())},
+                "why": _why(out, stem),
             }
         if "baseline" in runs:
             for mode, results in runs.items():
@@ -255,4 +264,9 @@ def _class_table(entry: dict[str, Any]) -> list[str]:
             cells = " | ".join(str(statuses.get(s, 0)) for s in _STATUSES)
             lines.append(f"| {name} | {mode} | {cells} | {failing.get(name, 0)} |")
     lines.append("")
+    for mode in wrapped_modes:
+        for name, texts in entry["modes"][mode].get("why", {}).items():
+            lines += [f"- {mode}, {name}: " + " / ".join(f"`{t}`" for t in texts)]
+    if any(entry["modes"][m].get("why") for m in wrapped_modes):
+        lines.append("")
     return lines

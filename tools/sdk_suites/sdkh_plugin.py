@@ -5,6 +5,7 @@ Loaded by ``run.py`` as ``-p sdkh_plugin`` (this folder on ``PYTHONPATH``). Envi
     SDKH_MODE      ``baseline`` (nothing patched) or ``wrapped``
     SDKH_RESULTS   JSON file receiving ``{nodeid: {outcome, seconds, longrepr?, events?, clients?}}``
     SDKH_CLIENTS   JSON file (one per xdist worker: ``<path>.<worker>``) receiving the per-class counts
+    SDKH_WHY       the same for what wrap() said when a class fell back, was unsupported or raised
 
 Both modes deselect the ``tests/api_resources/`` tests that need the Prism mock server
 (those without a respx/respx2/http-snapshot fixture), so the same offline subset runs.
@@ -43,6 +44,7 @@ import pytest
 MODE = os.environ.get("SDKH_MODE", "baseline")
 RESULTS_PATH = os.environ.get("SDKH_RESULTS")
 CLIENTS_PATH = os.environ.get("SDKH_CLIENTS")
+WHY_PATH = os.environ.get("SDKH_WHY")
 
 _SDKS = ("openai", "anthropic")
 # Fixtures that make an api_resources test offline (the others need the Prism mock server).
@@ -50,6 +52,7 @@ _OFFLINE_FIXTURES = {"respx_mock", "respx2_mock", "snapshot_client", "async_snap
 _LONGREPR_CHARS = 4000
 # How far up the stack a construction looks for an llmpulse frame (its copy()/with_options()).
 _STACK_DEPTH = 40
+_WHY_CHARS = 300  # of a fallback warning or an error, per class
 _SINK_KEEP = 2000  # events the capturing sink holds before it is emptied (between tests)
 
 _results: dict[str, dict[str, Any]] = {}
@@ -66,6 +69,7 @@ class _State:
         # What wrap() returned, alive as long as the test's instance that shares its __dict__.
         self.keep: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.sink: Any = None
+        self.why: defaultdict[str, set[str]] = defaultdict(set)  # {class: {warning or error text}}
 
 
 _state = _State()
@@ -75,8 +79,10 @@ def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _count(cls: type, status: str) -> None:
+def _count(cls: type, status: str, why: str | None = None) -> None:
     name = _class_name(cls)
+    if why is not None:
+        _state.why[name].add(f"{status}: {why}"[:_WHY_CHARS])
     _state.by_class[name][status] += 1
     if _state.current is not None:
         _state.current.setdefault(name, Counter())[status] += 1
@@ -108,11 +114,11 @@ def _adopt(client: Any) -> None:
         warnings.simplefilter("always")
         try:
             result = llmpulse.wrap(clone, sinks=[_state.sink])
-        except llmpulse.UnsupportedClientError:
-            _count(cls, "unsupported")
+        except llmpulse.UnsupportedClientError as exc:
+            _count(cls, "unsupported", str(exc))
             return
-        except Exception:  # noqa: BLE001 - counted; the test goes on with the bare client
-            _count(cls, "raised")
+        except Exception as exc:  # noqa: BLE001 - counted; the test goes on with the bare client
+            _count(cls, "raised", f"{type(exc).__name__}: {exc}")
             return
     runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     # The suites turn warnings into errors: replay what wrap() said, but its fallback warning.
@@ -122,13 +128,13 @@ def _adopt(client: Any) -> None:
     # wrap() warns once per class: later fallbacks of that class are silent.
     if result is clone and (runtime or cls in _state.fell_back):
         _state.fell_back.add(cls)
-        _count(cls, "fell_back")
+        _count(cls, "fell_back", "; ".join(str(w.message) for w in runtime) or None)
         return
     if type(result) is not cls:
         try:
             client.__class__ = type(result)
-        except TypeError:
-            _count(cls, "raised")
+        except TypeError as exc:
+            _count(cls, "raised", f"adopting {_class_name(type(result))}: {exc}")
             return
     client.__dict__ = result.__dict__
     _state.keep[client] = result
@@ -286,6 +292,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if CLIENTS_PATH and MODE == "wrapped":
         with open(f"{CLIENTS_PATH}.{worker or 'main'}", "w") as f:
             json.dump({k: dict(v) for k, v in sorted(_state.by_class.items())}, f, indent=1)
+    if WHY_PATH and MODE == "wrapped":
+        with open(f"{WHY_PATH}.{worker or 'main'}", "w") as f:
+            json.dump({k: sorted(v) for k, v in sorted(_state.why.items())}, f, indent=1)
     if worker is None and RESULTS_PATH:
         with open(RESULTS_PATH, "w") as f:
             json.dump(_results, f, indent=0, sort_keys=True)

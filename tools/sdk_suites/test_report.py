@@ -37,6 +37,8 @@ def _write(out: Path, exceptions: str) -> tuple[int, dict[str, object]]:
         (out / f"openai-{mode}.json").write_text(json.dumps(results))
     (out / "openai-wrapped.clients.json.gw0").write_text(json.dumps({"openai.OpenAI": {"wrapped": 3}}))
     (out / "openai-wrapped.clients.json.gw1").write_text(json.dumps({"openai.OpenAI": {"fell_back": 1}}))
+    why = {"openai.OpenAI": ["fell_back: unknown SDK internals"]}
+    (out / "openai-wrapped.why.json.gw1").write_text(json.dumps(why))
     path = out / "exceptions.txt"
     path.write_text(exceptions)
     code = report.write(
@@ -98,6 +100,7 @@ def test_per_class_counts_merge_the_workers_and_list_known_classes(tmp_path: Pat
     assert entry["known_classes"] == ["openai.OpenAI", "openai.AsyncOpenAI"]
     assert "| openai.OpenAI | wrapped | 3 | 1 | 0 | 0 | 0 | 0 | 1 |" in markdown
     assert "| openai.AsyncOpenAI | wrapped | 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in markdown
+    assert "- wrapped, openai.OpenAI: `fell_back: unknown SDK internals`" in markdown
     candidates = (tmp_path / "exceptions-candidates.txt").read_text().splitlines()
     assert candidates[0].startswith("openai tests/test_client.py::TestOpenAI::test_gone  # unclassified")
 
