@@ -20,6 +20,7 @@ from groups import GROUPS, UNCLASSIFIED, group_of, title_of
 _OK = ("passed", "xfailed")
 _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 _STATUSES = ("wrapped", "fell_back", "unsupported", "raised", "sdk", "inner")
+_BUILT_BY_TESTS = _STATUSES[:4]  # sdk: built by the SDK's own code; inner: by llmpulse
 
 
 class Exceptions:
@@ -253,15 +254,16 @@ def _class_table(entry: dict[str, Any]) -> list[str]:
     if not wrapped_modes:
         return []
     lines = ["Client classes (constructions; failing: the wrapped-only failures that built one):", ""]
-    header = "| class | mode | " + " | ".join(s.replace("_", " ") for s in _STATUSES) + " | failing |"
-    lines += [header, "|---|---|" + "---:|" * (len(_STATUSES) + 1)]
+    header = "| class | mode | built by tests | " + " | ".join(s.replace("_", " ") for s in _STATUSES)
+    lines += [header + " | failing |", "|---|---|" + "---:|" * (len(_STATUSES) + 2)]
     for mode in wrapped_modes:
         classes = entry["modes"][mode]["classes"]
         failing = entry["comparisons"].get(mode, {}).get("by_class", {})
         names = set(classes) | set(entry["known_classes"]) | {n for n in failing if not n.startswith("(")}
         for name in sorted(names):
             statuses = classes.get(name, {})
-            cells = " | ".join(str(statuses.get(s, 0)) for s in _STATUSES)
+            by_tests = sum(statuses.get(s, 0) for s in _BUILT_BY_TESTS)
+            cells = " | ".join([str(by_tests), *(str(statuses.get(s, 0)) for s in _STATUSES)])
             lines.append(f"| {name} | {mode} | {cells} | {failing.get(name, 0)} |")
     lines.append("")
     for mode in wrapped_modes:

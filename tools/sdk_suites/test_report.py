@@ -98,8 +98,8 @@ def test_per_class_counts_merge_the_workers_and_list_known_classes(tmp_path: Pat
 
     assert entry["modes"]["wrapped"]["classes"] == {"openai.OpenAI": {"wrapped": 3, "fell_back": 1}}
     assert entry["known_classes"] == ["openai.OpenAI", "openai.AsyncOpenAI"]
-    assert "| openai.OpenAI | wrapped | 3 | 1 | 0 | 0 | 0 | 0 | 1 |" in markdown
-    assert "| openai.AsyncOpenAI | wrapped | 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in markdown
+    assert "| openai.OpenAI | wrapped | 4 | 3 | 1 | 0 | 0 | 0 | 0 | 1 |" in markdown
+    assert "| openai.AsyncOpenAI | wrapped | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in markdown
     assert "- wrapped, openai.OpenAI: `fell_back: unknown SDK internals`" in markdown
     candidates = (tmp_path / "exceptions-candidates.txt").read_text().splitlines()
     assert candidates[0].startswith("openai tests/test_client.py::TestOpenAI::test_gone  # unclassified")
