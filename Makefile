@@ -18,7 +18,8 @@ INSTRUCTOR         ?= .venv-frameworks-instructor
 INSTRUCTOR_STAMP   := $(INSTRUCTOR)/.installed
 FRAMEWORK_PYTEST   := pytest -q -p no:cacheprovider
 
-.PHONY: venv demo test lint typecheck pytest test-legacy fidelity-long bench scenarios clean frameworks frameworks-ci
+.PHONY: venv demo test lint typecheck pytest test-legacy fidelity-long bench scenarios clean frameworks frameworks-ci \
+	sdk-suites sdk-contract
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +87,16 @@ bench: $(STAMP)
 # The field's scenarios, measured against the fake provider (minutes; not part of `make test`).
 scenarios: $(STAMP)
 	$(BIN)/python scenarios/run.py
+
+# The SDKs' own offline test suites, bare and with every client wrapped (tools/sdk_suites/; own
+# virtualenv .venv-sdk-suites and sdists in .sdk-suites/). Fails on a wrapped-only failure that is
+# not in tools/sdk_suites/exceptions.txt. Full suites, three modes: about an hour.
+sdk-suites:
+	$(PYTHON) tools/sdk_suites/run.py
+
+# The client, retry, streaming, upload and auth test files, bare and wrapped-neutral (minutes; CI).
+sdk-contract:
+	$(PYTHON) tools/sdk_suites/run.py --contract --modes baseline wrapped-neutral
 
 clean:
 	rm -rf $(VENV) $(LEGACY) $(FRAMEWORKS) $(INSTRUCTOR) .coverage htmlcov .mypy_cache .ruff_cache .pytest_cache
