@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 import llmpulse
 from conftest import MESSAGES, OPENAI_KEY
+from llmpulse import _wrap
 from llmpulse.testing import CapturingSink, FakeProvider
 
 
@@ -183,3 +184,15 @@ def test_a_subclass_that_overrides_copy_is_wrapped_once(fake: FakeProvider, sink
         assert copied.team == "search"
         copied.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert len(sink.calls) == 1
+
+
+def test_a_client_the_sdk_cannot_copy_is_returned_with_a_warning_naming_the_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Credentials removed after construction: the SDK's copy() refuses, wrap() says so and returns it."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with openai.OpenAI(api_key=OPENAI_KEY) as client:
+        client.api_key = ""  # what copy() passes on, and the SDK then refuses
+        _wrap._warned.discard(openai.OpenAI)
+        with pytest.warns(RuntimeWarning, match=r"the SDK's copy\(\) of it failed"):
+            assert llmpulse.wrap(client, registry=CollectorRegistry()) is client

@@ -432,10 +432,17 @@ def _give_up(client: Any, exc: Exception, pipeline: Any) -> Any:
         pipeline.metrics.record_wrap_failure(reason)
     if type(client) not in _warned:
         _warned.add(type(client))
+        # The SDK's own error (its copy() refusing this client's settings) is not a release llmpulse
+        # does not know: say which it is.
+        own = type(exc).__module__.split(".")[0] in ("openai", "anthropic")
+        why = (
+            "the SDK's copy() of it failed, which wrap() needs"
+            if own
+            else "this SDK release may be newer than llmpulse knows"
+        )
         warnings.warn(
             f"llmpulse could not instrument {type(client).__qualname__} ({reason}: {exc}); "
-            "this SDK release may be newer than llmpulse knows. The client is returned "
-            "unwrapped and works as before, without telemetry.",
+            f"{why}. The client is returned unwrapped and works as before, without telemetry.",
             RuntimeWarning,
             stacklevel=3,
         )
