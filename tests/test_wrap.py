@@ -196,3 +196,14 @@ def test_a_client_the_sdk_cannot_copy_is_returned_with_a_warning_naming_the_copy
         _wrap._warned.discard(openai.OpenAI)
         with pytest.warns(RuntimeWarning, match=r"the SDK's copy\(\) of it failed"):
             assert llmpulse.wrap(client, registry=CollectorRegistry()) is client
+
+
+def test_the_wrapped_client_keeps_settings_the_sdks_copy_would_normalise() -> None:
+    """An empty Vertex project_id stays empty (copy() makes it None): the call fails as it does bare."""
+    bare = anthropic.AnthropicVertex(region="us-east5", project_id="", access_token="ya29.test-token")
+    wrapped = llmpulse.wrap(bare, registry=CollectorRegistry())
+    assert wrapped.project_id == bare.project_id == ""
+    for client in (bare, wrapped):
+        with pytest.raises(ValueError, match="non-empty value for `project_id`"):
+            client.messages.create(model="claude-sonnet-4-5@20250929", max_tokens=8, messages=MESSAGES)
+    bare.close()

@@ -112,8 +112,7 @@ def wrap(
         )
         _instrument(type(client), hook.http)
         wrapped = type(client).copy(client)  # type: ignore[attr-defined]
-        # Not a constructor argument, so not carried by copy(): the caller's choice stays.
-        wrapped._strict_response_validation = client._strict_response_validation  # type: ignore[attr-defined]
+        _keep_settings(client, wrapped)
     except Exception as exc:  # noqa: BLE001 - an unknown SDK release must not break the app
         return cast("ClientT", _give_up(client, exc, pipeline))
     register(wrapped, hook, client)
@@ -404,6 +403,23 @@ def _wrapped_copy(original: Any) -> Any:
         return result
 
     return copy
+
+
+_SCALARS = (str, int, float, bool, type(None))
+_MISSING = object()
+
+
+def _keep_settings(client: Any, wrapped: Any) -> None:
+    """Give the copy the original's plain settings where the SDK's copy() does not carry them.
+
+    copy() rebuilds the client from its constructor arguments, so a setting that is not one
+    (``_strict_response_validation``) or that the constructor normalises (an empty Vertex
+    ``project_id`` becomes None, which the bare client would reject at call time) would differ.
+    """
+    state = vars(wrapped)
+    for name, value in vars(client).items():
+        if type(value) in _SCALARS and state.get(name, _MISSING) != value:
+            state[name] = value
 
 
 def _traces_on(client: Any) -> bool:
