@@ -180,6 +180,21 @@ def test_latency_jump(clock: FakeClock, sink: Alerts) -> None:
     assert sink.got[0].value == pytest.approx(0.35, rel=0.1)
 
 
+@pytest.mark.parametrize(("exceeded", "word"), [(True, "past"), (False, "within")])
+def test_a_slow_call_alert_says_what_healthy_calls_lately_allowed(
+    clock: FakeClock, sink: Alerts, exceeded: bool, word: str
+) -> None:
+    """The learned deadline is the slow-call alert's evidence: an outlier, or what this model now takes."""
+    e = engine(clock, sink)
+    e.record(
+        make_call_event(
+            latency_s=20.0, deadline_learned_s=4.25, deadline_exceeded=exceeded, deadline_phase="answer"
+        )
+    )
+    [alert] = sink.got
+    assert f"20.0 s, {word} the 4.2 s its healthy calls lately allow (answer)" in alert.summary
+
+
 def test_per_call_rules_fire_once_per_window_then_resolve(clock: FakeClock, sink: Alerts) -> None:
     """A call over 15 s fires at once; more within the window say nothing; a quiet window resolves it."""
     e = engine(clock, sink)

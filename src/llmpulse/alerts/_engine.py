@@ -336,7 +336,14 @@ class AlertEngine:
     def _per_call_rules(self, event: CallEvent, now: float) -> None:
         config = self.config
         if config.slow_call_s is not None and event.latency_s > config.slow_call_s:
-            self._trip("slow_call", event, now, event.latency_s, f"{event.latency_s:.1f} s")
+            text = f"{event.latency_s:.1f} s"
+            learned = event.deadline_learned_s
+            if learned is not None:
+                # What healthy calls of this endpoint and model took lately: an outlier or the norm?
+                past = "past" if event.deadline_exceeded else "within"
+                phase = event.deadline_phase
+                text += f", {past} the {learned:.1f} s its healthy calls lately allow ({phase})"
+            self._trip("slow_call", event, now, event.latency_s, text)
         if config.max_output_tokens is not None and (event.output_tokens or 0) > config.max_output_tokens:
             tokens = float(event.output_tokens or 0)
             self._trip("large_output", event, now, tokens, f"{tokens:,.0f} output tokens")
