@@ -21,6 +21,7 @@ def test_demo_runs_and_writes_json_logs(tmp_path: Path, capsys: pytest.CaptureFi
     """A short demo drives traffic through wrapped clients, shows a table and writes one log line per call."""
     assert main(["demo", "--duration", "2", "--workers", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert out.startswith(f"llmpulse {llmpulse.__version__} demo:")  # the banner names the release
     assert "Summary" in out
     assert "TOTAL" in out  # the live table
     assert "Alerts (in-process rules" in out  # what fired (if anything), after the run
@@ -42,3 +43,14 @@ def test_cli_rejects_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["demo", "--bogus"])
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_version_has_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    """`llmpulse --version`, llmpulse.__version__ and the installed package's metadata agree."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"llmpulse {llmpulse.__version__}"
+    assert version("llmpulse") == llmpulse.__version__

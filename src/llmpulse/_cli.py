@@ -10,7 +10,10 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``llmpulse`` command."""
+    from . import __version__  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(prog="llmpulse", description="See and control every LLM API call.")
+    parser.add_argument("--version", action="version", version=f"llmpulse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a multi-tenant workload against the fake provider")
     from ._demo import add_arguments  # noqa: PLC0415

@@ -92,7 +92,7 @@ def run_demo(args: argparse.Namespace) -> int:
         }
         for client in clients.values():
             stack.callback(client.close)
-        print(f"llmpulse demo: {args.duration:.0f}s of traffic against {where}")
+        print(f"llmpulse {llmpulse.__version__} demo: {args.duration:.0f}s of traffic against {where}")
         print(f"  metrics: {server.url}   JSON logs: {log_path}")
         duration = min(args.duration, 10.0) if args.real else args.duration
         stop_at = time.monotonic() + duration
