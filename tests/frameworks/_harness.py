@@ -21,6 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+OWN_VENV = (
+    "this framework is installed by `make frameworks` / `make frameworks-ci` (requirements/frameworks*.txt),"
+    " which run this file; `make test` does not collect it"
+)
+"""Why a framework's module is skipped where its package is missing (a plain ``pytest tests``)."""
+
 # Nothing a framework does may leave the machine: no telemetry, tracing or downloads. (Not
 # OTEL_SDK_DISABLED: in `make test` these modules share a process with tests/test_otel.py.)
 for _name, _value in {

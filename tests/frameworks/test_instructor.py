@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from llmpulse.testing import CapturingSink, FakeProvider
 
-instructor = pytest.importorskip("instructor")
+instructor = pytest.importorskip("instructor", reason=h.OWN_VENV)
 
 
 class Incident(BaseModel):

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from llmpulse.testing import CapturingSink, FakeProvider
 
-langchain_openai = pytest.importorskip("langchain_openai")
-langchain_anthropic = pytest.importorskip("langchain_anthropic")
+langchain_openai = pytest.importorskip("langchain_openai", reason=h.OWN_VENV)
+langchain_anthropic = pytest.importorskip("langchain_anthropic", reason=h.OWN_VENV)
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from llmpulse.testing import CapturingSink, FakeProvider
 
-litellm = pytest.importorskip("litellm")
+litellm = pytest.importorskip("litellm", reason=h.OWN_VENV)
 
 # LiteLLM's own code draws pydantic's warnings: on its types (ReadOnly items), and on its chunks
 # (model_computed_fields read on an instance). Neither is about the client it is given.

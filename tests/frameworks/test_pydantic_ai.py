@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from llmpulse.testing import CapturingSink, FakeProvider
 
-pydantic_ai = pytest.importorskip("pydantic_ai")
+pydantic_ai = pytest.importorskip("pydantic_ai", reason=h.OWN_VENV)
 from pydantic_ai.messages import ModelRequest, ModelResponse  # noqa: E402
 from pydantic_ai.models.anthropic import AnthropicModel  # noqa: E402
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel  # noqa: E402
