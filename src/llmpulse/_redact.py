@@ -42,6 +42,7 @@ __all__ = [
     "Secret",
     "pii",
     "redact",
+    "secret_values",
     "secrets_of",
 ]
 
@@ -150,13 +151,14 @@ class Secret:
         return text
 
 
+def secret_values(values: Iterable[object]) -> tuple[str, ...]:
+    """The credentials among ``values`` worth looking for (strings of 8 characters or more), once each."""
+    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and len(v) >= 8))
+
+
 def secrets_of(values: Iterable[object]) -> tuple[Secret, ...]:
-    """The credentials among ``values`` worth looking for (strings of 8 characters or more)."""
-    seen: dict[str, Secret] = {}
-    for value in values:
-        if isinstance(value, str) and len(value) >= 8 and value not in seen:
-            seen[value] = Secret(value)
-    return tuple(seen.values())
+    """`Secret` for each of `secret_values` ``values``."""
+    return tuple(Secret(value) for value in secret_values(values))
 
 
 # Built-in personal-data rules (``LLMPULSE_REDACT=pii``): what providers' validation and

@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 from ._config import Settings, get_settings
@@ -29,7 +29,7 @@ from ._exit import start_daemon
 from ._hook import Hook
 from ._loop import instrument_sdk
 from ._pipeline import get_pipeline, make_metrics, run_exit_hook_first
-from ._redact import secrets_of
+from ._redact import secret_values, secrets_of
 from ._registry import hook_of, original_of, register
 from ._runtime import price_table
 from ._sampling import Sampler
@@ -342,8 +342,12 @@ def _addressed(hook: Hook, client: Any) -> Hook:
     return dataclasses.replace(
         hook,
         api_key_id=_fingerprint(getattr(client, "api_key", None)),
-        secrets=secrets_of(_credential(client, path) for path in _CREDENTIALS),
+        secrets=secrets_of(_credentials(client)),
     )
+
+
+def _credentials(client: Any) -> Iterator[Any]:
+    return (_credential(client, path) for path in _CREDENTIALS)
 
 
 # Where the SDK clients keep what authenticates them: OpenAI and Anthropic keys
@@ -377,8 +381,10 @@ _INSTRUMENT_LOCK = threading.Lock()
 
 def _instrument(cls: type, http: Any) -> None:
     """Install llmpulse's entry points for clients of ``cls`` on ``http`` (each class and module once)."""
-    instrument_sdk(_sdk_package(cls))
     instrument_http(http)
+    if cls in _INSTRUMENTED:
+        return
+    instrument_sdk(_sdk_package(cls))
     with _INSTRUMENT_LOCK:
         for klass in cls.__mro__:
             if klass in _INSTRUMENTED or "copy" not in vars(klass):
@@ -389,6 +395,7 @@ def _instrument(cls: type, http: Any) -> None:
             if vars(klass).get("with_options") is original:
                 klass.with_options = copy  # type: ignore[attr-defined]
             _INSTRUMENTED.add(klass)
+        _INSTRUMENTED.add(cls)  # every class of its MRO is done (one that defines no copy too)
 
 
 def _wrapped_copy(original: Any) -> Any:
@@ -433,13 +440,13 @@ def _traces_on(client: Any) -> bool:
 
 def _rehook(hook: Hook, client: Any) -> Hook:
     """The hook of ``client``, a copy of a wrapped client: ``hook`` unless its credentials differ."""
-    new = dataclasses.replace(
-        _addressed(hook, client), http=_http_module(client._client), trace_context=_traces_on(client)
-    )
-    same_secrets = [s.value for s in new.secrets] == [s.value for s in hook.secrets]
-    if same_secrets and (new.http, new.trace_context) == (hook.http, hook.trace_context):
+    # Compared before anything is built: a with_options() per request must stay cheap.
+    http, traces = _http_module(client._client), _traces_on(client)
+    same_secrets = secret_values(_credentials(client)) == tuple(s.value for s in hook.secrets)
+    same_key = _fingerprint(getattr(client, "api_key", None)) == hook.api_key_id
+    if same_secrets and same_key and (http, traces) == (hook.http, hook.trace_context):
         return hook
-    return new
+    return dataclasses.replace(_addressed(hook, client), http=http, trace_context=traces)
 
 
 def _give_up(client: Any, exc: Exception, pipeline: Any) -> Any:
