@@ -100,16 +100,19 @@ class Hook:
     def start_call(
         self,
         request: Any,
-        max_retries: int,
+        max_retries: int = 0,
         sdk_backoff: Callable[[int, Mapping[str, str] | None], float] | None = None,
+        *,
+        sdk_streams: bool = False,
     ) -> Call | None:
         """Begin observing ``request`` as one logical call; None lets it pass unobserved.
 
         ``max_retries`` is the call's own (per request or the client's), as the SDK reads it;
-        ``sdk_backoff`` the client's own delay before retry n (given the failed response's headers).
+        ``sdk_backoff`` the client's own delay before retry n (given the failed response's headers);
+        ``sdk_streams`` that the SDK was asked for a stream, so it never reads the body whole.
         """
         try:
-            return self._start_call(request, max_retries, sdk_backoff)
+            return self._start_call(request, max_retries, sdk_backoff, sdk_streams)
         except Exception:  # noqa: BLE001 - a bug here must not break the call
             self.pipeline.internal_error("start_call")
             return None
@@ -119,6 +122,7 @@ class Hook:
         request: Any,
         max_retries: int,
         sdk_backoff: Callable[[int, Mapping[str, str] | None], float] | None,
+        sdk_streams: bool,
     ) -> Call:
         if _COLLECTED:
             finish_collected()
@@ -152,7 +156,8 @@ class Hook:
             sdk_timeout=request.extensions.get("timeout"),
             input_content=input_content(body) if capture else None,
             capture=capture,
-            reads_whole=not info.streamed and request.headers.get(_RAW_RESPONSE_HEADER) != "stream",
+            reads_whole=not (sdk_streams or info.streamed)
+            and request.headers.get(_RAW_RESPONSE_HEADER) != "stream",
             original_body=original_body,
             address=(url.host, _port(url)),
             max_retries=max_retries,

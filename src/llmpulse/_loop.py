@@ -40,23 +40,32 @@ class Logical:
         "call",
         "client",
         "delay",
+        "first",
         "first_body",
         "hook",
         "max_retries",
         "override",
         "replay",
-        "sdk_backoff",
         "sdk_streams",
         "sent_built",
         "should_retry",
     )
 
     def __init__(
-        self, client: Any, hook: Hook, max_retries: int, should_retry: Callable[[Any], bool] | None = None
+        self,
+        client: Any,
+        hook: Hook,
+        first: Any,
+        max_retries: int,
+        should_retry: Callable[[Any], bool] | None = None,
+        *,
+        sdk_streams: bool = False,
     ) -> None:
         self.client = client  # the wrapped SDK client whose request entry runs this call
         self.hook = hook
+        self.first = first  # the call's options, as each attempt copies them
         self.max_retries = max_retries
+        self.sdk_streams = sdk_streams  # the SDK was asked for a stream: it will not read the body whole
         # The client's own retry rule where its class adds one (anthropic's token refresh on a 401).
         self.should_retry = should_retry
         self.call: Call | None = None
@@ -67,8 +76,6 @@ class Logical:
         self.built = 0  # requests the SDK built in this pass
         self.sent_built = 0  # of them, the ones that reached the transport
         self.replay: Any = None  # the SDK's check that this attempt's prepared body can be sent again
-        self.sdk_backoff: Callable[[int, Any], float] | None = None  # the client's delay before retry n
-        self.sdk_streams = False  # the SDK was asked for a stream: it will not read the body whole
 
     def retry_in(self, delay: float, call: Call, request: Any) -> None:
         """The transport decided on another attempt: remember how to make it."""
@@ -77,6 +84,11 @@ class Logical:
         # Only a body llmpulse could read before sending is one it may have rewritten.
         body = request_body(request) if self.first_body is not None else None
         self.override = body if body is not None and body != self.first_body else None
+
+    def sdk_backoff(self, retries_taken: int, headers: Any) -> float:
+        """The client's own delay before the next retry: its backoff, its random, its Retry-After rules."""
+        remaining = self.max_retries - retries_taken
+        return float(self.client._calculate_retry_timeout(remaining, self.first, headers))
 
     def sdk_retries_401(self, call: Call, request: Any, response: Any) -> bool:
         """Whether the client's own rule retries this 401 (a refreshed credential), within max_retries."""
@@ -121,6 +133,8 @@ def instrument_sdk(package: str) -> None:
     On the classes, not the instances: a wrapped client keeps the SDK's attributes only. Each entry
     point looks its client up in the registry; an unwrapped client passes straight through.
     """
+    if package in _INSTRUMENTED:  # every copy() of a wrapped client asks: no lock once done
+        return
     with _INSTRUMENT_LOCK:
         if package in _INSTRUMENTED:
             return
@@ -160,7 +174,7 @@ class _Entries:
             if self.package == "anthropic" and hasattr(cls, "_build_middleware_chain"):
                 _patch(cls, "_build_middleware_chain", _numbered_chain(cls._build_middleware_chain))
 
-    def start(self, client: Any, hook: Hook, options: Any) -> tuple[Any, Logical]:
+    def start(self, client: Any, hook: Hook, options: Any, kwargs: dict[str, Any]) -> Logical:
         max_retries = options.get_max_retries(client.max_retries)
         validate = getattr(client, "_validate_max_retries", None)
         if validate is not None:
@@ -170,31 +184,23 @@ class _Entries:
             first.idempotency_key = client._idempotency_key()  # one key for every attempt, as bare
         base = self.base.BaseClient
         own_rule = client._should_retry if type(client)._should_retry is not base._should_retry else None
-        logical = Logical(client, hook, max_retries, own_rule)
-        calculate = getattr(client, "_calculate_retry_timeout", None)
-        if calculate is not None:
+        return Logical(client, hook, first, max_retries, own_rule, sdk_streams=bool(kwargs.get("stream")))
 
-            def sdk_backoff(retries_taken: int, headers: Any) -> float:
-                # The SDK's own computation (its random, its Retry-After rules), as bare.
-                return float(calculate(max_retries - retries_taken, first, headers))
-
-            logical.sdk_backoff = sdk_backoff
-        return first, logical
-
-    def one_attempt(self, first: Any, logical: Logical) -> Any:
-        options = self.model_copy(first)
+    def one_attempt(self, logical: Logical) -> Any:
+        options = self.model_copy(logical.first)
         options.max_retries = 0  # the SDK makes this one attempt; llmpulse decides on the next
         logical.delay = None
         logical.built = logical.sent_built = 0
         return options
 
-    def again(self, logical: Logical, exc: Exception, options: Any) -> float | None:
+    def again(self, logical: Logical, exc: Exception) -> float | None:
+        options = logical.first
         delay, call = logical.delay, logical.call
         own_exception_rule = getattr(logical.client, "_should_retry_exception", None)  # anthropic's
         if logical.built == logical.sent_built == 0 and own_exception_rule is not None:
             # Nothing was sent in this pass (anthropic middleware raised RetryableError itself): not
             # the provider's failure, so the SDK's own rule and backoff decide, as bare.
-            return self.unsent_retry(logical, own_exception_rule, exc, options)
+            return self.unsent_retry(logical, own_exception_rule, exc)
         if delay is None or call is None:
             return None
         if logical.replay is not None and not logical.replay.rewind():
@@ -213,13 +219,13 @@ class _Entries:
             )
         return delay
 
-    def unsent_retry(self, logical: Logical, rule: Any, exc: Exception, options: Any) -> float | None:
+    def unsent_retry(self, logical: Logical, rule: Any, exc: Exception) -> float | None:
         left = logical.max_retries - logical.attempt
         if left <= 0 or not rule(exc)[0]:
             return None
-        delay: float = logical.client._calculate_retry_timeout(left, options, None)
+        delay = logical.sdk_backoff(logical.attempt, None)
         logical.attempt += 1
-        self.log.info("Retrying request to %s in %f seconds", options.url, delay)
+        self.log.info("Retrying request to %s in %f seconds", logical.first.url, delay)
         return delay
 
     def _build_request(self, build: Callable[..., Any]) -> Callable[..., Any]:
@@ -244,16 +250,15 @@ class _Entries:
             hook = hook_of(client)
             if hook is None:
                 return entry(client, cast_to, options, **kwargs)
-            first, logical = self.start(client, hook, options)
-            logical.sdk_streams = bool(kwargs.get("stream"))
+            logical = self.start(client, hook, options, kwargs)
             token = _LOGICAL.set(logical)
             try:
                 while True:
-                    attempt_options = self.one_attempt(first, logical)
+                    attempt_options = self.one_attempt(logical)
                     try:
                         return entry(client, cast_to, attempt_options, **kwargs)
                     except Exception as exc:
-                        delay = self.again(logical, exc, first)
+                        delay = self.again(logical, exc)
                         if delay is None:
                             raise
                     _sleep(hook.policies.clock, delay, logical)
@@ -267,16 +272,15 @@ class _Entries:
             hook = hook_of(client)
             if hook is None:
                 return await entry(client, cast_to, options, **kwargs)
-            first, logical = self.start(client, hook, options)
-            logical.sdk_streams = bool(kwargs.get("stream"))
+            logical = self.start(client, hook, options, kwargs)
             token = _LOGICAL.set(logical)
             try:
                 while True:
-                    attempt_options = self.one_attempt(first, logical)
+                    attempt_options = self.one_attempt(logical)
                     try:
                         return await entry(client, cast_to, attempt_options, **kwargs)
                     except Exception as exc:
-                        delay = self.again(logical, exc, first)
+                        delay = self.again(logical, exc)
                         if delay is None:
                             raise
                     await _asleep(hook.policies.clock, delay, logical)

@@ -290,6 +290,8 @@ def instrument_http(http: ModuleType) -> None:
     caller's objects, untouched); any other send, and every send outside a
     wrapped call, gets the transport httpx picked.
     """
+    if http in _INSTRUMENTED:  # every copy() of a wrapped client asks: no lock once done
+        return
     with _INSTRUMENT_LOCK:
         if http in _INSTRUMENTED:
             return
@@ -352,9 +354,9 @@ def _call_of(logical: Logical, request: Any) -> Call | None:
     call = logical.call
     if call is None:
         logical.first_body = request_body(request)
-        call = logical.call = logical.hook.start_call(request, logical.max_retries, logical.sdk_backoff)
-        if call is not None and logical.sdk_streams:
-            call.reads_whole = False  # a stream the SDK hands over as it arrives, whatever the body asked
+        call = logical.call = logical.hook.start_call(
+            request, logical.max_retries, logical.sdk_backoff, sdk_streams=logical.sdk_streams
+        )
     else:
         logical.reapply(logical.hook, request)
     return call
@@ -370,11 +372,8 @@ def _decide(call: Call, logical: Logical, request: Any, response: Any, body: byt
 
 def _take_logical(request: Any) -> Logical | None:
     # The marker is llmpulse's, not the wire's: the transports below never see it.
-    extensions = request.extensions
-    if LOGICAL_EXTENSION not in extensions:
-        return None
-    extensions = dict(extensions)
-    logical: Logical = extensions.pop(LOGICAL_EXTENSION)
-    logical.sent_built += 1
-    request.extensions = extensions
+    # Each attempt's request is the SDK's own, built for it: take the marker off in place.
+    logical: Logical | None = request.extensions.pop(LOGICAL_EXTENSION, None)
+    if logical is not None:
+        logical.sent_built += 1
     return logical
