@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "llmpulse-rules.yml"
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
 DASHBOARD = ROOT / "deploy" / "grafana" / "llmpulse.json"
-ALERTS_DOC = ROOT / "docs" / "alerts.md"
+ALERTS_DOC = ROOT / "docs" / "prometheus-alerts.md"
 WORKLOAD = Path(__file__).resolve().parent / "prometheus_workload.py"
 SEVERITIES = {"warning", "page"}
 # Grafana's variables and macros, replaced by plausible values before Prometheus parses a query.
@@ -187,9 +187,9 @@ def test_rules_follow_the_conventions(plain_prometheus: PrometheusServer) -> Non
         assert set(annotations) == {"summary", "description", "runbook"}, rule["name"]
         assert re.search(r"\d", annotations["description"]), f"{rule['name']}: no threshold in description"
         page, anchor = annotations["runbook"].split("#")
-        assert page == "docs/alerts.md"
+        assert page == "docs/prometheus-alerts.md"
         assert anchor == rule["name"].lower()
-        assert anchor in anchors, f"docs/alerts.md has no section #{anchor}"
+        assert anchor in anchors, f"docs/prometheus-alerts.md has no section #{anchor}"
         assert rule["duration"] > 0, f"{rule['name']} fires on a single evaluation"
     assert all(found == SEVERITIES for found in tiers.values()), tiers
 
@@ -427,7 +427,7 @@ def test_e2e_p95_agrees_with_llmpulse_then_5xx_alert_fires_only_under_faults(
         a for a in prom.get("alerts")["alerts"] if a["labels"]["alertname"] == "LLMPulse5xxRatioHigh"
     )
     assert alert["labels"]["gen_ai_request_model"] == "gpt-4o-mini"
-    assert alert["annotations"]["runbook"] == "docs/alerts.md#llmpulse5xxratiohigh"
+    assert alert["annotations"]["runbook"] == "docs/prometheus-alerts.md#llmpulse5xxratiohigh"
     assert 0.1 < float(alert["value"]) < 0.6
 
 

@@ -3,7 +3,7 @@
 `top_tenants` answers "who is calling?"; `elevate_sampling` keeps every
 call's trace and attempt events for a while, to see what is going on. With a
 shared store (Redis) both act across every replica, not just the process
-they are called in. The PromQL equivalents are in docs/alerts.md.
+they are called in. The PromQL equivalents are in docs/prometheus-alerts.md.
 """
 
 from __future__ import annotations
