@@ -432,33 +432,33 @@ def test_calls_per_s_uses_the_time_the_window_covers(clock: FakeClock):
 
 
 def test_values_past_max_keys_go_to_other(clock: FakeClock):
-    """Past max_keys distinct values per dimension, further values share "other"; totals stay exact."""
+    """Past max_keys distinct values per dimension, further values share "__other__"; totals stay exact."""
     stats = RollingStats(clock=clock, max_keys=2)
     for tenant in ["a", "b", "c", "d", "a", "d"]:
         stats.record(event(tenant=tenant, model=f"m-{tenant}"))
     snap = stats.snapshot()
-    assert {k: g.calls for k, g in snap.by_tenant.items()} == {"a": 2, "b": 1, "other": 3}
-    assert {k: g.calls for k, g in snap.by_model.items()} == {"m-a": 2, "m-b": 1, "other": 3}
+    assert {k: g.calls for k, g in snap.by_tenant.items()} == {"a": 2, "b": 1, "__other__": 3}
+    assert {k: g.calls for k, g in snap.by_model.items()} == {"m-a": 2, "m-b": 1, "__other__": 3}
     assert snap.total.calls == 6
 
 
 def test_admitted_keys_are_never_evicted(clock: FakeClock):
-    """Admitted values keep their own group in later buckets, and late values stay in "other"."""
+    """Admitted values keep their own group in later buckets, and late values stay in "__other__"."""
     stats = RollingStats(clock=clock, max_keys=1)
     stats.record(event(tenant="first"))
     clock.advance(3000)  # "first" has long left every window
     stats.record(event(tenant="late"))
     stats.record(event(tenant="first"))
     snap = stats.snapshot(60)
-    assert {k: g.calls for k, g in snap.by_tenant.items()} == {"first": 1, "other": 1}
+    assert {k: g.calls for k, g in snap.by_tenant.items()} == {"first": 1, "__other__": 1}
 
 
 def test_max_keys_zero_puts_everything_in_other(clock: FakeClock):
-    """With max_keys=0 every value is counted under "other"."""
+    """With max_keys=0 every value is counted under "__other__"."""
     stats = RollingStats(clock=clock, max_keys=0)
     stats.record(event())
     snap = stats.snapshot()
-    assert (list(snap.by_model), list(snap.by_route), list(snap.by_tenant)) == (["other"],) * 3
+    assert (list(snap.by_model), list(snap.by_route), list(snap.by_tenant)) == (["__other__"],) * 3
 
 
 def test_top_ranks_groups_by_requests_tokens_and_cost(stats: RollingStats):

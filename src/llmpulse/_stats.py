@@ -22,7 +22,7 @@ calls up to one bucket younger may already have dropped out.
 Memory is bounded by the rings: at most ``fine_horizon_s / bucket_s +
 horizon_s / coarse_bucket_s`` buckets (60 + 12), each with at most
 ``max_keys + 1`` groups per dimension (values past ``max_keys`` share the
-group "other"), each group with two sparse sketches: one dict entry per
+group "__other__", as in the Prometheus metrics), each group with two sparse sketches: one dict entry per
 2 % bucket its calls hit in that interval, so no more entries than calls,
 and never more than 1,037 (~37 KB). In practice a bucket only holds the
 groups that made calls during its interval, at roughly 0.5 KB for a group
@@ -51,7 +51,7 @@ Dimension = Literal["model", "route", "tenant"]
 TopBy = Literal["requests", "tokens", "cost"]
 """What `RollingStats.top` ranks by."""
 
-OTHER = "other"
+OTHER = "__other__"
 """The shared group of the values seen after ``max_keys`` distinct ones."""
 
 UNKNOWN = "unknown"
@@ -275,7 +275,7 @@ class StatsSnapshot:
     """The result of `llmpulse.stats()`: all calls, and per model, route and tenant.
 
     Calls without a model, route or tenant are grouped under "unknown";
-    values seen after ``max_keys`` distinct ones share the group "other".
+    values seen after ``max_keys`` distinct ones share the group "__other__".
     Each ``by_*`` map is ordered by calls, most first.
 
     Attributes:
@@ -361,7 +361,7 @@ class RollingStats:
         fine_horizon_s: Longest window served at ``bucket_s`` resolution; longer
             ones (when ``horizon_s`` is longer) at ``coarse_bucket_s``.
         coarse_bucket_s: Time resolution of windows beyond ``fine_horizon_s``.
-        max_keys: Distinct values kept per dimension; later ones are counted under "other".
+        max_keys: Distinct values kept per dimension; later ones are counted under "__other__".
             Admitted values are never evicted, so group names stay stable.
 
     Raises:
@@ -507,7 +507,7 @@ class RollingStats:
     ) -> list[tuple[str, float]]:
         """The largest groups of one dimension over the last ``window_s`` seconds.
 
-        The shared "other" group is ranked like any value: if it shows up, the
+        The shared "__other__" group is ranked like any value: if it shows up, the
         ``max_keys`` cap was reached.
 
         Args:
