@@ -438,6 +438,27 @@ def stats(window_s: float = 300.0) -> StatsSnapshot:
     p50/p95/p99 latency, time to first token, error and 429 rates, tokens and
     cost, overall and per model, route and tenant, in bounded memory.
     Percentiles are within 1 % of the exact ones; see docs/stats.md.
+
+    Args:
+        window_s: How far back to look, in seconds (clamped to 10 s ... 3600 s;
+            not positive: ``ValueError``). Windows up to 10 minutes are served
+            from 10-second buckets, longer ones from 5-minute buckets, so a
+            call up to one bucket younger than ``window_s`` may have dropped out.
+
+    Returns:
+        A snapshot: ``total`` over every call of every wrapped client in the
+        process, and ``by_model``, ``by_route`` and ``by_tenant``, each ordered
+        by calls, most first. ``str()`` of it is one line per group.
+
+    Example:
+        ```python
+        import llmpulse
+
+        snap = llmpulse.stats(60)  # the last minute
+        print(snap.total.calls, snap.total.p95_s, snap.total.error_rate)
+        for tenant, group in snap.by_tenant.items():
+            print(tenant, group.calls, group.cost_usd)
+        ```
     """
     from ._call import finish_collected  # noqa: PLC0415
 

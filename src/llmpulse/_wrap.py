@@ -75,13 +75,30 @@ def wrap(
             wrapped with the same object share per-endpoint state.
 
     Returns:
-        The instrumented client; if the SDK's internals are not what llmpulse
-        expects (an unknown release), the client itself, after one warning.
+        The instrumented client. The client itself, unwrapped, when
+        ``LLMPULSE_ENABLED=0``, or after one warning when the SDK's internals
+        are not what llmpulse expects (an unknown release).
 
     Raises:
         UnsupportedClientError: ``client`` is not a supported SDK client (a ``TypeError``).
         ConfigError: An ``LLMPULSE_*`` environment variable is invalid.
 
+    Example:
+        ```python
+        import llmpulse
+        from openai import OpenAI
+
+        client = llmpulse.wrap(OpenAI())  # every call: an event, metrics, the policies
+
+        # A batch job's client: its events go to a file of their own instead of
+        # the configured sinks, it retries 5 times, with no circuit breaker.
+        batch = llmpulse.wrap(
+            OpenAI(),
+            sinks=[llmpulse.JsonlSink("batch-events.jsonl")],
+            policies=llmpulse.Policies(max_retries=5, breaker=None),
+        )
+        assert type(batch) is OpenAI and llmpulse.unwrap(batch) is not batch
+        ```
     """
     if hook_of(client) is not None:
         return client
@@ -246,7 +263,24 @@ def _warm_up_prices() -> None:
 
 
 def unwrap(client: Any) -> Any:
-    """Return the client that was passed to `wrap()` (or ``client`` if it is not wrapped)."""
+    """Return the client that was passed to `wrap()` (or ``client`` if it is not wrapped).
+
+    The original was never changed by `wrap()`: its calls make no events and
+    pass through no policies. Copies made from a wrapped client
+    (``with_options``, ``copy``) are wrapped too, and unwrap to the client
+    first given to `wrap()`.
+
+    Example:
+        ```python
+        import llmpulse
+        from openai import OpenAI
+
+        bare = OpenAI()
+        client = llmpulse.wrap(bare)
+        assert llmpulse.unwrap(client) is bare
+        assert llmpulse.unwrap(bare) is bare  # not wrapped: returned as it is
+        ```
+    """
     return original_of(client)
 
 
