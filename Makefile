@@ -17,13 +17,18 @@ FRAMEWORKS_STAMP   := $(FRAMEWORKS)/.installed
 INSTRUCTOR         ?= .venv-frameworks-instructor
 INSTRUCTOR_STAMP   := $(INSTRUCTOR)/.installed
 FRAMEWORK_PYTEST   := pytest -q -p no:cacheprovider
+
+# The documentation site (mkdocs.yml), built by Zensical in strict mode: a broken link, anchor,
+# snippet or API reference fails it.
+DOCS         ?= .venv-docs
+DOCS_STAMP   := $(DOCS)/.installed
 # Those frameworks' files run in their own virtualenvs (make frameworks, frameworks-ci), so make
 # test does not collect them: nothing is skipped for want of a package. openai-agents is in the
 # dev extras and runs in make test.
 FRAMEWORK_ONLY     := $(foreach f,instructor langchain litellm pydantic_ai,--ignore=tests/frameworks/test_$(f).py)
 
 .PHONY: venv demo test lint typecheck pytest test-legacy fidelity-long bench scenarios clean frameworks frameworks-ci \
-	sdk-suites sdk-contract
+	sdk-suites sdk-contract docs build-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +54,12 @@ $(INSTRUCTOR_STAMP): pyproject.toml requirements/frameworks-instructor.txt
 	$(INSTRUCTOR)/bin/pip install -q -e . -r requirements/frameworks-instructor.txt
 	touch $(INSTRUCTOR_STAMP)
 
+$(DOCS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DOCS)
+	$(DOCS)/bin/pip install -q --upgrade pip
+	$(DOCS)/bin/pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
 venv: $(STAMP)
 
 demo: $(STAMP)
@@ -68,6 +79,14 @@ test-legacy: $(LEGACY_STAMP)
 	$(LEGACY)/bin/pytest -q -p no:cacheprovider $(LEGACY_TESTS)
 
 test: lint typecheck pytest test-legacy
+
+# The site goes to site/ (open site/index.html); `$(DOCS)/bin/zensical serve` previews it live.
+docs: $(DOCS_STAMP)
+	$(DOCS)/bin/zensical build --strict --clean
+
+# The sdist and wheel, checked and installed in a clean virtualenv (tools/build_check.sh).
+build-check:
+	PYTHON=$(PYTHON) tools/build_check.sh
 
 # Each framework, bare client vs wrapped, sync/async, streamed or not (docs/compatibility.md).
 frameworks: $(FRAMEWORKS_STAMP) $(INSTRUCTOR_STAMP)
