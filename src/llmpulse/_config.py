@@ -122,8 +122,8 @@ class Settings:
         backoff_max_s: Largest backoff ceiling; None: 8 s (or the client's own
             backoff when ``backoff_base_s`` is None too).
         deadlines: "sdk" (default): each attempt gets the client's own timeout
-            and a call has no overall deadline, as with the bare SDK; "fixed": the
-            field's recipe (`llmpulse.Timeouts.fixed`, and 2 retries); "learned":
+            and a call has no overall deadline, as with the bare SDK; "fixed": a
+            production recipe for bounded attempts (`llmpulse.Timeouts.fixed`, and 2 retries); "learned":
             the client's timeouts, each attempt's read phases also cut at what
             healthy calls took (``Timeouts(learned=True)``). The
             ``*_timeout_s`` settings below override any, phase by phase.

@@ -1,4 +1,4 @@
-"""Alert thresholds: the field's defaults, each one configurable."""
+"""Alert thresholds: defaults from production practice, each one configurable."""
 
 from __future__ import annotations
 

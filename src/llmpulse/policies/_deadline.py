@@ -25,8 +25,8 @@ one):
   covers the time until a response is handed over. ``derive_total`` makes it
   twice an attempt's budget (connect + read) plus 2 s, room for one full retry.
 
-`Timeouts.fixed` is the field's recipe ("timeout <= the provider's SLA +
-500 ms", 8 s in its example), the preset ``LLMPULSE_DEADLINES=fixed``.
+`Timeouts.fixed` is a widely used production recipe ("timeout <= the
+provider's SLA + 500 ms", 8 s for a typical SLA), the preset ``LLMPULSE_DEADLINES=fixed``.
 
 ``learned`` (the preset ``LLMPULSE_DEADLINES=learned``) limits each
 attempt's read phases by what healthy calls to the same endpoint, model and
@@ -110,7 +110,7 @@ class Timeouts:
 
     @classmethod
     def fixed(cls) -> Timeouts:
-        """The field's recipe, the preset ``LLMPULSE_DEADLINES=fixed``.
+        """A production recipe for bounded attempts, the preset ``LLMPULSE_DEADLINES=fixed``.
 
         5 s to connect, 8 s + 20 ms per output token to answer (at most
         300 s), 10 s to a stream's first byte, 30 s between its chunks, and a
