@@ -2,7 +2,8 @@
 
 ``client = llmpulse.wrap(OpenAI())`` returns a client of the same class that
 emits one `CallEvent` per call (structured logs, Prometheus metrics, tokens,
-cost, latency) while behaving exactly like the SDK's.
+cost, latency), with the SDK's own answers, exceptions and streams
+(docs/compatibility.md measures how far that holds).
 """
 
 from typing import TYPE_CHECKING
