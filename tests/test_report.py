@@ -169,6 +169,99 @@ class TestNumbers:
         assert run_json(capsys, str(tmp_path / "pod.log"))["total"]["calls"] == 1
 
 
+class TestIncident:
+    """What is broken, since when, for whom: errors by kind, rates and latency over time, the worst run."""
+
+    @pytest.fixture(name="storm")
+    def _storm(self) -> list[CallEvent]:
+        """30 minutes, 10 calls a minute; in minutes 10-14 "globex" gets 429s; one 500, one rejection."""
+        events = []
+        for minute in range(30):
+            for i in range(10):
+                at = T0 + timedelta(minutes=minute, seconds=6 * i)
+                storm = 10 <= minute < 15 and i < 6  # 60 % of the calls fail in the storm
+                kind = {"outcome": "ok", "http_status": 200, "error_type": None}
+                if storm:
+                    kind = {"outcome": "error", "http_status": 429, "error_type": "RateLimitError"}
+                elif minute == 3 and i == 0:
+                    kind = {"outcome": "error", "http_status": 500, "error_type": "InternalServerError"}
+                elif minute == 20 and i == 2:
+                    kind = {"outcome": "rejected", "http_status": None, "error_type": None}
+                events.append(
+                    make_call_event(
+                        call_id=f"{minute}-{i}",
+                        started_at=at,
+                        tenant="globex" if storm else TENANTS[i % 3],
+                        latency_s=(5.0 + i if storm else 0.2 + 0.01 * i),
+                        attempts=0 if kind["outcome"] == "rejected" else 1,
+                        rejected_reason="circuit_open" if kind["outcome"] == "rejected" else None,
+                        **kind,
+                    )
+                )
+        return events
+
+    def test_errors_by_kind_and_status_with_first_and_last_seen(self, storm, tmp_path, capsys):
+        """Each (error type, status) is counted with its first and last start; rejections name the policy."""
+        result = run_json(capsys, str(write_jsonl(tmp_path / "s.jsonl", storm)))
+        storm_times = [e.started_at.timestamp() for e in storm if e.error_type == "RateLimitError"]
+        assert result["errors_by_kind"] == {
+            "folded_calls": 0,
+            "kinds": [
+                {
+                    "error": "RateLimitError",
+                    "http_status": 429,
+                    "calls": 30,
+                    "first": min(storm_times),
+                    "last": max(storm_times),
+                },
+                *(
+                    {"error": name, "http_status": status, "calls": 1, "first": at, "last": at}
+                    for name, status, at in (
+                        ("InternalServerError", 500, (T0 + timedelta(minutes=3)).timestamp()),
+                        (
+                            "rejected: circuit_open",
+                            None,
+                            (T0 + timedelta(minutes=20, seconds=12)).timestamp(),
+                        ),
+                    )
+                ),
+            ],
+        }
+
+    def test_timeline_counts_429s_and_keeps_latency_quantiles_per_bucket(self, storm, tmp_path, capsys):
+        """Per minute: 429s exactly, and p50/p95/p99 of the sent calls within 1 %."""
+        points = run_json(capsys, str(write_jsonl(tmp_path / "s.jsonl", storm)))["timeline"]["points"]
+        assert len(points) == 30
+        for minute, point in enumerate(points):
+            mine = [e for e in storm if e.started_at.timestamp() // 60 * 60 == point["start"]]
+            assert point["start"] == (T0 + timedelta(minutes=minute)).timestamp()
+            assert point["rate_limited"] == sum(e.http_status == 429 for e in mine)
+            assert_quantiles(point["latency_s"], [e.latency_s for e in mine if e.attempts > 0])
+
+    def test_summary_names_the_worst_bucket_the_elevated_run_and_who(self, storm, tmp_path, capsys):
+        """The worst minute, the run around it at half its rate or more, the tenant and model most hit."""
+        code, out, _ = run(capsys, str(write_jsonl(tmp_path / "s.jsonl", storm)), "--top", "2")
+        assert code == 0
+        assert (
+            "worst 1 min bucket: 2026-03-01 12:10:00 UTC, 60.0 % errors (6 of 10 calls); at least half that "
+            "rate from 2026-03-01 12:10:00 UTC to 2026-03-01 12:15:00 UTC (5 min)"
+        ) in out
+        assert "most errors: tenant globex (30), model gpt-4o-mini (32)" in out
+        assert "errors 10.7 % (32 calls)" in out
+        assert re.search(r"RateLimitError\s+│\s+429\s+│\s+30\s+│\s+93\.8 %", out)
+        assert re.search(r"^Top tenants by errors", out, re.MULTILINE)
+        assert "1 more tenants with errors" in out  # globex plus the two tenants of the 500 and the rejection
+
+    def test_no_errors_no_incident(self, tmp_path, capsys):
+        """Without a failed call there is no incident line and no error table."""
+        events = [make_call_event(call_id=str(i), started_at=T0 + timedelta(seconds=i)) for i in range(20)]
+        code, out, _ = run(capsys, str(write_jsonl(tmp_path / "ok.jsonl", events)))
+        assert code == 0
+        assert "worst" not in out
+        assert "Errors by type" not in out
+        assert "Top tenants by errors" not in out
+
+
 class TestInputs:
     def test_several_files_gzip_and_stdin(self, tmp_path, capsys, monkeypatch):
         """Plain, .gz and stdin inputs add up."""
@@ -261,7 +354,12 @@ class TestViews:
     def test_html_is_self_contained_and_escapes_log_strings(self, tmp_path, capsys):
         """One file, no external resources or scripts; a tenant named like a script tag is shown as text."""
         evil = "<script>alert(1)</script>"
-        events = [*make_events(300), make_call_event(tenant=evil, cost_usd=9.0, model='"><img src=x>')]
+        failed = make_call_event(tenant=evil, outcome="error", http_status=500, error_type="<b onclick=x>")
+        events = [
+            *make_events(300),
+            make_call_event(tenant=evil, cost_usd=9.0, model='"><img src=x>'),
+            failed,
+        ]
         out_html = tmp_path / "report.html"
         code, out, _ = run(capsys, str(write_jsonl(tmp_path / "a.jsonl", events)), "--html", str(out_html))
         assert code == 0
@@ -271,9 +369,17 @@ class TestViews:
         assert "<img" not in page
         assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-        assert page.count("<svg") == 1 + 3  # cost over time + one latency histogram per model
-        assert "Latency by model" in page
-        assert "Cost over time" in page
+        assert "<b " not in page
+        assert "&lt;b onclick=x&gt;" in page  # the error type, in the errors table and the headline
+        charts = re.findall(r'<svg class="chart" data-chart="([^"]+)"', page)
+        assert charts == [
+            "errors-over-time",
+            "latency-over-time",
+            *(f"latency-model-{i}" for i in range(3)),  # one histogram per model
+            "calls-over-time",
+            "cost-over-time",
+        ]
+        assert page.count("<svg") == len(charts)
 
     def test_unwritable_html_exits_2(self, tmp_path, capsys):
         """An --html path in a missing directory is reported, exit 2."""
@@ -304,13 +410,26 @@ class TestBounds:
         """More minutes than the cap: bucket width doubles, every call and cent is still counted."""
         timeline = Timeline(cap=10)
         for minute in range(95):
-            timeline.add(T0.timestamp() + minute * 60, 10**12, error=minute % 2 == 0)
+            timeline.add(
+                T0.timestamp() + minute * 60,
+                10**12,
+                error=minute % 2 == 0,
+                rate_limited=minute % 5 == 0,
+                latency_s=minute + 1.0,
+            )
         points = timeline.points()
         assert len(points) <= 10
         assert timeline.width_s == 60 * 16
-        assert sum(p[2] for p in points) == 95
-        assert sum(p[3] for p in points) == 48
-        assert sum(p[1] for p in points) == 95.0
+        assert sum(p.calls for p in points) == 95
+        assert sum(p.errors for p in points) == 48
+        assert sum(p.rate_limited for p in points) == 19
+        assert sum(p.cost_usd for p in points) == 95.0
+        # The sketches merged with their buckets: each one holds exactly its minutes' latencies.
+        for point in points:
+            first = int((point.start - T0.timestamp()) // 60)
+            values = [m + 1.0 for m in range(95) if first <= m < first + 16]
+            assert point.latency.count == point.calls == len(values)
+            assert (point.latency.min, point.latency.max) == (min(values), max(values))
 
     def test_memory_does_not_grow_with_the_number_of_lines(self):
         """Peak traced memory for 60k lines (all tenants and routes new, 17 hours) is ~ that for 12k.

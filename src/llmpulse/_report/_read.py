@@ -64,6 +64,10 @@ class Call:
     input_tokens: int
     output_tokens: int
     cost_usd: float | None
+    error_type: str | None = None
+    """The exception class the caller saw (None for "ok" and for policy rejections)."""
+    rejected_reason: str | None = None
+    """Which policy refused a ``rejected`` call."""
 
 
 def parse_line(line: bytes, skipped: Skipped) -> Call | None:
@@ -110,6 +114,8 @@ def parse_line(line: bytes, skipped: Skipped) -> Call | None:
         input_tokens=_count(data.get("input_tokens")),
         output_tokens=_count(data.get("output_tokens")),
         cost_usd=_number(data.get("cost_usd")),
+        error_type=_optional(data.get("error_type")),
+        rejected_reason=_optional(data.get("rejected_reason")),
     )
 
 
@@ -126,6 +132,10 @@ def _count(value: Any) -> int:
 def _label(value: Any) -> str:
     # A missing tenant/route/model is a group of its own, shown as "(none)".
     return value if isinstance(value, str) else "(none)"
+
+
+def _optional(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _epoch(value: Any) -> float | None:
