@@ -282,14 +282,14 @@ def _marks(frame: _Frame, marks: Sequence[Mark]) -> None:
 def _legend(frame: _Frame, entries: Sequence[tuple[str, str]]) -> None:
     if not entries:
         return
-    x = float(WIDTH - _RIGHT)
+    # Right-aligned in the corner; 7 px per character is wide enough for 12 px system-ui.
+    widths = [7 * len(text) + 22 for text, _ in entries]
+    x = float(WIDTH - _RIGHT - sum(widths))
     items: list[str] = []
-    for text, css in reversed(entries):
-        # Right-aligned from the corner; 7 px per character is wide enough for 12 px system-ui.
-        width = 7 * len(text) + 22
-        x -= width
+    for (text, css), width in zip(entries, widths, strict=True):
         items.append(
             f'<rect class="swatch {css}" x="{x:.1f}" y="8" width="12" height="12"/>'
             f'<text class="legend-label" x="{x + 16:.1f}" y="18">{text}</text>'
         )
+        x += width
     frame.body.append('<g class="legend">' + "".join(items) + "</g>")
