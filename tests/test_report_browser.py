@@ -2,7 +2,7 @@
 
 The input is `report_browser.incident_events`: two hours with a 429 storm.
 Every number the checks compare against is computed here from the events,
-not taken from the report. Set ``LLMPULSE_REPORT_SCREENSHOT=docs/img/report.png``
+not taken from the report. Set ``REPORT_SCREENSHOT=docs/img/report.png``
 to also copy the screenshot there (the one in docs/report.md).
 """
 
@@ -279,7 +279,7 @@ class TestScreenshot:
         # (body 2 x 28 px, the y axis' 78 of 1,200 viewBox units): about 88 % of the window.
         longest = max(_grey_run(row, channels) for row in rows[::2])
         assert longest > 0.85 * width, longest
-        target = os.environ.get("LLMPULSE_REPORT_SCREENSHOT")
+        target = os.environ.get("REPORT_SCREENSHOT")
         if target:
             shutil.copyfile(png, target)
 
