@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import math
 import random
@@ -19,6 +20,7 @@ import pytest
 
 from llmpulse._cli import main
 from llmpulse._report._aggregate import OTHER, Aggregate, Timeline
+from llmpulse._report._charts import linear_axis, log_axis, time_axis
 from llmpulse._report._command import aggregate
 from llmpulse._report._read import parse_line
 from llmpulse._report._sketch import RELATIVE_ACCURACY
@@ -260,6 +262,83 @@ class TestIncident:
         assert "worst" not in out
         assert "Errors by type" not in out
         assert "Top tenants by errors" not in out
+
+
+class TestCharts:
+    """The axes the HTML charts draw: round ticks that cover the data, titles with units."""
+
+    @pytest.mark.parametrize(("low", "high"), [(0, 0.0003), (0, 7), (0, 67.3), (12, 13), (0, 0), (0, 1234)])
+    def test_linear_ticks_cover_the_data_in_round_steps(self, low, high):
+        """First tick at or below the minimum, last at or above the maximum, evenly spaced; axis = ticks."""
+        axis = linear_axis("x (u)", low, high)
+        values = [value for value, _ in axis.ticks]
+        assert values[0] <= low
+        assert values[-1] >= high
+        assert (axis.low, axis.high) == (values[0], values[-1])
+        steps = {round(b - a, 12) for a, b in itertools.pairwise(values)}
+        assert len(steps) == 1
+        assert 2 <= len(values) <= 12
+        assert all(float(label.replace(",", "")) == pytest.approx(value) for value, label in axis.ticks)
+
+    def test_integer_axes_never_step_by_fractions(self):
+        """Counts of calls get whole ticks, even when the largest count is 3."""
+        axis = linear_axis("calls (per bin)", 0, 3, integer=True)
+        assert [label for _, label in axis.ticks] == ["0", "1", "2", "3"]
+
+    def test_scaled_axis_labels_in_the_titled_unit(self):
+        """Seconds drawn in ms: labels are milliseconds, values stay seconds."""
+        axis = linear_axis("latency (ms)", 0, 0.42, scale=1000)
+        assert axis.ticks[-1] == (pytest.approx(0.5), "500")
+
+    @pytest.mark.parametrize(("low", "high"), [(0.0032, 41.0), (0.25, 0.25), (1e-4, 2e-4), (2.0, 5.0)])
+    def test_log_ticks_are_1_2_5_and_cover_the_data(self, low, high):
+        """A log axis runs from a 1-2-5 tick at or below the minimum to one at or above the maximum."""
+        axis = log_axis("latency (s, log scale)", low, high)
+        values = [value for value, _ in axis.ticks]
+        assert values[0] <= low * (1 + 1e-9)
+        assert values[-1] >= high * (1 - 1e-9)
+        assert values[0] < values[-1]
+        for value in values:
+            assert f"{value:.0e}"[0] in "125"
+        assert axis.fraction(axis.low) == 0.0
+        assert axis.fraction(axis.high) == 1.0
+
+    def test_time_ticks_on_whole_minutes_and_the_day_in_the_title(self):
+        """Two hours from 02:03:20: quarter-hour ticks from 02:00 to 04:15, the date in the title."""
+        start = datetime(2026, 3, 1, 2, 3, 20, tzinfo=UTC).timestamp()
+        axis = time_axis(start, start + 2 * 3600)
+        assert axis.title == "time (UTC, 2026-03-01)"
+        assert [label for _, label in axis.ticks][:2] == ["02:00", "02:15"]
+        assert axis.ticks[-1][1] == "04:15"
+        assert axis.low <= start
+
+    def test_time_ticks_across_midnight_carry_the_date(self):
+        """An axis over two UTC days labels each tick with month and day."""
+        start = datetime(2026, 3, 1, 22, 0, tzinfo=UTC).timestamp()
+        axis = time_axis(start, start + 4 * 3600)
+        assert axis.title == "time (UTC)"
+        assert axis.ticks[0][1] == "03-01 22:00"
+        assert axis.ticks[-1][1] == "03-02 02:00"
+
+    def test_html_without_any_sent_call(self, tmp_path, capsys):
+        """Only rejected calls: no latency to draw, the page still renders and says so."""
+        events = [
+            make_call_event(
+                call_id=str(i),
+                started_at=T0 + timedelta(seconds=i),
+                outcome="rejected",
+                attempts=0,
+                http_status=None,
+                rejected_reason="budget_exceeded",
+            )
+            for i in range(5)
+        ]
+        out_html = tmp_path / "r.html"
+        code, _, _ = run(capsys, str(write_jsonl(tmp_path / "r.jsonl", events)), "--html", str(out_html))
+        assert code == 0
+        page = out_html.read_text()
+        assert "No calls were sent." in page
+        assert "<td>rejected: budget_exceeded</td><td>-</td><td>5</td><td>100.0 %</td>" in page
 
 
 class TestInputs:
