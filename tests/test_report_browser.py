@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from html.parser import HTMLParser
@@ -25,7 +25,15 @@ from llmpulse._bins import fmt_seconds
 from llmpulse._cli import main
 from llmpulse.events import CallEvent
 from llmpulse.sinks import JsonlSink
-from report_browser import chromium, dump_dom, incident_events, png_pixels, screenshot
+from report_browser import (
+    INCIDENT_START,
+    STORM,
+    chromium,
+    dump_dom,
+    incident_events,
+    png_pixels,
+    screenshot,
+)
 
 SCREENSHOT_SIZE = (1400, 1800)
 _TITLE = re.compile(r"^(?P<quantity>[a-z][a-z ]*[a-z]) \((?P<unit>[^()]+)\)$")
@@ -119,13 +127,17 @@ def _page(incident: list[CallEvent], tmp_path_factory: pytest.TempPathFactory) -
     return html, json.loads(out.read_text())
 
 
+@pytest.fixture(name="dom", scope="module")
+def _dom(page: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The page's DOM as chromium has it after loading."""
+    return dump_dom(page[0], tmp_path_factory.mktemp("profile"))
+
+
 @pytest.fixture(name="charts", scope="module")
-def _charts(
-    page: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, ChartText]:
-    """The charts of the page as chromium's DOM has them."""
+def _charts(dom: str) -> dict[str, ChartText]:
+    """The charts of the page."""
     parser = _Charts()
-    parser.feed(dump_dom(page[0], tmp_path_factory.mktemp("profile")))
+    parser.feed(dom)
     return {chart.name: chart for chart in parser.charts}
 
 
@@ -167,6 +179,20 @@ def _minutes(incident: list[CallEvent]) -> dict[float, list[CallEvent]]:
 
 
 TIMELINE = ("errors-over-time", "latency-over-time", "calls-over-time", "cost-over-time")
+
+
+class TestHeadline:
+    def test_cards_say_since_when_and_for_whom(self, dom, incident):
+        """The cards give the storm's window, the tenant behind it and the top error, from the events."""
+        cards = dict(re.findall(r'<div class="k">([^<]+)</div><div class="v">([^<]+)</div>', dom))
+        start, end = (INCIDENT_START + offset for offset in STORM)
+        assert cards["Errors elevated (UTC)"] == f"{start:%H:%M}\u2013{end:%H:%M}"
+        failed = [e for e in incident if e.outcome in ("error", "rejected")]
+        tenants = Counter(e.tenant for e in failed)
+        assert cards["Most affected tenant"] == tenants.most_common(1)[0][0] == "globex"
+        assert cards["Errors"] == f"{100 * len(failed) / len(incident):.1f} %"
+        top = Counter((e.error_type, e.http_status) for e in failed).most_common(1)[0]
+        assert f"most: {top[0][0]} {top[0][1]} ({top[1]:,})" in dom
 
 
 class TestAxes:

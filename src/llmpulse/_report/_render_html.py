@@ -57,13 +57,14 @@ def render_html(title: str, lines: list[str], tables: list[Table], agg: Aggregat
     """The whole report as one HTML document."""
     points = agg.timeline.points()
     width = agg.timeline.width_s
+    found = incident(agg)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        _cards(agg),
+        _cards(agg, found),
         '<ul class="summary">',
         *(f"<li>{escape(line)}</li>" for line in lines),
         "</ul>",
@@ -74,7 +75,7 @@ def render_html(title: str, lines: list[str], tables: list[Table], agg: Aggregat
         time = time_axis(points[0].start, points[-1].start + width)
         parts += [
             f"<h2>Errors and 429s over time (per {escape(fmt_duration(width))})</h2>",
-            _error_chart(points, time, width, incident(agg)),
+            _error_chart(points, time, width, found),
             *(_table(table) for table in tables if table.incident),
             f"<h2>Latency over time (per {escape(fmt_duration(width))})</h2>",
             _latency_chart(points, time, width),
@@ -97,7 +98,7 @@ def _card(key: str, value: str, detail: str, *, bad: bool = False) -> str:
     )
 
 
-def _cards(agg: Aggregate) -> str:
+def _cards(agg: Aggregate, found: Incident | None) -> str:
     """The headline: what fails, since when, for whom, how slow, what it costs."""
     total = agg.total
     latency = total.latency
@@ -105,7 +106,6 @@ def _cards(agg: Aggregate) -> str:
     p50, p95, p99 = latency.quantiles((0.5, 0.95, 0.99))
     rate = cost_per_hour(agg)
     kinds = agg.error_kinds.ranked()
-    found = incident(agg)
     cards = [
         _card(
             "Errors",
@@ -122,12 +122,16 @@ def _cards(agg: Aggregate) -> str:
         ),
     ]
     if found is not None:
+        # Within one UTC day the charts' axes give the date; a longer input needs it on each time.
+        dated = agg.first is not None and agg.last is not None and _day(agg.first) != _day(agg.last)
+        fmt = "%m-%d %H:%M" if dated else "%H:%M"
         cards.append(
             _card(
                 "Errors elevated (UTC)",
-                f"{_clock(found.elevated_start)}\u2013{_clock(found.elevated_end)}",
+                f"{_clock(found.elevated_start, fmt)}\u2013{_clock(found.elevated_end, fmt)}",
                 f"{fmt_duration(found.elevated_end - found.elevated_start)}; worst "
-                f"{_clock(found.worst_start)}: {found.worst_rate * 100:.0f} % of {found.worst_calls:,} calls",
+                f"{_clock(found.worst_start, fmt)}: {found.worst_rate * 100:.0f} % of "
+                f"{found.worst_calls:,} calls",
             )
         )
         cards.append(_affected(agg, found))
@@ -160,9 +164,12 @@ def _status(status: int | None) -> str:
     return "" if status is None else f" {status}"
 
 
-def _clock(epoch: float) -> str:
-    """``HH:MM``: the cards sit above charts whose axes give the date."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M")
+def _clock(epoch: float, fmt: str) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime(fmt)
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
 
 
 def _table(table: Table) -> str:
