@@ -320,6 +320,16 @@ class TestCharts:
         assert axis.ticks[0][1] == "03-01 22:00"
         assert axis.ticks[-1][1] == "03-02 02:00"
 
+    def test_time_ticks_over_months_stay_few(self):
+        """A year of input: ticks whole weeks apart, no more than ten of them."""
+        start = T0.timestamp()
+        axis = time_axis(start, start + 365 * 86400)
+        values = [value for value, _ in axis.ticks]
+        assert len(values) <= 10
+        assert values[0] <= start
+        assert values[-1] >= start + 365 * 86400
+        assert {(b - a) % (7 * 86400) for a, b in itertools.pairwise(values)} == {0}
+
     def test_html_without_any_sent_call(self, tmp_path, capsys):
         """Only rejected calls: no latency to draw, the page still renders and says so."""
         events = [

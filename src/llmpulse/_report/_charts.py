@@ -114,7 +114,10 @@ def time_axis(low: float, high: float) -> Axis:
     """Epoch seconds from ``low`` to ``high``, ticks on whole minutes, hours or days (UTC)."""
     if high <= low:
         high = low + 60
-    step = next((s for s in _TIME_STEPS if (high - low) / s <= _TICK_TARGET + 2), _TIME_STEPS[-1])
+    step = next((s for s in _TIME_STEPS if (high - low) / s <= _TICK_TARGET + 2), None)
+    if step is None:  # months: whole weeks, as many as keep the ticks apart
+        week = _TIME_STEPS[-1]
+        step = week * math.ceil((high - low) / week / (_TICK_TARGET + 2))
     first = math.floor(low / step) * step
     last = math.ceil(high / step) * step
     ticks = [float(first + i * step) for i in range(round((last - first) / step) + 1)]
