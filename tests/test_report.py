@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from llmpulse._cli import main
-from llmpulse._report._aggregate import OTHER, Aggregate, Timeline
+from llmpulse._report._aggregate import OTHER, Aggregate, ErrorKinds, Timeline
 from llmpulse._report._charts import linear_axis, log_axis, time_axis
 from llmpulse._report._command import aggregate
-from llmpulse._report._read import parse_line
+from llmpulse._report._read import Call, Skipped, parse_line
 from llmpulse._report._sketch import RELATIVE_ACCURACY
+from llmpulse._report._tables import fmt_duration
 from llmpulse.events import AttemptEvent, CallEvent, InteractionSummary
 from llmpulse.sinks import JsonlSink, StructlogSink
 from llmpulse.testing import make_call_event
@@ -84,6 +85,13 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     assert code == 0, err
     result: dict[str, Any] = json.loads(out)
     return result
+
+
+def parse_call(event: CallEvent) -> Call:
+    """The report's reading of one event, as a JSONL line."""
+    call = parse_line(JsonlSink("unused").render_line(event).encode(), Skipped())
+    assert call is not None
+    return call
 
 
 def exact_quantile(values: list[float], q: float) -> float:
@@ -494,6 +502,34 @@ class TestBounds:
         assert tenants.stats[OTHER].calls == 7
         assert tenants.stats[OTHER].cost_usd == sum(range(3, 10)) / 100
         assert agg.total.calls == 10
+
+    def test_error_kinds_beyond_the_cap_fold_into_other(self):
+        """Past the cap, new (error type, status) kinds count under "(other)", with first and last time."""
+        kinds = ErrorKinds(cap=2)
+        for i in range(6):
+            kinds.add(
+                parse_call(make_call_event(outcome="error", error_type=f"E{i}", started_at=T0 + timedelta(i)))
+            )
+        rows = kinds.ranked()
+        assert [(kind, n) for kind, _, n, _, _ in rows] == [(OTHER, 4), ("E0", 1), ("E1", 1)]
+        assert rows[0][3:] == ((T0 + timedelta(2)).timestamp(), (T0 + timedelta(5)).timestamp())
+        assert kinds.folded_calls == 4
+
+    @pytest.mark.parametrize(
+        ("seconds", "text"),
+        [
+            (45, "45 s"),
+            (60, "1 min"),
+            (960, "16 min"),
+            (3600, "1 h"),
+            (7500, "2 h 5 min"),
+            (86400 * 3, "3 d"),
+            (93600, "1 d 2 h"),
+        ],
+    )
+    def test_bucket_widths_read_as_durations(self, seconds, text):
+        """Bucket widths and runs are written for people: minutes, hours, days."""
+        assert fmt_duration(seconds) == text
 
     def test_timeline_widens_its_buckets_instead_of_growing(self):
         """More minutes than the cap: bucket width doubles, every call and cent is still counted."""
