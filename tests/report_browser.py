@@ -9,6 +9,7 @@ skips the tests, except under ``CI=true``, where it fails them
 from __future__ import annotations
 
 import random
+import shutil
 import struct
 import subprocess
 import zlib
@@ -104,7 +105,15 @@ def incident_events(seed: int = 3) -> list[CallEvent]:
 
 
 def chromium() -> str:
-    """The chromium binary; skips (fails under CI=true) when it is not installed."""
+    """The chromium binary; skips (fails under CI=true) when it is not installed.
+
+    Debian's is ``chromium``; a GitHub runner has Google Chrome instead (Ubuntu's ``chromium``
+    package is a snap stub), which takes the same flags.
+    """
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
     return system_binary("chromium", "chromium")
 
 
