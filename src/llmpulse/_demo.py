@@ -1,9 +1,18 @@
 """`llmpulse demo`: a multi-tenant workload through wrapped clients, with a live table.
 
 Runs offline on embedded defaults: the built-in fake provider with a
-realistic fault plan, in-memory state, JSON logs to a file, /metrics on
-localhost. With ``--real`` it targets the real providers using the API keys
-in the environment (tokens cost money: the workload is kept tiny).
+realistic fault plan, in-memory state, JSON logs to a fresh file per run,
+/metrics on localhost. With ``--real`` it targets the real providers whose
+API keys are in the environment (tokens cost money: the workload is kept
+tiny).
+
+Ctrl-C stops the traffic: no new calls start, the async calls in flight are
+cancelled (each records one "cancelled" event), the sync ones finish (a
+thread blocked in a socket read cannot be interrupted from outside it), and
+the summary prints; the exit code is 130. The fake provider and the
+clients stay up until every call has ended, so no call fails against a
+closed server (that, not the interrupt, is what opened the breakers and
+filled the log with ``CircuitOpenError``). A second Ctrl-C quits at once.
 """
 
 from __future__ import annotations
@@ -13,18 +22,32 @@ import asyncio
 import contextlib
 import os
 import random
+import shlex
+import signal
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
+from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import llmpulse
 
 from ._bins import fmt_seconds
+from ._demo_text import RunLog, alert_lines, fmt_cost, fmt_count, new_run_log, plain_table
 from ._pipeline import get_pipeline
 from ._stats import GroupStats, StatsSnapshot
 
-__all__ = ["run_demo"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "REAL_MAX_DURATION_S",
+    "plan_duration",
+    "real_providers",
+    "run_demo",
+]
 
 TENANTS = (("acme", 5), ("globex", 3), ("initech", 2), ("umbrella", 1), ("hooli", 1))
 ROUTES = ("/chat", "/summarize", "/search")
@@ -35,36 +58,156 @@ PROMPTS = (
     "Draft a polite reply to a customer asking about their invoice.",
     "List three risks of deploying on a Friday afternoon.",
 )
+PROVIDERS = (("openai", "OpenAI", "OPENAI_API_KEY"), ("anthropic", "Anthropic", "ANTHROPIC_API_KEY"))
+"""Provider id, its name for people, and the environment variable holding its key."""
+
+REAL_MAX_DURATION_S = 10.0
+"""``--real`` runs at most this long: real tokens cost money."""
+EXIT_USAGE = 2
+"""Bad options or environment (argparse's code for usage errors too)."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (128 + SIGINT, what shells report)."""
+PROGRESS_EVERY_S = 10.0
+"""How often a run without the live table prints a progress line."""
+ALERT_LINES = 20
+"""At most this many lines of alerts: a screenful with the summary above it."""
+
+
+class DemoUsageError(Exception):
+    """An option or the environment does not allow the demo to run; the message says which."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the demo's command-line options."""
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        help=f"seconds of traffic (default 30; at most {REAL_MAX_DURATION_S:g} with --real)",
+    )
     parser.add_argument("--workers", type=int, default=6, help="concurrent sync workers (default 6)")
-    parser.add_argument("--out", default="demo-out", help="directory for the JSON log file")
+    parser.add_argument(
+        "--out", default="demo-out", help="directory for the JSON log files (default demo-out)"
+    )
     parser.add_argument("--metrics-port", type=int, default=0, help="/metrics port (default: a free one)")
-    parser.add_argument("--real", action="store_true", help="call the real providers (needs API keys)")
-    parser.add_argument("--no-live", action="store_true", help="print a summary only, no live table")
+    parser.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="keep serving /metrics after the summary, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="call the real providers whose key is set (OPENAI_API_KEY, ANTHROPIC_API_KEY)",
+    )
+    parser.add_argument("--no-live", action="store_true", help="print progress lines, not the live table")
+
+
+def real_providers(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The providers ``--real`` calls: those whose API key is set (and not empty) in ``environ``.
+
+    Raises:
+        DemoUsageError: Neither key is set.
+
+    """
+    found = tuple(provider for provider, _, key in PROVIDERS if environ.get(key, "").strip())
+    if not found:
+        msg = (
+            "--real needs OPENAI_API_KEY or ANTHROPIC_API_KEY (either is enough);"
+            " without --real the demo runs offline"
+        )
+        raise DemoUsageError(msg)
+    return found
+
+
+def plan_duration(requested: float, *, real: bool) -> tuple[float, str]:
+    """The seconds of traffic the demo runs, and a note when that is not what was asked.
+
+    Raises:
+        DemoUsageError: ``requested`` is not a positive number of seconds.
+
+    """
+    if not requested > 0 or requested == float("inf"):  # NaN fails the first test
+        msg = f"--duration must be a positive number of seconds, got {requested:g}"
+        raise DemoUsageError(msg)
+    if real and requested > REAL_MAX_DURATION_S:
+        return (
+            REAL_MAX_DURATION_S,
+            f" (--real runs at most {REAL_MAX_DURATION_S:g} s: real tokens cost money)",
+        )
+    return requested, ""
+
+
+def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[float, str, tuple[str, ...]]:
+    """The run's duration, its note, and the providers it calls; `DemoUsageError` for bad input."""
+    duration, note = plan_duration(args.duration, real=args.real)
+    providers = real_providers(environ) if args.real else tuple(p for p, _, _ in PROVIDERS)
+    if args.workers < 1:
+        msg = f"--workers must be at least 1, got {args.workers}"
+        raise DemoUsageError(msg)
+    return duration, note, providers
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo workload; returns a process exit code."""
+    """Run the demo workload; returns a process exit code (0, 2 for bad input, 130 after Ctrl-C)."""
+    try:
+        duration, note, providers = _check(args, os.environ)
+    except DemoUsageError as exc:
+        print(f"llmpulse demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    holder: list[_Traffic] = []
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        # Only a flag: a handler runs between any two bytecodes of the main thread, maybe inside
+        # a lock it holds, so taking a lock here (Event.set included) could deadlock.
+        if not holder or holder[0].interrupt_requested:
+            raise KeyboardInterrupt  # nothing to stop gracefully yet, or a second Ctrl-C
+        holder[0].interrupt_requested = True
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
+        return _run(args, duration, note, providers, holder)
+    except KeyboardInterrupt:
+        if holder and holder[0].alive():
+            # A second Ctrl-C: the user will not wait for the calls in flight. Unwinding would close
+            # the fake provider under them (failed calls in the log); daemon threads still in the SDK
+            # can also crash interpreter shutdown. So leave at once.
+            print(
+                "\nllmpulse demo: interrupted again: quitting without the summary"
+                " (the calls still in flight are not in the log)",
+                file=sys.stderr,
+            )
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        print("\nllmpulse demo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(
+    args: argparse.Namespace, duration: float, note: str, providers: tuple[str, ...], holder: list[_Traffic]
+) -> int:
     import anthropic  # noqa: PLC0415
     import openai  # noqa: PLC0415 - the demo needs both SDKs; the library does not
 
     from ._metrics_server import start_metrics_server  # noqa: PLC0415
     from .testing import FakeProvider, FaultPlan  # noqa: PLC0415
 
-    os.makedirs(args.out, exist_ok=True)
-    log_path = os.path.join(args.out, "llmpulse-events.jsonl")
+    try:
+        log = new_run_log(args.out, datetime.now(UTC))
+    except OSError as exc:
+        print(f"llmpulse demo: cannot write the JSON log in --out {args.out!r}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     alerts = _Alerts()  # shown after the run: JSON lines would break the live table
-    llmpulse.configure(sinks=("jsonl",), jsonl_path=log_path, alert_sinks=(alerts,))
+    llmpulse.configure(sinks=("jsonl",), jsonl_path=str(log.path), alert_sinks=(alerts,))
+    live = not args.no_live and sys.stdout.isatty()
     with ExitStack() as stack:
-        if args.real:
-            oai_kwargs: dict[str, Any] = {}
-            ant_kwargs: dict[str, Any] = {}
-            where = "the real providers"
-        else:
+        kwargs: dict[str, dict[str, Any]] = {"openai": {}, "anthropic": {}}
+        if not args.real:
             fake = stack.enter_context(
                 FakeProvider(
                     plan=FaultPlan(
@@ -78,49 +221,54 @@ def run_demo(args: argparse.Namespace) -> int:
                     )
                 )
             )
-            oai_kwargs = {"api_key": "sk-demo-not-a-real-key", "base_url": fake.openai_base_url}
-            ant_kwargs = {
+            kwargs["openai"] = {"api_key": "sk-demo-not-a-real-key", "base_url": fake.openai_base_url}
+            kwargs["anthropic"] = {
                 "api_key": "sk-ant-demo-not-a-real-key",
                 "base_url": fake.anthropic_base_url,
             }
-            where = f"the built-in fake provider at {fake.base_url}"
         server = start_metrics_server(args.metrics_port)
         stack.callback(server.stop)
-        clients: dict[str, Any] = {
-            "openai": llmpulse.wrap(openai.OpenAI(**oai_kwargs)),
-            "anthropic": llmpulse.wrap(anthropic.Anthropic(**ant_kwargs)),
-        }
+        makers = {"openai": openai.OpenAI, "anthropic": anthropic.Anthropic}
+        clients: dict[str, Any] = {p: llmpulse.wrap(makers[p](**kwargs[p])) for p in providers}
         for client in clients.values():
             stack.callback(client.close)
-        print(f"llmpulse {llmpulse.__version__} demo: {args.duration:.0f}s of traffic against {where}")
-        print(f"  metrics: {server.url}   JSON logs: {log_path}")
-        duration = min(args.duration, 10.0) if args.real else args.duration
-        stop_at = time.monotonic() + duration
-        workers = 1 if args.real else args.workers
-        threads = [
-            threading.Thread(target=_sync_worker, args=(clients, stop_at, random.Random(i)), daemon=True)
-            for i in range(workers)
-        ]
-        threads.append(
-            threading.Thread(
-                target=asyncio.run,
-                args=(_async_workers(oai_kwargs, ant_kwargs, stop_at, 1 if args.real else 8),),
-                daemon=True,
-            )
+        mode = " --real" if args.real else ""
+        print(f"llmpulse {llmpulse.__version__} demo{mode}: {duration:g} s of traffic{note}")
+        if args.real:
+            for provider, name, key in PROVIDERS:
+                if provider in clients:
+                    print(f"  calling {name} at {clients[provider].base_url} (key from {key})")
+                else:
+                    print(f"  not calling {name}: {key} is not set")
+        else:
+            print(f"  against the built-in fake provider at {fake.base_url} (no network, no keys)")
+        print(f"  /metrics: {server.url}   JSON log: {log.path}")
+        if not live:
+            print("  Ctrl-C stops the traffic and prints the summary", flush=True)
+        traffic = _Traffic(
+            duration,
+            clients,
+            {p: kwargs[p] for p in providers},
+            sync_workers=1 if args.real else args.workers,
+            async_workers=1 if args.real else 8,
         )
-        for thread in threads:
-            thread.start()
-        _watch(threads, stop_at, live=not args.no_live)
-        for thread in threads:
-            thread.join()
+        holder.append(traffic)
+        traffic.start()
+        _watch(traffic, live=live)
+        traffic.join()
         llmpulse.flush(10)
         engine = get_pipeline().alerts
         if engine is not None:
             engine.evaluate()  # the last word on the run, not the last 10-second tick's
-        snapshot = llmpulse.stats(window_s=duration + 60)
-        _print_summary(snapshot, log_path, server.url)
-        _print_alerts(alerts.got, duration)
-    return 0
+        snapshot = llmpulse.stats(window_s=traffic.elapsed() + 60)
+        _print_summary(snapshot, traffic, live=live)
+        _print_alerts(alerts.got, traffic.elapsed())
+        _print_next_steps(log, server.url, keep_serving=args.keep_serving)
+        if args.keep_serving and not traffic.interrupted:
+            print(f"Serving {server.url} until Ctrl-C", flush=True)
+            traffic.wait_for_interrupt()
+            return 0  # the documented way to end --keep-serving, not an interruption of the run
+    return EXIT_INTERRUPTED if traffic.interrupted else 0
 
 
 class _Alerts:
@@ -133,19 +281,154 @@ class _Alerts:
         self.got.append(alert)
 
 
-def _print_alerts(alerts: list[llmpulse.Alert], duration: float) -> None:
-    print("\nAlerts (in-process rules; see docs/alerting.md)")
-    if not alerts:
-        print("  none fired")
-    if duration < 240:  # younger than every window: say so rather than look healthy
-        print("  (a rule over a window waits until 80 % of it is watched: 2 min 24 s for the 429 rules,")
-        print("   4 min for p95 and 5xx; run with --duration 300 to see them)")
-    for alert in alerts:
-        mark = "resolved" if alert.status == "resolved" else alert.severity.upper()
-        print(f"  {alert.at:%H:%M:%S} [{mark}] {alert.rule}: {alert.summary}")
-        top = ", ".join(f"{t} {n:.0f}" for t, n in alert.evidence.top_tenants_by_requests[:3])
-        if alert.status == "firing" and top:
-            print(f"           top tenants by calls: {top}")
+class _Traffic:
+    """The demo's workers, and how they stop: at the deadline, or at the first Ctrl-C."""
+
+    def __init__(
+        self,
+        duration: float,
+        clients: dict[str, Any],
+        async_kwargs: dict[str, dict[str, Any]],
+        *,
+        sync_workers: int,
+        async_workers: int,
+    ) -> None:
+        self.duration = duration
+        self.interrupt_requested = False  # set by the SIGINT handler; acted on by wait()
+        self.interrupted = False
+        self._clients = clients
+        self._async_kwargs = async_kwargs
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # orders interrupt() against the async side registering its tasks
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sync_in_flight = 0
+        self._started = self._deadline = self._ended = self._interrupted_at = 0.0
+        self._threads = [
+            threading.Thread(target=self._sync_worker, args=(random.Random(i),), daemon=True)
+            for i in range(sync_workers)
+        ]
+        self._threads.append(
+            threading.Thread(target=asyncio.run, args=(self._async_main(async_workers),), daemon=True)
+        )
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._deadline = self._started + self.duration
+        for thread in self._threads:
+            thread.start()
+
+    def stopping(self) -> bool:
+        """Whether workers must not start another call."""
+        return self._stop.is_set() or time.monotonic() >= self._deadline
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: no new calls, cancel the async ones in flight."""
+        self._interrupted_at = time.monotonic()
+        with self._lock:
+            self.interrupted = True
+            self._stop.set()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._cancel_tasks)
+
+    def sync_in_flight(self) -> int:
+        with self._lock:
+            return self._sync_in_flight
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the workers, then act on a Ctrl-C that came meanwhile."""
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)  # the signal handler runs during it
+                break
+        if self.interrupt_requested and not self.interrupted:
+            self.interrupt()
+
+    def wait_for_interrupt(self) -> None:
+        """Return after the next Ctrl-C (for --keep-serving, once the traffic is over)."""
+        while not self.interrupt_requested:
+            time.sleep(0.25)  # a signal handler runs between two sleeps
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        self._ended = time.monotonic()
+
+    def started_for(self) -> float:
+        """Seconds during which workers started new calls: the duration, or until Ctrl-C."""
+        end = self._deadline if not self._interrupted_at else min(self._interrupted_at, self._deadline)
+        return end - self._started
+
+    def elapsed(self) -> float:
+        """Seconds from the first call to the last one's end (so far, while running)."""
+        return (self._ended or time.monotonic()) - self._started
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._lock:
+            self._sync_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sync_in_flight -= 1
+
+    def _sync_worker(self, rng: random.Random) -> None:
+        while not self.stopping():
+            # Failures are the point of the demo; llmpulse records them.
+            with (
+                llmpulse.context(tenant=_pick_tenant(rng), route=rng.choice(ROUTES)),
+                contextlib.suppress(Exception),
+                self._counted(),
+            ):
+                _one_call(self._clients, rng)
+
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _async_main(self, n: int) -> None:
+        import anthropic  # noqa: PLC0415
+        import openai  # noqa: PLC0415
+
+        makers = {"openai": openai.AsyncOpenAI, "anthropic": anthropic.AsyncAnthropic}
+        # Async clients belong to the loop they are used on: make and close them here.
+        aclients: dict[str, Any] = {p: llmpulse.wrap(makers[p](**kw)) for p, kw in self._async_kwargs.items()}
+        try:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._loop = asyncio.get_running_loop()
+                self._tasks = [
+                    asyncio.create_task(self._async_worker(aclients, random.Random(100 + i)))
+                    for i in range(n)
+                ]
+            # Cancelled workers end with CancelledError: that is how Ctrl-C stops them, not a failure.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            for aclient in aclients.values():
+                await aclient.close()
+
+    async def _async_worker(self, aclients: dict[str, Any], rng: random.Random) -> None:
+        providers = sorted(aclients)
+        while not self.stopping():
+            with llmpulse.context(tenant=_pick_tenant(rng), route="/agent", priority="background"):
+                messages = [{"role": "user", "content": rng.choice(PROMPTS)}]
+                # Failures are the point of the demo; llmpulse records them.
+                with contextlib.suppress(Exception):
+                    if rng.choice(providers) == "openai":
+                        stream = await aclients["openai"].chat.completions.create(
+                            model="gpt-4o-mini", messages=messages, max_tokens=40, stream=True
+                        )
+                        async for _ in stream:
+                            pass
+                    else:
+                        await aclients["anthropic"].messages.create(
+                            model="claude-haiku-4-5", max_tokens=40, messages=messages
+                        )
 
 
 def _pick_tenant(rng: random.Random) -> str:
@@ -154,7 +437,9 @@ def _pick_tenant(rng: random.Random) -> str:
 
 
 def _one_call(clients: dict[str, Any], rng: random.Random) -> None:
-    provider = rng.choice(("openai", "openai", "anthropic"))
+    weights = {"openai": 2, "anthropic": 1}
+    names = sorted(clients)
+    provider = rng.choices(names, weights=[weights[p] for p in names])[0]
     stream = rng.random() < 0.4
     messages = [{"role": "user", "content": rng.choice(PROMPTS)}]
     client = clients[provider]
@@ -177,70 +462,57 @@ def _one_call(clients: dict[str, Any], rng: random.Random) -> None:
             client.messages.create(model=model, max_tokens=60, messages=messages)
 
 
-def _sync_worker(clients: dict[str, Any], stop_at: float, rng: random.Random) -> None:
-    while time.monotonic() < stop_at:
-        # Failures are the point of the demo; llmpulse records them.
-        with (
-            llmpulse.context(tenant=_pick_tenant(rng), route=rng.choice(ROUTES)),
-            contextlib.suppress(Exception),
-        ):
-            _one_call(clients, rng)
+def _watch(traffic: _Traffic, *, live: bool) -> None:
+    """Show the traffic until every worker is done: a live table, or progress lines."""
+    announced = False
 
-
-async def _async_workers(
-    oai_kwargs: dict[str, Any], ant_kwargs: dict[str, Any], stop_at: float, n: int
-) -> None:
-    import anthropic  # noqa: PLC0415
-    import openai  # noqa: PLC0415
-
-    # Async clients belong to the loop they are used on: make and close them here.
-    aclients: dict[str, Any] = {
-        "openai": llmpulse.wrap(openai.AsyncOpenAI(**oai_kwargs)),
-        "anthropic": llmpulse.wrap(anthropic.AsyncAnthropic(**ant_kwargs)),
-    }
-
-    async def worker(rng: random.Random) -> None:
-        while time.monotonic() < stop_at:
-            with llmpulse.context(tenant=_pick_tenant(rng), route="/agent", priority="background"):
-                messages = [{"role": "user", "content": rng.choice(PROMPTS)}]
-                # Failures are the point of the demo; llmpulse records them.
-                with contextlib.suppress(Exception):
-                    if rng.random() < 0.5:
-                        stream = await aclients["openai"].chat.completions.create(
-                            model="gpt-4o-mini", messages=messages, max_tokens=40, stream=True
-                        )
-                        async for _ in stream:
-                            pass
-                    else:
-                        await aclients["anthropic"].messages.create(
-                            model="claude-haiku-4-5", max_tokens=40, messages=messages
-                        )
-
-    await asyncio.gather(*(worker(random.Random(100 + i)) for i in range(n)))
-    for aclient in aclients.values():
-        await aclient.close()
-
-
-def _watch(threads: list[threading.Thread], stop_at: float, *, live: bool) -> None:
-    def alive() -> bool:
-        return any(t.is_alive() for t in threads)
+    def announce(say: Callable[[str], object]) -> None:
+        nonlocal announced
+        if traffic.interrupted and not announced:
+            announced = True
+            n = traffic.sync_in_flight()
+            say(
+                "Interrupted: no new calls; async calls in flight cancelled, waiting for"
+                f" {fmt_count(n, 'sync call')} in flight to finish (Ctrl-C again to quit now)"
+            )
 
     if not live:
-        while alive():
-            threads[0].join(0.5)
+        flowing = False
+        next_progress = PROGRESS_EVERY_S
+        while traffic.alive():
+            traffic.wait(0.25)
+            announce(lambda text: print(text, flush=True))
+            total = llmpulse.stats(60).total
+            elapsed = traffic.elapsed()
+            if not flowing and total.calls:
+                flowing = True
+                print(f"  traffic flowing: first call ended {elapsed:.1f} s in", flush=True)
+            if elapsed >= next_progress and not traffic.stopping():
+                next_progress += PROGRESS_EVERY_S
+                print(
+                    f"  {elapsed:.0f} s: {fmt_count(total.calls, 'call')} in the last 60 s,"
+                    f" errors {total.error_rate:.1%}, 429s {total.rate_429:.1%},"
+                    f" p95 {fmt_seconds(total.p95_s)}",
+                    flush=True,
+                )
         return
     from rich.live import Live  # noqa: PLC0415
 
-    with Live(_table(llmpulse.stats(60), stop_at), refresh_per_second=4) as view:
-        while alive():
-            threads[0].join(0.25)
-            view.update(_table(llmpulse.stats(60), stop_at))
+    # Transient: the summary table replaces the live one instead of printing under it.
+    with Live(_live_table(llmpulse.stats(60), traffic), refresh_per_second=4, transient=True) as view:
+        while traffic.alive():
+            traffic.wait(0.25)
+            announce(view.console.print)
+            view.update(_live_table(llmpulse.stats(60), traffic))
+
+
+HEADERS = ("tenant", "calls", "errors", "429s", "p50", "p95", "p99", "TTFT p50", "tokens", "cost")
 
 
 def _row(name: str, g: GroupStats) -> list[str]:
     return [
         name,
-        str(g.calls),
+        f"{g.calls:,}",
         f"{g.error_rate:.1%}",
         f"{g.rate_429:.1%}",
         fmt_seconds(g.p50_s),
@@ -248,47 +520,98 @@ def _row(name: str, g: GroupStats) -> list[str]:
         fmt_seconds(g.p99_s),
         fmt_seconds(g.ttft_p50_s),
         f"{g.input_tokens + g.output_tokens:,}",
-        f"${g.cost_usd:.4f}",
+        fmt_cost(g.cost_usd),
     ]
 
 
-def _table(snapshot: StatsSnapshot, stop_at: float) -> Any:
+def _rows(groups: Mapping[str, GroupStats], total: GroupStats) -> list[list[str]]:
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1].calls, kv[0]))
+    return [*(_row(name, g) for name, g in ordered), _row("TOTAL", total)]
+
+
+def _rich_table(title: str, first: str, rows: list[list[str]]) -> Any:
     from rich.table import Table  # noqa: PLC0415
 
-    left = max(0.0, stop_at - time.monotonic())
-    table = Table(title=f"llmpulse demo: last 60 s ({left:.0f} s left)")
-    for header in (
-        "tenant",
-        "calls",
-        "errors",
-        "429s",
-        "p50",
-        "p95",
-        "p99",
-        "TTFT p50",
-        "tokens",
-        "cost",
-    ):
-        table.add_column(header, justify="left" if header == "tenant" else "right")
-    for name, group in sorted(snapshot.by_tenant.items(), key=lambda kv: -kv[1].calls):
-        table.add_row(*_row(name, group))
-    table.add_row(*_row("TOTAL", snapshot.total), style="bold")
+    table = Table(title=title)
+    for i, header in enumerate((first, *HEADERS[1:])):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*row, style="bold" if i == len(rows) - 1 else None)
     return table
 
 
-def _print_summary(snapshot: StatsSnapshot, log_path: str, metrics_url: str) -> None:
+def _live_table(snapshot: StatsSnapshot, traffic: _Traffic) -> Any:
+    left = max(0.0, traffic.duration - traffic.elapsed())
+    state = "stopping" if traffic.stopping() else f"{left:.0f} s left"
+    return _rich_table(
+        f"llmpulse demo: last 60 s ({state})", "tenant", _rows(snapshot.by_tenant, snapshot.total)
+    )
+
+
+def _print_summary(snapshot: StatsSnapshot, traffic: _Traffic, *, live: bool) -> None:
     t = snapshot.total
-    lines = [
-        "",
-        "Summary",
-        f"  calls {t.calls}, errors {t.error_rate:.1%}, 429s {t.rate_429:.1%}, retries {t.retries}",
+    how = "stopped by Ctrl-C at" if traffic.interrupted else "new calls for"
+    started_for = traffic.started_for()
+    cancelled = f", {fmt_count(t.cancelled, 'call')} cancelled" if t.cancelled else ""
+    print(
+        f"\nSummary: {how} {started_for:.1f} s; the last call ended at {traffic.elapsed():.1f} s\n"
+        f"  {fmt_count(t.calls, 'call')}, errors {t.error_rate:.1%}, 429s {t.rate_429:.1%},"
+        f" {fmt_count(t.retries, 'retry', 'retries')}{cancelled}\n"
         f"  latency p50 {fmt_seconds(t.p50_s)}, p95 {fmt_seconds(t.p95_s)}, p99 {fmt_seconds(t.p99_s)};"
-        f" TTFT p50 {fmt_seconds(t.ttft_p50_s)} (within 1 %)",
-        f"  tokens in {t.input_tokens:,} / out {t.output_tokens:,}; cost ${t.cost_usd:.4f}"
-        f" ({t.unpriced_calls} calls unpriced)",
-        "  by model:",
-    ]
-    for model, g in sorted(snapshot.by_model.items()):
-        lines.append(f"    {model:<20} {g.calls:>5} calls  p95 {fmt_seconds(g.p95_s):>8}  ${g.cost_usd:.4f}")
-    lines.append(f"  JSON logs: {log_path}  (metrics were served at {metrics_url})")
-    print("\n".join(lines))
+        f" TTFT p50 {fmt_seconds(t.ttft_p50_s)} (within 1 %)\n"
+        f"  tokens {t.input_tokens:,} in / {t.output_tokens:,} out; cost {fmt_cost(t.cost_usd)}"
+        f" ({fmt_count(t.unpriced_calls, 'call')} unpriced)"
+    )
+    tables = (("tenant", snapshot.by_tenant), ("model", snapshot.by_model))
+    if live:
+        from rich.console import Console  # noqa: PLC0415
+
+        console = Console()
+        for first, groups in tables:
+            console.print(_rich_table(f"By {first}", first, _rows(groups, t)))
+        return
+    for first, groups in tables:
+        print()
+        print("\n".join(plain_table((first, *HEADERS[1:]), _rows(groups, t))))
+
+
+def _print_alerts(alerts: list[llmpulse.Alert], elapsed: float) -> None:
+    print("\nAlerts (in-process rules; see docs/alerting.md)")
+    if not alerts:
+        print("  none fired")
+    if elapsed < 240:  # younger than every window: say so rather than look healthy
+        print("  (a rule over a window waits until 80 % of it is watched: 2 min 24 s for the 429 rules,")
+        print("   4 min for p95 and 5xx; run with --duration 300 to see them)")
+    if alerts:
+        print("\n".join(alert_lines(alerts, limit=ALERT_LINES)))
+
+
+def _command() -> str:
+    """How this process was started, so the printed ``report`` command works when pasted."""
+    if os.path.basename(sys.argv[0]) == "llmpulse":
+        return shlex.quote(sys.argv[0])  # e.g. .venv/bin/llmpulse from make demo
+    return f"{shlex.quote(sys.executable)} -m llmpulse"
+
+
+def _print_next_steps(log: RunLog, metrics_url: str, *, keep_serving: bool) -> None:
+    with log.path.open("rb") as f:
+        lines = sum(1 for _ in f)
+    path = shlex.quote(str(log.path))
+    if keep_serving:
+        curl = f"  # the Prometheus metrics, served until you press Ctrl-C:\n  curl -s {metrics_url}"
+    else:
+        # The port is gone once the demo exits; a command that fails silently would mislead.
+        curl = (
+            "  # the Prometheus metrics: served only while the traffic ran, so this now fails;"
+            " run with --keep-serving to scrape them after the summary:\n"
+            f"  curl -s {metrics_url}"
+        )
+    latest = f"; {shlex.quote(str(log.latest))} names the newest run" if log.latest else ""
+    print(
+        "\nLook further\n"
+        "  # latency, errors, retries and cost by model, tenant and route:\n"
+        f"  {_command()} report {path}\n"
+        f"{curl}\n"
+        f"  # the JSON log, one line per call ({fmt_count(lines, 'line')}{latest}):\n"
+        f"  {path}"
+    )
