@@ -8,8 +8,22 @@ import sys
 __all__ = ["main"]
 
 
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, what shells report for a process stopped by it."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``llmpulse`` command."""
+    """Entry point of the ``llmpulse`` command: the exit code (130 after Ctrl-C, without a traceback)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # `llmpulse demo` handles Ctrl-C itself once its traffic runs; this catches one during start-up
+        # (the SDK imports take a second or two) and in the other commands.
+        print("\nllmpulse: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     from . import __version__  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="llmpulse", description="See and control every LLM API call.")

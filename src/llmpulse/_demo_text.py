@@ -112,7 +112,7 @@ def alert_lines(alerts: Sequence[Alert], *, limit: int = 20) -> list[str]:
         left = len(ordered) - shown
         room = limit - len(lines) - (0 if left == 1 else 1)
         if len(block) > room:
-            lines.append(f"  ... and {fmt_count(left, 'more alert rule')} not shown")
+            lines.append(f"  ... and {left:,} more not shown (one line per rule and subject)")
             break
         lines.extend(block)
     return lines
