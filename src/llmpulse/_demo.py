@@ -303,13 +303,17 @@ class _Traffic:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sync_in_flight = 0
+        # Our own count of running workers, not Thread.is_alive(): on Python 3.11 a KeyboardInterrupt
+        # raised while joining a thread marks it stopped although it still runs (bpo-45274's fix).
+        self._running = sync_workers + 1
+        self._done = threading.Event()
         self._started = self._deadline = self._ended = self._interrupted_at = 0.0
         self._threads = [
-            threading.Thread(target=self._sync_worker, args=(random.Random(i),), daemon=True)
+            threading.Thread(target=self._worker, args=(self._sync_worker, random.Random(i)), daemon=True)
             for i in range(sync_workers)
         ]
         self._threads.append(
-            threading.Thread(target=asyncio.run, args=(self._async_main(async_workers),), daemon=True)
+            threading.Thread(target=self._worker, args=(self._async_thread, async_workers), daemon=True)
         )
 
     def start(self) -> None:
@@ -323,7 +327,7 @@ class _Traffic:
         return self._stop.is_set() or time.monotonic() >= self._deadline
 
     def alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return not self._done.is_set()
 
     def interrupt(self) -> None:
         """Ctrl-C: no new calls, cancel the async ones in flight."""
@@ -340,10 +344,7 @@ class _Traffic:
 
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the workers, then act on a Ctrl-C that came meanwhile."""
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join(timeout)  # the signal handler runs during it
-                break
+        self._done.wait(timeout)  # the signal handler runs during it
         if self.interrupt_requested and not self.interrupted:
             self.interrupt()
 
@@ -353,9 +354,10 @@ class _Traffic:
             time.sleep(0.25)  # a signal handler runs between two sleeps
 
     def join(self) -> None:
-        for thread in self._threads:
-            thread.join()
+        self._done.wait()
         self._ended = time.monotonic()
+        for thread in self._threads:
+            thread.join()  # each has only its return left
 
     def started_for(self) -> float:
         """Seconds during which workers started new calls: the duration, or until Ctrl-C."""
@@ -375,6 +377,18 @@ class _Traffic:
         finally:
             with self._lock:
                 self._sync_in_flight -= 1
+
+    def _worker(self, work: Callable[[Any], None], arg: Any) -> None:
+        try:
+            work(arg)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    self._done.set()
+
+    def _async_thread(self, n: int) -> None:
+        asyncio.run(self._async_main(n))
 
     def _sync_worker(self, rng: random.Random) -> None:
         while not self.stopping():
