@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -346,6 +347,27 @@ def test_bad_options_are_named(argv: list[str], error: str, capsys: pytest.Captu
     """A bad value gets one line naming the option and the value, and exit code 2."""
     assert main(["demo", *argv]) == EXIT_USAGE
     assert capsys.readouterr().err == f"llmpulse demo: {error}\n"
+
+
+def test_an_out_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out naming a file, not a directory: one line naming the option, exit code 2, no traceback."""
+    (tmp_path / "a-file").write_text("")
+    assert main(["demo", "--out", str(tmp_path / "a-file")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"llmpulse demo: cannot write the JSON log in --out {str(tmp_path / 'a-file')!r}: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_metrics_port_in_use_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--metrics-port already taken: one line naming the option and port, exit code 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--metrics-port", str(port), "--out", str(tmp_path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"llmpulse demo: cannot serve /metrics on --metrics-port {port}: ")
+    assert len(err.splitlines()) == 1
 
 
 def test_real_runs_at_most_its_cap_and_says_so() -> None:

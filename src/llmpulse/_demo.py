@@ -226,25 +226,22 @@ def _run(
                 "api_key": "sk-ant-demo-not-a-real-key",
                 "base_url": fake.anthropic_base_url,
             }
-        server = start_metrics_server(args.metrics_port)
+        try:
+            server = start_metrics_server(args.metrics_port)
+        except OSError as exc:
+            print(
+                f"llmpulse demo: cannot serve /metrics on --metrics-port {args.metrics_port}: {exc}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         stack.callback(server.stop)
         makers = {"openai": openai.OpenAI, "anthropic": anthropic.Anthropic}
         clients: dict[str, Any] = {p: llmpulse.wrap(makers[p](**kwargs[p])) for p in providers}
         for client in clients.values():
             stack.callback(client.close)
-        mode = " --real" if args.real else ""
-        print(f"llmpulse {llmpulse.__version__} demo{mode}: {duration:g} s of traffic{note}")
-        if args.real:
-            for provider, name, key in PROVIDERS:
-                if provider in clients:
-                    print(f"  calling {name} at {clients[provider].base_url} (key from {key})")
-                else:
-                    print(f"  not calling {name}: {key} is not set")
-        else:
-            print(f"  against the built-in fake provider at {fake.base_url} (no network, no keys)")
-        print(f"  /metrics: {server.url}   JSON log: {log.path}")
-        if not live:
-            print("  Ctrl-C stops the traffic and prints the summary", flush=True)
+        where = None if args.real else fake.base_url
+        _print_banner(duration, note, clients, where, server.url, log)
+        print("  Ctrl-C stops the traffic and prints the summary", flush=True)
         traffic = _Traffic(
             duration,
             clients,
@@ -269,6 +266,23 @@ def _run(
             traffic.wait_for_interrupt()
             return 0  # the documented way to end --keep-serving, not an interruption of the run
     return EXIT_INTERRUPTED if traffic.interrupted else 0
+
+
+def _print_banner(
+    duration: float, note: str, clients: dict[str, Any], fake_url: str | None, metrics_url: str, log: RunLog
+) -> None:
+    """What runs, against what, and where to look meanwhile (``fake_url`` None: the real providers)."""
+    mode = "" if fake_url else " --real"
+    print(f"llmpulse {llmpulse.__version__} demo{mode}: {duration:g} s of traffic{note}")
+    if fake_url:
+        print(f"  against the built-in fake provider at {fake_url} (no network, no keys)")
+    else:
+        for provider, name, key in PROVIDERS:
+            if provider in clients:
+                print(f"  calling {name} at {clients[provider].base_url} (key from {key})")
+            else:
+                print(f"  not calling {name}: {key} is not set")
+    print(f"  /metrics: {metrics_url}   JSON log: {log.path}")
 
 
 class _Alerts:
