@@ -13,6 +13,11 @@ the summary prints; the exit code is 130. The fake provider and the
 clients stay up until every call has ended, so no call fails against a
 closed server (that, not the interrupt, is what opened the breakers and
 filled the log with ``CircuitOpenError``). A second Ctrl-C quits at once.
+
+/metrics is served while the traffic runs and stops with it, so ``make demo``
+ends on its own (and a pipe or CI job never hangs); ``--keep-serving`` keeps
+it up after the summary until Ctrl-C, and the printed ``curl`` line says
+which of the two applies.
 """
 
 from __future__ import annotations
@@ -518,7 +523,8 @@ def _watch(traffic: _Traffic, *, live: bool) -> None:
             if elapsed >= next_progress and not traffic.stopping():
                 next_progress += PROGRESS_EVERY_S
                 print(
-                    f"  {elapsed:.0f} s: {fmt_count(total.calls, 'call')} in the last 60 s,"
+                    f"  {elapsed:.0f} s: {fmt_count(total.calls, 'call')}"
+                    f" {'so far' if elapsed <= 60 else 'in the last 60 s'},"  # the window of stats(60)
                     f" errors {total.error_rate:.1%}, 429s {total.rate_429:.1%},"
                     f" p95 {fmt_seconds(total.p95_s)}",
                     flush=True,
