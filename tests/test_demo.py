@@ -444,16 +444,21 @@ def _alert(rule: str, status: str, severity: str, minute: int, **labels: str) ->
 
 
 def test_alerts_are_grouped_by_rule_and_subject() -> None:
-    """A rule that fired and resolved is one line with its count; pages come first; evidence while firing."""
+    """A line per rule and subject, with its count: firing pages, firing warnings, then resolved."""
     alerts = [
         _alert("error_429_rate", "firing", "warning", 1),
-        _alert("latency_p95", "firing", "page", 2, model="gpt-4o"),
-        _alert("error_429_rate", "resolved", "warning", 3),
+        _alert("latency_p95", "firing", "warning", 2, model="gpt-4o"),
+        _alert("latency_p95", "firing", "page", 3, model="claude-haiku-4-5"),
+        _alert("slow_call", "resolved", "page", 4),
+        _alert("error_429_rate", "resolved", "warning", 5),
     ]
     assert alert_lines(alerts) == [
-        "  03:02:00 [PAGE] latency_p95: latency_p95 summary at 2",
+        "  03:03:00 [PAGE] latency_p95: latency_p95 summary at 3",
         "      top tenants by calls: acme 40, globex 12",
-        "  03:03:00 [resolved] error_429_rate: error_429_rate summary at 3 (2 alerts since 03:00:00)",
+        "  03:02:00 [WARNING] latency_p95: latency_p95 summary at 2",
+        "      top tenants by calls: acme 40, globex 12",
+        "  03:05:00 [resolved] error_429_rate: error_429_rate summary at 5 (2 alerts since 03:00:00)",
+        "  03:04:00 [resolved] slow_call: slow_call summary at 4",
     ]
 
 

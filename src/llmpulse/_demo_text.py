@@ -81,7 +81,7 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: 
 
 
 def alert_lines(alerts: Sequence[Alert], *, limit: int = 20) -> list[str]:
-    """The alerts grouped by rule and subject, most recent state first, in at most ``limit`` lines.
+    """The alerts grouped by rule and subject, what still fires first, in at most ``limit`` lines.
 
     A rule that fired, escalated and resolved is one group, not three lines:
     its last state, how many alerts it sent, and its top tenants while
@@ -97,10 +97,14 @@ def alert_lines(alerts: Sequence[Alert], *, limit: int = 20) -> list[str]:
     groups: dict[str, list[Alert]] = {}
     for alert in alerts:
         groups.setdefault(alert.key, []).append(alert)
-    # Pages first, then what is still firing, then the newest.
+    # What still fires first (pages before warnings), then what resolved; the newest first in each.
     ordered = sorted(
         groups.values(),
-        key=lambda g: (g[-1].severity != "page", g[-1].status != "firing", -g[-1].at.timestamp()),
+        key=lambda g: (
+            g[-1].status != "firing",
+            g[-1].status == "firing" and g[-1].severity != "page",
+            -g[-1].at.timestamp(),
+        ),
     )
     lines: list[str] = []
     for shown, group in enumerate(ordered):
