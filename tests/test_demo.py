@@ -370,6 +370,31 @@ def test_a_metrics_port_in_use_is_named(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(err.splitlines()) == 1
 
 
+def test_a_missing_sdk_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the anthropic SDK (the library does not need it) the demo says what to install."""
+    monkeypatch.setitem(sys.modules, "anthropic", None)  # `import anthropic` raises ImportError
+    assert main(["demo", "--out", str(tmp_path / "out")]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "llmpulse demo: the anthropic SDK is not installed and the demo calls anthropic through it:"
+        " pip install anthropic\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_rich_a_terminal_gets_the_plain_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich is the optional ``cli`` extra: on a terminal without it, the demo prints plain tables."""
+    monkeypatch.setitem(sys.modules, "rich", None)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["demo", "--duration", "0.5", "--workers", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\nTOTAL " in out
+    assert "┃" not in out
+
+
 def test_real_runs_at_most_its_cap_and_says_so() -> None:
     """--real caps the duration, and the note says it: the banner prints the duration that runs."""
     assert plan_duration(30, real=True) == (

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import os
 import random
 import shlex
@@ -196,12 +198,14 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run(
     args: argparse.Namespace, duration: float, note: str, providers: tuple[str, ...], holder: list[_Traffic]
 ) -> int:
-    import anthropic  # noqa: PLC0415
-    import openai  # noqa: PLC0415 - the demo needs both SDKs; the library does not
-
     from ._metrics_server import start_metrics_server  # noqa: PLC0415
     from .testing import FakeProvider, FaultPlan  # noqa: PLC0415
 
+    try:
+        makers = _sdk_classes(providers)
+    except DemoUsageError as exc:
+        print(f"llmpulse demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         log = new_run_log(args.out, datetime.now(UTC))
     except OSError as exc:
@@ -209,7 +213,7 @@ def _run(
         return EXIT_USAGE
     alerts = _Alerts()  # shown after the run: JSON lines would break the live table
     llmpulse.configure(sinks=("jsonl",), jsonl_path=str(log.path), alert_sinks=(alerts,))
-    live = not args.no_live and sys.stdout.isatty()
+    live = not args.no_live and sys.stdout.isatty() and _have_rich()
     with ExitStack() as stack:
         kwargs: dict[str, dict[str, Any]] = {"openai": {}, "anthropic": {}}
         if not args.real:
@@ -240,8 +244,7 @@ def _run(
             )
             return EXIT_USAGE
         stack.callback(server.stop)
-        makers = {"openai": openai.OpenAI, "anthropic": anthropic.Anthropic}
-        clients: dict[str, Any] = {p: llmpulse.wrap(makers[p](**kwargs[p])) for p in providers}
+        clients: dict[str, Any] = {p: llmpulse.wrap(makers[p][0](**kwargs[p])) for p in providers}
         for client in clients.values():
             stack.callback(client.close)
         where = None if args.real else fake.base_url
@@ -250,7 +253,7 @@ def _run(
         traffic = _Traffic(
             duration,
             clients,
-            {p: kwargs[p] for p in providers},
+            {p: (makers[p][1], kwargs[p]) for p in providers},
             sync_workers=1 if args.real else args.workers,
             async_workers=1 if args.real else 8,
         )
@@ -271,6 +274,38 @@ def _run(
             traffic.wait_for_interrupt()
             return 0  # the documented way to end --keep-serving, not an interruption of the run
     return EXIT_INTERRUPTED if traffic.interrupted else 0
+
+
+SDKS = {
+    "openai": ("openai", "OpenAI", "AsyncOpenAI"),
+    "anthropic": ("anthropic", "Anthropic", "AsyncAnthropic"),
+}
+"""Provider id -> the SDK's module and its sync and async client classes."""
+
+
+def _sdk_classes(providers: tuple[str, ...]) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+    """The sync and async client classes of each provider's SDK; `DemoUsageError` when one is missing.
+
+    The library needs neither SDK; the demo needs the one of each provider it calls.
+    """
+    classes: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+    for provider in providers:
+        module_name, sync_name, async_name = SDKS[provider]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            msg = (
+                f"the {module_name} SDK is not installed and the demo calls {provider} through it:"
+                f" pip install {module_name}"
+            )
+            raise DemoUsageError(msg) from exc
+        classes[provider] = (getattr(module, sync_name), getattr(module, async_name))
+    return classes
+
+
+def _have_rich() -> bool:
+    """Whether rich (the ``cli`` extra) is there for the live table; without it the output is plain."""
+    return importlib.util.find_spec("rich") is not None
 
 
 def _print_banner(
@@ -307,7 +342,7 @@ class _Traffic:
         self,
         duration: float,
         clients: dict[str, Any],
-        async_kwargs: dict[str, dict[str, Any]],
+        async_clients: dict[str, tuple[Callable[..., Any], dict[str, Any]]],
         *,
         sync_workers: int,
         async_workers: int,
@@ -316,7 +351,7 @@ class _Traffic:
         self.interrupt_requested = False  # set by the SIGINT handler; acted on by wait()
         self.interrupted = False
         self._clients = clients
-        self._async_kwargs = async_kwargs
+        self._async_clients = async_clients
         self._stop = threading.Event()
         self._lock = threading.Lock()  # orders interrupt() against the async side registering its tasks
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -424,12 +459,10 @@ class _Traffic:
             task.cancel()
 
     async def _async_main(self, n: int) -> None:
-        import anthropic  # noqa: PLC0415
-        import openai  # noqa: PLC0415
-
-        makers = {"openai": openai.AsyncOpenAI, "anthropic": anthropic.AsyncAnthropic}
         # Async clients belong to the loop they are used on: make and close them here.
-        aclients: dict[str, Any] = {p: llmpulse.wrap(makers[p](**kw)) for p, kw in self._async_kwargs.items()}
+        aclients: dict[str, Any] = {
+            p: llmpulse.wrap(make(**kw)) for p, (make, kw) in self._async_clients.items()
+        }
         try:
             with self._lock:
                 if self._stop.is_set():
