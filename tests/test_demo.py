@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -73,6 +74,9 @@ def test_demo_runs_and_writes_json_logs(tmp_path: Path, capsys: pytest.CaptureFi
     summary, alerts, further = (out.index(s) for s in ("\nSummary: ", "\nAlerts (", "\nLook further\n"))
     assert summary < alerts < further
     assert out.index("\nTOTAL ") < alerts
+    page = re.search(r"\nAlerts \(in-process rules; see (docs/[\w-]+\.md)\)\n", out)
+    assert page is not None
+    assert (Path(__file__).parent.parent / page[1]).exists()  # the page it points to is there
     assert f"{fmt_count(len(calls), 'call')}, errors" in out  # the log and the summary agree
     tail = out[further:].splitlines()[2:]
     printed = tmp_path / run.name

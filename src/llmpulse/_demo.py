@@ -643,7 +643,7 @@ def _print_summary(snapshot: StatsSnapshot, traffic: _Traffic, *, live: bool) ->
 
 
 def _print_alerts(alerts: list[llmpulse.Alert], elapsed: float) -> None:
-    print("\nAlerts (in-process rules; see docs/alerting.md)")
+    print("\nAlerts (in-process rules; see docs/in-process-alerts.md)")
     if not alerts:
         print("  none fired")
     if elapsed < 240:  # younger than every window: say so rather than look healthy
