@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import llmpulse
+import llmpulse._demo
 from llmpulse._cli import main
 from llmpulse._demo import EXIT_INTERRUPTED, EXIT_USAGE, REAL_MAX_DURATION_S, DemoUsageError, plan_duration
 from llmpulse._demo_text import LATEST_NAME, alert_lines, fmt_cost, fmt_count, new_run_log, plain_table
@@ -500,6 +501,33 @@ def test_alerts_fit_in_a_screenful() -> None:
     assert lines[-1] == "  ... and 41 more not shown (one line per rule and subject)"
     with pytest.raises(ValueError, match="limit must be at least 2, got 1"):
         alert_lines(alerts, limit=1)
+
+
+def test_ctrl_c_before_the_traffic_starts_exits_130_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the demo starts (the SDK imports take a second or two): 130, one line, no traceback."""
+
+    def interrupted(providers: tuple[str, ...]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmpulse._demo, "_sdk_classes", interrupted)
+    assert main(["demo", "--out", str(tmp_path)]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "\nllmpulse demo: interrupted\n"
+
+
+def test_the_cli_turns_ctrl_c_into_130_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in any command (here the report) ends it with 130 and one line, not a traceback."""
+    import llmpulse._report  # noqa: PLC0415
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmpulse._report, "run_report", interrupted)
+    assert main(["report", "some.jsonl"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "\nllmpulse: interrupted\n"
 
 
 def test_cli_rejects_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
