@@ -25,7 +25,8 @@ import llmpulse
 import llmpulse._demo
 from llmpulse._cli import main
 from llmpulse._demo import EXIT_INTERRUPTED, EXIT_USAGE, REAL_MAX_DURATION_S, DemoUsageError, plan_duration
-from llmpulse._demo_text import LATEST_NAME, alert_lines, fmt_cost, fmt_count, new_run_log, plain_table
+from llmpulse._demo_text import LATEST_NAME, alert_lines, new_run_log, plain_table
+from llmpulse._units import fmt_cost, fmt_count
 from llmpulse.alerts import Alert, Evidence
 from llmpulse.testing import FakeProvider, FaultPlan
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from llmpulse._bins import fmt_seconds
 from llmpulse._cli import main
+from llmpulse._units import fmt_seconds
 from llmpulse.events import CallEvent
 from llmpulse.sinks import JsonlSink
 from report_browser import (

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from llmpulse._bins import BUCKETS, MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch, fmt_seconds
+from llmpulse._bins import BUCKETS, MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch
 from llmpulse._stats import GroupStats, RollingStats, StatsSnapshot
+from llmpulse._units import fmt_seconds
 from llmpulse.events import CallEvent
 from llmpulse.testing import FakeClock, FakeProvider, make_call_event
 

@@ -31,7 +31,6 @@ __all__ = [
     "LogBins",
     "Sketch",
     "bucket_index",
-    "fmt_seconds",
 ]
 
 RELATIVE_ACCURACY = 0.01
@@ -189,27 +188,6 @@ class Sketch:
         for i, n in enumerate(self.counts):
             if n:
                 yield _bucket_value(self.offset + i), n
-
-
-def fmt_seconds(value: float | None) -> str:
-    """A duration to 3 significant figures, the digits a 1 % sketch supports: ``"123 ms"``, ``"1.23 s"``.
-
-    Below 1 s in milliseconds (``"45.2 ms"``, ``"0.123 ms"``), from 1 s in
-    seconds (``"12.3 s"``, ``"1,230 s"``); ``"-"`` when unknown.
-    """
-    if value is None or math.isnan(value):
-        return "-"
-    if abs(value) < 1:
-        unit, scaled = "ms", value * 1000
-    else:
-        unit, scaled = "s", value
-    rounded = float(f"{scaled:.3g}")
-    if abs(rounded) >= 1000 and unit == "ms":  # 999.6 ms rounds up to a whole second
-        unit, rounded = "s", float(f"{rounded / 1000:.3g}")
-    if abs(rounded) >= 100 or rounded == 0:
-        return f"{rounded:,.0f} {unit}"
-    decimals = 2 - math.floor(math.log10(abs(rounded)))
-    return f"{rounded:.{decimals}f} {unit}"
 
 
 class LogBins:

@@ -44,10 +44,10 @@ from typing import Any
 
 import llmpulse
 
-from ._bins import fmt_seconds
-from ._demo_text import RunLog, alert_lines, fmt_cost, fmt_count, new_run_log, plain_table
+from ._demo_text import RunLog, alert_lines, new_run_log, plain_table
 from ._pipeline import get_pipeline
 from ._stats import GroupStats, StatsSnapshot
+from ._units import fmt_cost, fmt_count, fmt_seconds
 
 __all__ = [
     "EXIT_INTERRUPTED",

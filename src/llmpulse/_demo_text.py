@@ -6,51 +6,25 @@ test can call with made-up values.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from ._units import fmt_count
 from .alerts import Alert
 
 __all__ = [
     "LATEST_NAME",
     "RunLog",
     "alert_lines",
-    "fmt_cost",
-    "fmt_count",
     "new_run_log",
     "plain_table",
 ]
 
 LATEST_NAME = "llmpulse-events-latest.jsonl"
 """The symlink in the output directory that always names the newest run's log."""
-
-
-def fmt_cost(usd: float | None) -> str:
-    """US dollars with the digits they have: ``"$0"``, ``"$0.000412"``, ``"$0.0383"``, ``"$12.35"``.
-
-    Under a dollar, 3 significant figures (a demo run costs fractions of a
-    cent: ``$0.0000`` would hide it); from a dollar, cents. ``"-"`` when unknown.
-    """
-    if usd is None or math.isnan(usd):
-        return "-"
-    if usd == 0:
-        return "$0"
-    sign = "-" if usd < 0 else ""
-    usd = abs(usd)
-    rounded = float(f"{usd:.3g}")
-    if rounded >= 1:  # 0.9996 rounds to 1.00: print it as cents too
-        return f"{sign}${usd:,.2f}"
-    decimals = 2 - math.floor(math.log10(rounded))
-    return f"{sign}${rounded:.{decimals}f}"
-
-
-def fmt_count(n: int, noun: str, plural: str | None = None) -> str:
-    """``"1 call"``, ``"0 calls"``, ``"1,234 calls"``; ``plural`` for nouns not made with an "s"."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> list[str]:

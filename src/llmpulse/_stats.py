@@ -40,7 +40,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-from ._bins import Sketch, bucket_index, fmt_seconds
+from ._bins import Sketch, bucket_index
+from ._units import fmt_cost, fmt_seconds
 from .events import CallEvent
 
 __all__ = ["Dimension", "GroupStats", "RollingStats", "StatsSnapshot", "TopBy"]
@@ -266,7 +267,7 @@ class GroupStats:
             f" p95 {fmt_seconds(self.p95_s)}, p99 {fmt_seconds(self.p99_s)};"
             f" TTFT p50 {fmt_seconds(self.ttft_p50_s)}, p95 {fmt_seconds(self.ttft_p95_s)};"
             f" tokens {self.input_tokens:,} in / {self.output_tokens:,} out;"
-            f" ${self.cost_usd:.4f} ({self.unpriced_calls:,} unpriced)"
+            f" {fmt_cost(self.cost_usd)} ({self.unpriced_calls:,} unpriced)"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .._bins import fmt_seconds
+from .._units import fmt_cost, fmt_seconds
 from ._aggregate import OTHER, Aggregate, GroupStats
 from ._sketch import RELATIVE_ACCURACY
 
@@ -37,11 +37,6 @@ class Table:
     note: str | None = None
     incident: bool = False
     """One of the incident tables (errors by type, tenants by errors): the HTML view shows them first."""
-
-
-def fmt_cost(value: float) -> str:
-    """Dollars, with more decimals for small amounts."""
-    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"
 
 
 def fmt_time(epoch: float | None) -> str:
