@@ -260,7 +260,7 @@ class TestIncident:
         assert "errors 10.7 % (32 calls)" in out
         assert re.search(r"RateLimitError\s+│\s+429\s+│\s+30\s+│\s+93\.8 %", out)
         assert re.search(r"^Top tenants by errors", out, re.MULTILINE)
-        assert "1 more tenants with errors" in out  # globex plus the two tenants of the 500 and the rejection
+        assert "1 more tenant with errors" in out  # globex plus the two tenants of the 500 and the rejection
 
     def test_no_errors_no_incident(self, tmp_path, capsys):
         """Without a failed call there is no incident line and no error table."""
@@ -432,7 +432,7 @@ class TestViews:
         assert "┃ model" in out
         assert "skipped 1 lines" in out
         assert "within 1% of the exact values" in out
-        assert "1 more tenants" in out
+        assert "1 more tenant (--top N shows more)" in out
 
     def test_plain_text_without_rich(self, tmp_path, capsys, monkeypatch):
         """When rich cannot be imported the same tables are printed as aligned plain text."""

@@ -13,6 +13,7 @@ import math
 from datetime import UTC, datetime
 from html import escape
 
+from .._units import fmt_count
 from ._aggregate import Aggregate, Point
 from ._charts import Axis, Bar, Mark, Series, chart, linear_axis, log_axis, time_axis
 from ._sketch import MIN_VALUE, Sketch
@@ -141,7 +142,7 @@ def _cards(agg: Aggregate, found: Incident | None) -> str:
             "Cost",
             fmt_cost(total.cost_usd),
             (f"{fmt_cost(rate)} per hour; " if rate is not None else "")
-            + f"{total.unpriced:,} unpriced calls",
+            + fmt_count(total.unpriced, "unpriced call"),
         ),
     ]
     return '<div class="cards">' + "".join(cards) + "</div>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .._units import fmt_cost, fmt_seconds
+from .._units import fmt_cost, fmt_count, fmt_seconds
 from ._aggregate import OTHER, Aggregate, GroupStats
 from ._sketch import RELATIVE_ACCURACY
 
@@ -159,7 +159,7 @@ def summary_lines(agg: Aggregate, window: tuple[float | None, float | None]) -> 
     total = agg.total
     lines = [
         f"{total.calls:,} calls from {fmt_time(agg.first)} to {fmt_time(agg.last)}",
-        f"cost {fmt_cost(total.cost_usd)}{_per_hour(agg)} ({total.unpriced:,} unpriced calls), "
+        f"cost {fmt_cost(total.cost_usd)}{_per_hour(agg)} ({fmt_count(total.unpriced, 'unpriced call')}), "
         f"tokens {total.input_tokens:,} in / {total.output_tokens:,} out",
         f"errors {_pct(total.error_rate)} ({total.errors:,} calls), 429 {_pct(total.rate_limited_rate)}, "
         f"{total.attempts_per_call:.2f} attempts per call",
@@ -281,7 +281,7 @@ def _tenants_by_errors(agg: Aggregate, top: int) -> Table | None:
         for name, stats in ranked[:top]
     ]
     if len(ranked) > top:
-        table.note = f"{len(ranked) - top:,} more tenants with errors (--top N shows more)"
+        table.note = f"{fmt_count(len(ranked) - top, 'more tenant')} with errors (--top N shows more)"
     return table
 
 
@@ -317,7 +317,7 @@ def build_tables(agg: Aggregate, dimensions: list[str], top: int) -> list[Table]
             ranked = groups.ranked(by_cost=True)
             table.rows = [_cost_row(name, stats, agg.total.cost_usd) for name, stats in ranked[:top]]
             if len(ranked) > top:
-                table.note = f"{len(ranked) - top:,} more {dim}s (--top N shows more)"
+                table.note = f"{fmt_count(len(ranked) - top, f'more {dim}')} (--top N shows more)"
         if groups.folded_calls:
             folded = (
                 f"{groups.folded_calls:,} calls of {dim}s beyond the first {groups.cap:,} "
