@@ -185,9 +185,10 @@ class FaultPlan:
             second; None (the default): at once. A non-streamed answer then waits
             ``output tokens / tokens_per_s`` more before its headers, after ``latency_s`` (so the
             ``openai-processing-ms`` header includes it); a stream spreads that same time evenly
-            over its events (each waits its share on top of ``chunk_delay_s``), so a reply takes as
-            long streamed as not, and its first content arrives after ``latency_s`` plus the
-            shares of the events before it (in a chat stream: the role chunk and itself).
+            over its events: of ``n`` events, the k-th is sent no earlier than ``k / n`` of it
+            after the headers (and ``chunk_delay_s`` after the one before). So a reply takes as
+            long streamed as not, and its first content comes after ``latency_s`` plus the share
+            of the events up to it (in a chat stream: the role chunk and itself).
 
     Raises:
         ValueError: A rate or delay is out of range.
@@ -757,14 +758,13 @@ class FakeProvider:
         headers = self._headers(request, where, content_type, received)
         if events is not None:
             delay = fault.seconds if fault is not None and kind == "slow_stream" else plan.chunk_delay_s
-            if events:
-                delay += generating / len(events)
+            pace = generating / len(events) if events else 0.0
             coding = (
                 self._negotiate(request, headers)
                 if self._compress_streams and where.platform is None
                 else None
             )
-            return await self._send_stream(writer, headers, events, delay, fault, coding)
+            return await self._send_stream(writer, headers, events, delay, pace, fault, coding)
         payload = json.dumps(fmt.json_body(where, data, gen), separators=(",", ":")).encode()
         if kind == "malformed_json":
             payload = b'{"id": "chatcmpl-broken", "choices": [}'
@@ -860,10 +860,15 @@ class FakeProvider:
         headers: dict[str, str],
         events: list[bytes],
         delay: float,
+        pace: float,
         fault: Fault | None,
         coding: enc.ContentEncoding | None,
     ) -> bool:
-        """Send SSE events as HTTP chunks, each compressed and flushed if coded; False when cut short."""
+        """Send SSE events as HTTP chunks, each compressed and flushed if coded; False when cut short.
+
+        Each event waits ``delay`` after the one before, and the k-th is sent no earlier than
+        ``k * pace`` after the headers: generation keeps its speed when a write was slow.
+        """
         headers |= {"transfer-encoding": "chunked", "cache-control": "no-cache"}
         self._count(200)
         kind = fault.kind if fault is not None else None
@@ -884,15 +889,19 @@ class FakeProvider:
             # The compressor's end (gzip's checksum) comes before the last, empty chunk.
             return (_chunk(encoder.finish()) if encoder is not None else b"") + b"0\r\n\r\n"
 
-        if delay <= 0 and stop is None:
+        if delay <= 0 and pace <= 0 and stop is None:
             # Nothing to observe between events: one write is much cheaper for benchmarks.
             body = b"".join(map(chunk, events))
             await _write(writer, 200, headers, body + end())
             return True
         await _write(writer, 200, headers)
-        for event in events[:stop]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for k, event in enumerate(events[:stop], 1):
             if delay > 0:
                 await asyncio.sleep(delay)
+            if pace > 0 and (wait := started + k * pace - loop.time()) > 0:
+                await asyncio.sleep(wait)
             writer.write(chunk(event))
             await writer.drain()
         if kind == "reset_mid_stream":
