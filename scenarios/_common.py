@@ -8,10 +8,12 @@ comes from the fake's fault plan and capacity model, never from a script.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import multiprocessing
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +24,14 @@ from prometheus_client import CollectorRegistry
 import llmpulse
 from llmpulse.alerts import Alert, AlertEngine
 from llmpulse.events import AttemptEvent, CallEvent, Event
-from llmpulse.testing import FakeClock, FakeProvider
+from llmpulse.testing import FakeClock, FakeProvider, FaultPlan
 
 __all__ = [
     "T0",
     "AlertLog",
     "EngineFeed",
     "Row",
+    "fake_elsewhere",
     "parse_args",
     "quantile",
     "quiet_llmpulse",
@@ -72,18 +75,50 @@ def quiet_llmpulse(**overrides: Any) -> None:
     llmpulse.configure(sinks=("none",), alerts=False, sample_rate=1.0, **overrides)
 
 
-def raw_openai(fake: FakeProvider, **options: Any) -> openai.OpenAI:
-    """A plain SDK client pointed at the fake provider."""
-    return openai.OpenAI(api_key="sk-scenario-not-a-real-key", base_url=fake.openai_base_url, **options)
+def raw_openai(fake: FakeProvider | str, **options: Any) -> openai.OpenAI:
+    """A plain SDK client pointed at the fake provider (or at this OpenAI base URL)."""
+    base_url = fake if isinstance(fake, str) else fake.openai_base_url
+    return openai.OpenAI(api_key="sk-scenario-not-a-real-key", base_url=base_url, **options)
 
 
 def wrapped(
-    fake: FakeProvider, sinks: Sequence[Any], policies: llmpulse.Policies | None = None, **options: Any
+    fake: FakeProvider | str,
+    sinks: Sequence[Any],
+    policies: llmpulse.Policies | None = None,
+    **options: Any,
 ) -> tuple[openai.OpenAI, CollectorRegistry]:
     """A wrapped SDK client with its own Prometheus registry."""
     registry = CollectorRegistry()
     client = llmpulse.wrap(raw_openai(fake, **options), sinks=sinks, registry=registry, policies=policies)
     return client, registry
+
+
+def _serve_fake(plan: FaultPlan, conn: Any) -> None:
+    with FakeProvider(plan, max_recorded=1000) as fake:
+        conn.send(fake.openai_base_url)
+        conn.recv()  # until the scenario is done with it
+
+
+@contextlib.contextmanager
+def fake_elsewhere(plan: FaultPlan) -> Iterator[str]:
+    """A `FakeProvider` in a process of its own; yields its OpenAI base URL.
+
+    Its work (thousands of stream events a second, each paced and written on its own)
+    then takes no GIL time from the client's threads, as a real provider's takes none.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    process = ctx.Process(target=_serve_fake, args=(plan, theirs), daemon=True)
+    process.start()
+    theirs.close()  # so that a child which dies makes recv() fail rather than wait
+    try:
+        if not ours.poll(60):
+            raise RuntimeError("the fake provider's process did not start within 60 s")
+        yield ours.recv()
+    finally:
+        with contextlib.suppress(OSError):
+            ours.send("stop")
+        process.join(10)
 
 
 def report(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> int:

@@ -603,6 +603,36 @@ def test_slow_stream(oai: openai.OpenAI, fake: FakeProvider) -> None:
     assert time.monotonic() - started >= 6 * 0.03
 
 
+def test_generation_speed_delays_answers_and_paces_streams(oai: openai.OpenAI, fake: FakeProvider) -> None:
+    """tokens_per_s: a whole answer waits for all its tokens; a stream's words come as they are made."""
+    fake.plan = FaultPlan(tokens_per_s=20.0)  # 10 tokens: 0.5 s
+    started = time.monotonic()
+    raw = oai.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, max_tokens=10)
+    assert time.monotonic() - started >= 0.5
+    assert int(raw.headers["openai-processing-ms"]) >= 500  # the provider's own clock includes it
+    usage = raw.parse().usage
+    assert usage is not None
+    assert usage.completion_tokens == 10
+    started = time.monotonic()
+    arrivals = []
+    for chunk in oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=10, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 10
+    # 13 events (role, 10 words, finish, [DONE]) share the 0.5 s: the last word is sent 11 shares
+    # in, the first 2 shares in, long before a whole answer would be.
+    assert arrivals[-1] >= 11 * 0.5 / 13
+    assert arrivals[0] < 0.5
+    assert time.monotonic() - started >= 0.5
+
+
+def test_generation_speed_must_be_positive() -> None:
+    """A zero or negative tokens_per_s is refused, naming the field."""
+    for bad in (0.0, -5.0):
+        with pytest.raises(ValueError, match="tokens_per_s"):
+            FaultPlan(tokens_per_s=bad)
+
+
 def test_huge_replies(oai: openai.OpenAI, ant: anthropic.Anthropic, fake: FakeProvider) -> None:
     """A huge fault gives a valid reply whose text has exactly the asked-for length, whole or streamed."""
     fake.enqueue(Fault.huge(200_000), Fault.huge(50_000))

@@ -476,6 +476,27 @@ def test_nothing_is_cached_unless_asked_and_never_private(
     assert not any(e.cache_hit for e in sink.calls)
 
 
+def test_a_private_call_never_reads_or_fills_the_cache(
+    fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
+) -> None:
+    """A private call sending a cached request goes out, and its own answer is not stored for later calls."""
+    registry = CollectorRegistry()
+    client = _openai(raw_openai, Policies(clock=FakeClock()), sink, registry)
+    session = [{"role": "user", "content": "my account number is 1234"}]
+    with llmpulse.context(cache=True):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # stored
+        with llmpulse.context(private=True):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # the same request
+            client.chat.completions.create(model="gpt-4o-mini", messages=session)
+        client.chat.completions.create(model="gpt-4o-mini", messages=session)  # nothing stored for it
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # the batch's own entry
+    assert [e.cache_hit for e in sink.calls] == [False, False, False, False, True]
+    assert [e.attempts for e in sink.calls] == [1, 1, 1, 1, 0]
+    assert len(fake.requests) == 4
+    store = {"gen_ai_provider_name": "openai", "result": "store"}
+    assert registry.get_sample_value("llmpulse_cache_total", store) == 2  # the two non-private misses
+
+
 def test_cached_answers_expire_and_routes_can_opt_in(
     fake: FakeProvider, sink: CapturingSink, raw_openai: openai.OpenAI
 ) -> None:

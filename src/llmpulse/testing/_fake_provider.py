@@ -181,6 +181,14 @@ class FaultPlan:
         cache_write_1h_input_tokens: Of those, the ones written for an hour (Anthropic's
             ``cache_creation.ephemeral_1h_input_tokens``; the rest are 5-minute writes).
         reasoning_tokens: Reasoning tokens reported per call, on top of the reply's.
+        tokens_per_s: How fast a reply is generated, in output tokens (reasoning included) per
+            second; None (the default): at once. A non-streamed answer then waits
+            ``output tokens / tokens_per_s`` more before its headers, after ``latency_s`` (so the
+            ``openai-processing-ms`` header includes it); a stream spreads that same time evenly
+            over its events: of ``n`` events, the k-th is sent no earlier than ``k / n`` of it
+            after the headers (and ``chunk_delay_s`` after the one before). So a reply takes as
+            long streamed as not, and its first content comes after ``latency_s`` plus the share
+            of the events up to it (in a chat stream: the role chunk and itself).
 
     Raises:
         ValueError: A rate or delay is out of range.
@@ -199,6 +207,7 @@ class FaultPlan:
     cache_write_input_tokens: int = 0
     cache_write_1h_input_tokens: int = 0
     reasoning_tokens: int = 0
+    tokens_per_s: float | None = None
 
     def __post_init__(self) -> None:
         low, high = self.latency_s if isinstance(self.latency_s, tuple) else (self.latency_s,) * 2
@@ -207,6 +216,8 @@ class FaultPlan:
         rates = [self.reset_rate, *self.error_rate.values()]
         if min(rates) < 0 or sum(rates) > 1:
             raise ValueError("error and reset rates must be >= 0 and sum to at most 1")
+        if self.tokens_per_s is not None and not self.tokens_per_s > 0:
+            raise ValueError(f"tokens_per_s must be > 0 (or None: at once), got {self.tokens_per_s}")
         if any(not 400 <= s <= 599 for s in self.error_rate):
             raise ValueError(f"error_rate keys must be HTTP error statuses: {sorted(self.error_rate)}")
 
@@ -638,7 +649,7 @@ class FakeProvider:
         try:
             if decision.delay > 0 and not await _pause(decision.delay, reader):
                 return False  # the client gave up waiting
-            keep_alive = await self._answer(request, where, data, decision, writer, received)
+            keep_alive = await self._answer(request, where, data, decision, reader, writer, received)
             return keep_alive and request.keep_alive
         finally:
             with self._changed:
@@ -708,6 +719,7 @@ class FakeProvider:
         where: fmt.Route,
         data: dict[str, Any],
         decision: _Decision,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         received: float,
     ) -> bool:
@@ -734,20 +746,25 @@ class FakeProvider:
             huge_bytes=fault.n_bytes if fault is not None and kind == "huge" else 0,
         )
         streamed = where.stream if where.stream is not None else data.get("stream") is True
-        events = fmt.stream_events(where, data, gen) if streamed else None
-        content_type = "application/json" if events is None else "text/event-stream"
-        if events is not None and where.platform == "bedrock":
-            events = fmt.bedrock_chunks(events, gen.input_tokens, gen.output_tokens)
+        stream = fmt.stream_events(where, data, gen) if streamed else None
+        content_type = "application/json" if stream is None else "text/event-stream"
+        if stream is not None and where.platform == "bedrock":
+            stream = fmt.bedrock_chunks(stream, gen.input_tokens, gen.output_tokens)
             content_type = "application/vnd.amazon.eventstream"
+        events = None if stream is None else list(stream)
+        generating = gen.output_tokens / plan.tokens_per_s if plan.tokens_per_s is not None else 0.0
+        if events is None and generating > 0 and not await _pause(generating, reader):
+            return False  # the client gave up waiting for the whole reply
         headers = self._headers(request, where, content_type, received)
         if events is not None:
             delay = fault.seconds if fault is not None and kind == "slow_stream" else plan.chunk_delay_s
+            pace = generating / len(events) if events else 0.0
             coding = (
                 self._negotiate(request, headers)
                 if self._compress_streams and where.platform is None
                 else None
             )
-            return await self._send_stream(writer, headers, list(events), delay, fault, coding)
+            return await self._send_stream(writer, headers, events, delay, pace, fault, coding)
         payload = json.dumps(fmt.json_body(where, data, gen), separators=(",", ":")).encode()
         if kind == "malformed_json":
             payload = b'{"id": "chatcmpl-broken", "choices": [}'
@@ -843,10 +860,15 @@ class FakeProvider:
         headers: dict[str, str],
         events: list[bytes],
         delay: float,
+        pace: float,
         fault: Fault | None,
         coding: enc.ContentEncoding | None,
     ) -> bool:
-        """Send SSE events as HTTP chunks, each compressed and flushed if coded; False when cut short."""
+        """Send SSE events as HTTP chunks, each compressed and flushed if coded; False when cut short.
+
+        Each event waits ``delay`` after the one before, and the k-th is sent no earlier than
+        ``k * pace`` after the headers: generation keeps its speed when a write was slow.
+        """
         headers |= {"transfer-encoding": "chunked", "cache-control": "no-cache"}
         self._count(200)
         kind = fault.kind if fault is not None else None
@@ -867,15 +889,19 @@ class FakeProvider:
             # The compressor's end (gzip's checksum) comes before the last, empty chunk.
             return (_chunk(encoder.finish()) if encoder is not None else b"") + b"0\r\n\r\n"
 
-        if delay <= 0 and stop is None:
+        if delay <= 0 and pace <= 0 and stop is None:
             # Nothing to observe between events: one write is much cheaper for benchmarks.
             body = b"".join(map(chunk, events))
             await _write(writer, 200, headers, body + end())
             return True
         await _write(writer, 200, headers)
-        for event in events[:stop]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for k, event in enumerate(events[:stop], 1):
             if delay > 0:
                 await asyncio.sleep(delay)
+            if pace > 0 and (wait := started + k * pace - loop.time()) > 0:
+                await asyncio.sleep(wait)
             writer.write(chunk(event))
             await writer.drain()
         if kind == "reset_mid_stream":
