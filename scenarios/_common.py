@@ -1,4 +1,4 @@
-"""Shared helpers of the field scenarios: the report table, the quiet llmpulse set-up, simulated time.
+"""Shared helpers of the incident scenarios: the report table, the quiet llmpulse set-up, simulated time.
 
 Every scenario drives the real ``openai`` SDK through `llmpulse.wrap` against
 `llmpulse.testing.FakeProvider` over HTTP on 127.0.0.1: what happens to a call
@@ -50,7 +50,7 @@ class Row:
 
     Attributes:
         what: What is measured.
-        field: The field's figure (as reported), or "-".
+        field: The reported figure, or "-".
         measured: What this run measured.
         ok: Whether the row's pass criterion holds (None: informational).
         criterion: The pass criterion, in words.
@@ -125,10 +125,10 @@ def report(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> int:
     """Print the table; return the exit status (1 when any criterion fails)."""
     widths = [
         max(len(h), *(len(getattr(r, f)) for r in rows))
-        for h, f in (("measure", "what"), ("field", "field"), ("measured", "measured"))
+        for h, f in (("measure", "what"), ("reported", "field"), ("measured", "measured"))
     ]
     print(f"\n== {title}")
-    header = f"{'measure':<{widths[0]}}  {'field':<{widths[1]}}  {'measured':<{widths[2]}}  result"
+    header = f"{'measure':<{widths[0]}}  {'reported':<{widths[1]}}  {'measured':<{widths[2]}}  result"
     print(header)
     print("-" * len(header))
     for r in rows:

@@ -1,4 +1,4 @@
-"""Run every field scenario in turn (``--quick``: the smoke-test sizes); exit 1 if any fails."""
+"""Run every incident scenario in turn (``--quick``: the smoke-test sizes); exit 1 if any fails."""
 
 from __future__ import annotations
 

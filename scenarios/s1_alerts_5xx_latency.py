@@ -20,10 +20,10 @@ multiplied, an artefact of the compression rather than of the service.
 The service runs healthy for 5 minutes (p95 ~0.4 s, no errors), so the 5-minute
 windows are full when the incident starts, then 5 minutes of the incident.
 The fake's incident latency is uniform on (0.2 s, 1.2526 s) simulated, whose
-p95 is the field's 1.2 s; 5 % of the answers are 500s. Those are the field's
+p95 is the reported 1.2 s; 5 % of the answers are 500s. Those are the reported
 inputs; the alert times are what the engine does with them.
 
-Retries: the field's 5 % is what the service's callers saw. With llmpulse's
+Retries: the reported 5 % is what the service's callers saw. With llmpulse's
 default 2 retries a 5 % provider error rate reaches callers as ~0.0125 %
 (0.05^3), and the 5xx rule (which reads each call's final answer) would stay
 quiet. So the main run uses ``max_retries=0``, and a second, shorter run

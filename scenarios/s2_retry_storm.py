@@ -1,6 +1,6 @@
 """Scenario 2: the retry storm. A provider slows down under 200 users: naive client vs llmpulse's defaults.
 
-The field: a 30 s client timeout and 5 retries, no breaker; when the provider
+Reported: a 30 s client timeout and 5 retries, no breaker; when the provider
 slowed down every user request became 6 attempts of 30 s, 1,200 outgoing
 requests for 200 users. llmpulse must keep attempts <= 1.1 x requests + 10.
 
@@ -132,7 +132,7 @@ def main() -> int:
         Row("llmpulse: how requests ended", "-", ", ".join(f"{n} {o}" for o, n in pulse_end.items())),
     ]
     notes = [
-        "the field's 1,200 is 200 requests x 6 attempts; the fake frees an attempt the client abandoned "
+        "the reported 1,200 is 200 requests x 6 attempts; the fake frees an attempt the client abandoned "
         "within 50 ms, so the attempts in flight at once stay far fewer: a real provider that keeps "
         "working on abandoned requests piles them up instead",
         f"wall time {time.monotonic() - started:.0f} s (time / {SCALE:g})",

@@ -1,6 +1,6 @@
 """Scenario 3: a 10k-request, 5-minute surge into a provider that answers ~30 % of it with 429.
 
-The field: after concurrency adapted, the 429 rate fell to 0.8 % within 7
+Reported: after concurrency adapted, the 429 rate fell to 0.8 % within 7
 minutes. The criterion here: the share of attempts answered 429 in the surge's
 last minute is under 1 % (the ``rate_429`` alert's threshold).
 
@@ -12,12 +12,12 @@ the fake provider over HTTP. The fake's capacity model decides every 429: it
 serves 47 requests at once, each taking 1-3 s (2 s on average), and answers
 429 with ``retry-after: 1`` beyond that. The surge brings 33 requests/s x 2 s
 = 67 requests in flight, of which 30 % beyond the capacity: that sizing is the
-field's "30 % 429", set once from the arithmetic, not fitted to any result
+reported "30 % 429", set once from the arithmetic, not fitted to any result
 (a first minute of the same surge without the adaptive limiter shows what
 it gives). ``--quick`` sends half the rate for 2 minutes against half the
 capacity (23), with time compressed as in the full run (a 10x compression made the
 smoke test flaky on a loaded machine: client timeouts opened the breaker). Its pass
-criterion is the field's, "under 1 % within 7 minutes": whether a 2-minute surge is
+criterion is the reported, "under 1 % within 7 minutes": whether a 2-minute surge is
 already under 1 % in its second minute swung between 0.3 % and 1.8 % from run to run.
 Every 429 is an attempt the fake answered, as counted from the attempt events.
 
@@ -51,7 +51,7 @@ from llmpulse.events import AttemptEvent, CallEvent, Event
 from llmpulse.policies import ConcurrencyConfig
 from llmpulse.testing import FakeProvider, FakeStats, FaultPlan
 
-EXCESS = 0.3  # the field's "30 % 429": the share of the surge's demand beyond the provider's capacity
+EXCESS = 0.3  # the reported "30 % 429": the share of the surge's demand beyond the provider's capacity
 LATENCY_S = (1.0, 3.0)  # simulated, uniform
 RETRY_AFTER_S = 1.0  # simulated
 SDK_TIMEOUT_S = 600.0  # the SDKs' default per-attempt timeout
@@ -187,8 +187,8 @@ def main() -> int:
             None if args.quick else share.get(last, 1.0) < 0.01,
             "< 1 %",
         ),
-        # The field's figure is "under 1 % within 7 minutes". The full 5-minute surge must
-        # get there by its last minute; --quick's surge lasts 2, so it is held to the field's 7.
+        # The reported figure is "under 1 % within 7 minutes". The full 5-minute surge must
+        # get there by its last minute; --quick's surge lasts 2, so it is held to the reported 7.
         Row(
             "first minute under 1 %",
             "<= 7",

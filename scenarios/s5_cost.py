@@ -1,6 +1,6 @@
 """Scenario 5: the cost arithmetic, through llmpulse's cost pipeline with a price override.
 
-The field: 100M tokens a month at $0.02 per 1k tokens is $2,000; trimmed to
+Reported: 100M tokens a month at $0.02 per 1k tokens is $2,000; trimmed to
 23M tokens it is $460.
 
 What is real: a price override in the documented format
@@ -32,7 +32,7 @@ from _common import MESSAGES, Row, parse_args, quiet_llmpulse, report, wrapped
 import llmpulse
 from llmpulse.testing import CapturingSink, FakeProvider, FaultPlan
 
-MODEL = "field-llm"
+MODEL = "example-llm"
 USD_PER_1K = 0.02
 PRICES = {"*": {MODEL: {"input_mtok": USD_PER_1K * 1000, "output_mtok": USD_PER_1K * 1000}}}
 

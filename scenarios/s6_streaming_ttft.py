@@ -1,6 +1,6 @@
 """Scenario 6: long answers make a p95 of 1.2 s; streamed, the p95 wait for the first token is 320 ms.
 
-The field: a service at 200 req/s whose answers are long sees a p95 of
+Reported: a service at 200 req/s whose answers are long sees a p95 of
 1,200 ms; switching its interactive users to streaming, the p95 of what the
 user waits for (the time to the first token) falls to 320 ms (-73 %).
 
@@ -14,9 +14,9 @@ does, from three inputs: a first-token delay (its queue and prefill, uniform in
 the answer's length (the request's ``max_tokens``, uniform in 100-200 tokens:
 long answers). A whole answer arrives once all its tokens are made (0.65-1.33 s);
 a stream's first words arrive after the first-token delay and the rest as they
-are made. Those inputs are what the field's description gives (a first token
+are made. Those inputs are what the reported description gives (a first token
 within about 0.3 s, and long answers taking about 1 s more); nothing was changed
-after a run to bring a figure closer to the field's. Latency and TTFT are read
+after a run to bring a figure closer to the reported. Latency and TTFT are read
 back three ways: the `CallEvent` s' ``latency_s`` and ``ttft_s``, the Prometheus
 histograms ``gen_ai_client_operation_duration_seconds`` and
 ``gen_ai_client_operation_time_to_first_chunk_seconds`` (their p95 computed as
@@ -191,7 +191,7 @@ def main() -> int:
             "1,200 ms",
             ms(before),
             abs(before / FIELD_P95_S - 1) <= 0.15,
-            "within 15 % of the field's",
+            "within 15 % of the reported figure",
         ),
         Row(
             f"  p95 from {DURATION}",

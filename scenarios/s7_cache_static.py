@@ -1,6 +1,6 @@
 """Scenario 7: a daily batch of static completions, 70 % of it answered from llmpulse's response cache.
 
-The field: 500 batch prompts a day x 2,500 tokens = 1.25M tokens a day; with
+Reported: 500 batch prompts a day x 2,500 tokens = 1.25M tokens a day; with
 70 % of the flows served from the response cache, 375k tokens a day (-70 %),
 and the money saved reported per call (`CallEvent` ``cost_saved_usd``).
 Private, per-session calls (``llmpulse.context(private=True)``) must never be
@@ -14,14 +14,14 @@ fake's usage reports: 2,500 tokens a call. Each day's batch is the same 350
 static flows (the same request every day: a fixed prompt at temperature 0,
 marked cacheable with ``llmpulse.context(cache=True)``, as docs/resilience.md
 says a caller does) and 150 fresh ones (a new prompt each day, not marked),
-in a shuffled order. 70 % is the share of static flows: the field's input;
+in a shuffled order. 70 % is the share of static flows: the reported input;
 which calls are answered from the cache is llmpulse's doing. The cache is
 llmpulse's own in-memory one. Its TTL (``cache_ttl_s``) is set to a week since
 the batch runs once a day (a second run with the default TTL, 1 h, shows what
 happens without), and the run lasts 8 days, so the last batch finds the entries
 it would use a week old. Every day 50 per-session calls run inside
 ``context(cache=True)`` and ``context(private=True)``, each sending exactly
-the request of a static flow. The cost is the field's price of scenario 5
+the request of a static flow. The cost is the reported price of scenario 5
 ($0.02 per 1k tokens, a price override), read from the events' ``cost_usd``
 and ``cost_saved_usd``; the tokens also from ``llmpulse_tokens_total``.
 
@@ -44,11 +44,11 @@ import llmpulse
 from llmpulse.events import CallEvent
 from llmpulse.testing import CapturingSink, FakeClock, FakeProvider, FaultPlan
 
-MODEL = "field-llm"
+MODEL = "example-llm"
 USD_PER_1K = 0.02  # scenario 5's price
 PRICES = {"*": {MODEL: {"input_mtok": USD_PER_1K * 1000, "output_mtok": USD_PER_1K * 1000}}}
 PROMPT_CHARS, OUTPUT_TOKENS = 8_000, 500  # 2,000 + 500 = 2,500 tokens a call
-STATIC_SHARE = 0.7  # the field's input: the share of a day's flows that are static
+STATIC_SHARE = 0.7  # the reported input: the share of a day's flows that are static
 DAY_S = 86_400.0
 
 
@@ -172,7 +172,7 @@ def main() -> int:
     batch_tokens_metric = counter(registry, "llmpulse_tokens_total", route="/batch")
     warm_same = all(d.hits == n_static and d.provider_tokens == day1.provider_tokens for d in warm)
     static_misses = sum(n_static - d.hits for d in week)
-    field = not args.quick  # the field's absolute numbers hold at the full size only
+    full_size = not args.quick  # the reported absolute numbers hold at the full size only
     rows = [
         Row(
             "batch: prompts a day x tokens each",
@@ -185,7 +185,7 @@ def main() -> int:
             "day 0 (cache empty): tokens sent to the provider",
             "1,250,000",
             f"{cold.provider_tokens:,}",
-            cold.provider_tokens == per_day * 2_500 and (not field or cold.provider_tokens == 1_250_000),
+            cold.provider_tokens == per_day * 2_500 and (not full_size or cold.provider_tokens == 1_250_000),
             "every flow sent",
         ),
         Row(
@@ -200,7 +200,7 @@ def main() -> int:
             "375,000 (-70 %)",
             f"{day1.provider_tokens:,} ({day1.provider_tokens / cold.provider_tokens - 1:+.0%})",
             day1.provider_tokens == round(cold.provider_tokens * (1 - STATIC_SHARE))
-            and (not field or day1.provider_tokens == 375_000),
+            and (not full_size or day1.provider_tokens == 375_000),
             "30 % of day 0's",
         ),
         Row(

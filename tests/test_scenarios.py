@@ -1,4 +1,4 @@
-"""Smoke test of the field scenarios: each passes in its --quick mode (same code, smaller numbers)."""
+"""Smoke test of the incident scenarios: each passes in its --quick mode (same code, smaller numbers)."""
 
 from __future__ import annotations
 
