@@ -11,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 "$work/tools/bin/pip" install -q --upgrade pip
 "$work/tools/bin/pip" install -q build twine
 rm -rf dist
-"$work/tools/bin/python" -m build --outdir dist . >"$work/build.log" || { cat "$work/build.log"; exit 1; }
+"$work/tools/bin/python" -m build --outdir dist . >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 "$work/tools/bin/twine" check --strict dist/*
 
 wheel=$(ls dist/llmpulse-*.whl)
