@@ -644,6 +644,28 @@ def test_resolved_keys_are_forgotten_after_the_longest_window(clock: FakeClock, 
     assert e._resolved_at == {}
 
 
+def test_tenants_past_the_hourly_cap_share_a_subject_that_gets_no_tenant_alert(
+    clock: FakeClock, sink: Alerts
+) -> None:
+    """Past 10,000 tenants in a clock hour the rest count as "__other__", which no tenant rule judges.
+
+    A real tenant called "other" keeps its own row and its own budget alert.
+    """
+    e = engine(clock, sink, tenant_hourly_budget_usd=0.5, p95_latency_s=None)
+    for i in range(10_000):
+        e.record(make_call_event(tenant=f"t{i:05d}", cost_usd=0.0))
+    calls(e, 60, tenant="late-1", cost_usd=0.01)  # past the cap: together $1.20, over the $0.50 budget
+    calls(e, 60, tenant="late-2", cost_usd=0.01)
+    e.evaluate()
+    assert e._tenants["__other__"][1] == pytest.approx(1.2)
+    assert [a.labels for a in sink.got] == []
+    e2_sink = Alerts()
+    e2 = engine(clock, e2_sink, tenant_hourly_budget_usd=0.5, p95_latency_s=None)
+    calls(e2, 60, tenant="other", cost_usd=0.01)
+    e2.evaluate()
+    assert [a.labels for a in e2_sink.got] == [{"tenant": "other"}]
+
+
 def test_replicas_send_each_change_once(clock: FakeClock) -> None:
     """Four workers see the same incident: with Redis, one of them sends each firing and resolve."""
     with RedisServer() as server:
@@ -793,13 +815,13 @@ def test_a_tenant_alert_s_evidence_is_that_tenant(clock: FakeClock, sink: Alerts
 
 
 def test_evidence_counts_are_bounded_per_model_and_minute(clock: FakeClock, sink: Alerts) -> None:
-    """Past 100 tenants in one model's minute the rest count as "other": memory does not grow with tenants."""
+    """Past 100 tenants in one model's minute the rest count as "__other__": memory stays bounded."""
     e = engine(clock, sink, p95_latency_s=None)
     for i in range(250):
         e.record(make_call_event(tenant=f"t{i:03d}", outcome="error", http_status=500))
     e.evaluate()
     (alert,) = sink.got
-    assert alert.evidence.top_tenants_by_requests[0] == ("other", 150.0)
+    assert alert.evidence.top_tenants_by_requests[0] == ("__other__", 150.0)
     bucket = e._subject_tenants.bucket(int(T0 // 60))
     assert (len(bucket["gpt-4o-mini"]), len(bucket[""])) == (101, 250)  # every model together: 1,000
 

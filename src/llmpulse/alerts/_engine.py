@@ -61,16 +61,17 @@ _log = logging.getLogger("llmpulse")
 _SHORT_MINUTES = 70  # per-model windows: 5 min, 3 min, 2 min and the hour before (63 buckets)
 _LONG_MINUTES = 361  # the SLO's 6 hours: 360 whole minutes and the current one
 _LONGEST_WINDOW_S = 6 * 3600.0
-_MAX_MODELS = 50  # beyond: "other"
-_MAX_TENANTS = 10_000  # per clock hour, beyond: "other"
+_OTHER = "__other__"  # the shared subject past a cap, as in the metrics and stats()
+_MAX_MODELS = 50  # beyond: _OTHER
+_MAX_TENANTS = 10_000  # per clock hour, beyond: _OTHER
 _ALL = ""  # the scope of every call
 _HOUR = 3600
 _WEEK_HOURS = 168
 _EXAMPLES = 5
 # Per-subject tenant counts for the evidence: the last 5 minutes (the rule's window, up to 5 min).
 _EVIDENCE_MINUTES = 6  # 5 whole minutes and the current one
-_EVIDENCE_TENANTS = 100  # per model and minute, beyond: "other"
-_EVIDENCE_TENANTS_ALL = 1000  # per minute over every model, beyond: "other"
+_EVIDENCE_TENANTS = 100  # per model and minute, beyond: _OTHER
+_EVIDENCE_TENANTS_ALL = 1000  # per minute over every model, beyond: _OTHER
 _EXAMPLE_TENANTS = 1000  # tenants whose last calls are kept as examples (least recently seen go)
 _QUEUE = 1000  # alerts and rule checks waiting for the engine's thread
 _KEY_PREFIX = "alerts:hour:"
@@ -255,7 +256,7 @@ class AlertEngine:
         name = model or "unknown"
         if name not in self._models:
             if len(self._models) >= _MAX_MODELS:
-                return "other"
+                return _OTHER
             self._models.add(name)
         return name
 
@@ -267,7 +268,7 @@ class AlertEngine:
         row = self._tenants.get(name)
         if row is None:
             if len(self._tenants) >= _MAX_TENANTS:
-                name = "other"
+                name = _OTHER
             row = self._tenants.setdefault(name, [0.0, 0.0, 0.0])
         row[0] += tokens
         row[1] += cost
@@ -313,7 +314,7 @@ class AlertEngine:
         counts = by_subject.setdefault(scope, {})
         cap = _EVIDENCE_TENANTS_ALL if scope == _ALL else _EVIDENCE_TENANTS
         if len(counts) >= cap:
-            tenant = "other"
+            tenant = _OTHER
         return counts.setdefault(tenant, [0.0, 0.0])
 
     def _example(self, kind: str, scope: str, call: tuple[str, str | None]) -> None:
@@ -423,7 +424,7 @@ class AlertEngine:
 
     def _readings(self, now: float) -> Iterable[_Reading]:
         minute = int(now // 60)
-        for scope in (*sorted(self._models), "other"):
+        for scope in (*sorted(self._models), _OTHER):
             yield from self._model_readings(scope, minute, now)
         yield from self._slo_readings(minute, now)
         yield from self._volume_readings(minute, now)
@@ -634,6 +635,8 @@ class AlertEngine:
                 "cost_over_budget", {}, spent / budget, 1.0, 3600.0, text, "share", "call", hour_span, None
             )
         for tenant, row in self._tenants.items():
+            if tenant == _OTHER:
+                continue  # the tenants past the cap together, not one tenant: no budget, no baseline
             tokens, cost = row[0], row[1]
             labels = {"tenant": tenant}
             if config.tenant_hourly_budget_usd is not None:
@@ -754,7 +757,7 @@ class AlertEngine:
         """The subject's own top tenants and example calls: its model, its tenant, or every call."""
         tenant = reading.labels.get("tenant")
         model = reading.labels.get("model")
-        scope = _ALL if model is None else model if model in self._models else "other"
+        scope = _ALL if model is None else model if model in self._models else _OTHER
         calls: dict[str, float] = {}
         tokens: dict[str, float] = {}
         with self._lock:
