@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from llmpulse import Policies
 from llmpulse.policies._breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome, Permit
 from llmpulse.testing import FakeClock
 
@@ -1085,3 +1086,20 @@ def test_threads_through_whole_cycles_never_block() -> None:
     assert not errors
     assert not any(t.is_alive() for t in threads)
     assert time.perf_counter() - started < 5
+
+
+def test_models_past_the_breaker_cap_share_one_breaker_that_no_real_model_joins() -> None:
+    """Past 4,096 models per Policies the rest share the "__other__" breaker; a model "other" has its own."""
+    policies = Policies()
+    endpoint = ("openai", "api.example.com", "key-00000000")
+
+    def ignore(*args: object) -> None:
+        return None
+
+    real_other = policies.circuit(endpoint, "other", ignore)
+    for i in range(4095):
+        policies.circuit(endpoint, f"m{i}", ignore)
+    late = [policies.circuit(endpoint, f"late-{i}", ignore) for i in range(3)]
+    assert late[0] is late[1] is late[2]
+    assert late[0] is not real_other
+    assert policies.circuit(endpoint, "other", ignore) is real_other

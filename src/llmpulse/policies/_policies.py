@@ -40,7 +40,7 @@ _log = logging.getLogger("llmpulse")
 
 # Breakers are per model; a caller inventing model names must not grow memory forever.
 _MAX_BREAKERS = 4096
-_OVERFLOW_MODEL = "other"
+_OVERFLOW_MODEL = "__other__"  # as in the metrics: a real model called "other" keeps its breaker
 
 Endpoint = tuple[str, str, str]
 """``(provider, host, api_key_id)``."""
