@@ -24,7 +24,7 @@ from llmpulse._report._charts import linear_axis, log_axis, time_axis
 from llmpulse._report._command import aggregate
 from llmpulse._report._read import Call, Skipped, parse_line
 from llmpulse._report._sketch import RELATIVE_ACCURACY
-from llmpulse._report._tables import fmt_duration
+from llmpulse._units import fmt_duration
 from llmpulse.events import AttemptEvent, CallEvent, InteractionSummary
 from llmpulse.sinks import JsonlSink, StructlogSink
 from llmpulse.testing import make_call_event

@@ -1,13 +1,14 @@
 """How numbers are printed for people: durations, costs and counts, with the digits they have.
 
-One place, so the demo, `llmpulse report` and ``str(llmpulse.stats())`` agree.
+One place, so the demo, `llmpulse report`, ``str(llmpulse.stats())`` and the
+alert texts agree.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["fmt_cost", "fmt_count", "fmt_seconds"]
+__all__ = ["fmt_cost", "fmt_count", "fmt_duration", "fmt_seconds"]
 
 
 def fmt_seconds(value: float | None) -> str:
@@ -53,3 +54,22 @@ def fmt_cost(usd: float | None) -> str:
 def fmt_count(n: int, noun: str, plural: str | None = None) -> str:
     """``"1 call"``, ``"0 calls"``, ``"1,234 calls"``; ``plural`` for nouns not made with an "s"."""
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A span in whole seconds: ``"45 s"``, ``"4 min 10 s"``, ``"52 min"``, ``"5 h 12 min"``, ``"1 d 2 h"``.
+
+    Each unit drops the one two below it (hours drop seconds, days drop minutes):
+    past an hour nobody reads the seconds.
+    """
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    parts = [f"{hours} h"] if hours else []
+    if minutes:
+        parts.append(f"{minutes} min")
+    if secs and not hours:
+        parts.append(f"{secs} s")
+    return " ".join(parts) or "0 s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .._units import fmt_cost, fmt_count, fmt_seconds
+from .._units import fmt_cost, fmt_count, fmt_duration, fmt_seconds
 from ._aggregate import OTHER, Aggregate, GroupStats
 from ._sketch import RELATIVE_ACCURACY
 
@@ -44,20 +44,6 @@ def fmt_time(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def fmt_duration(seconds: float) -> str:
-    """A span of time for people: ``45 s``, ``12 min``, ``2 h 5 min``, ``3 d 4 h``."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def _pct(value: float) -> str:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Alert", "AlertSink", "Evidence", "Severity", "Status", "duration_text"]
+__all__ = ["Alert", "AlertSink", "Evidence", "Severity", "Status"]
 
 Severity = Literal["warning", "page"]
 """``warning`` at the rule's threshold; ``page`` at 30 % beyond it (by default)."""
@@ -93,18 +93,6 @@ class Alert:
         out["at"] = self.at.isoformat()
         out["since"] = self.since.isoformat()
         return out
-
-
-def duration_text(seconds: float) -> str:
-    """Whole seconds as "4 min 10 s", "52 min", "5 h 12 min"."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours} h"] if hours else []
-    if minutes:
-        parts.append(f"{minutes} min")
-    if secs and not hours:
-        parts.append(f"{secs} s")
-    return " ".join(parts) or "0 s"
 
 
 @runtime_checkable

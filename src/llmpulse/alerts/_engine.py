@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._exit import start_daemon
 from .._redact import redact
+from .._units import fmt_duration
 from ..policies._shared import is_shared
 from ..state import MemoryStore
-from ._alert import Alert, AlertSink, Evidence, Severity, duration_text
+from ._alert import Alert, AlertSink, Evidence, Severity
 from ._config import AlertConfig
 from ._sinks import _Delivery
 from ._windows import Counts, Ring, Totals
@@ -498,7 +499,7 @@ class AlertEngine:
                     jump = now_p95 - then_p95
                     text = (
                         f"p95 latency of {scope} jumped by {jump * 1000:.0f} ms over {_over(span, 120.0)} "
-                        f"({then_p95:.2f} s over the {duration_text(before_span)} before -> {now_p95:.2f} s)"
+                        f"({then_p95:.2f} s over the {fmt_duration(before_span)} before -> {now_p95:.2f} s)"
                     )
                     reading = self._reading(
                         "latency_jump",
@@ -626,7 +627,7 @@ class AlertEngine:
         this_hour = (
             "this hour"
             if self._started <= self._hour * _HOUR
-            else (f"in the {duration_text(hour_span)} of this hour since the engine started")
+            else (f"in the {fmt_duration(hour_span)} of this hour since the engine started")
         )
         if config.hourly_budget_usd is not None:
             spent, budget = sum(row[1] for row in self._tenants.values()), config.hourly_budget_usd
@@ -957,8 +958,8 @@ def _top(values: dict[str, float]) -> tuple[tuple[str, float], ...]:
 def _over(span_s: float, window_s: float) -> str:
     """The span a rule judged: "the last 5 min 20 s", or "the last 4 min 10 s of a 5 min window"."""
     if span_s >= window_s:
-        return f"the last {duration_text(span_s)}"
-    return f"the last {duration_text(span_s)} of a {duration_text(window_s)} window"
+        return f"the last {fmt_duration(span_s)}"
+    return f"the last {fmt_duration(span_s)} of a {fmt_duration(window_s)} window"
 
 
 def _threshold_text(threshold: float, unit: str) -> str:

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from .._exit import start_daemon
-from ._alert import Alert, duration_text
+from .._units import fmt_duration
+from ._alert import Alert
 
 __all__ = ["LogAlertSink", "WebhookAlertSink", "WebhookError"]
 
@@ -148,10 +149,10 @@ def _text(alert: Alert) -> str:
     evidence = alert.evidence
     if evidence.top_tenants_by_requests:
         top = ", ".join(f"{t} {n:,.0f}" for t, n in evidence.top_tenants_by_requests)
-        lines.append(f"top tenants by calls ({duration_text(evidence.window_s)}): {top}")
+        lines.append(f"top tenants by calls ({fmt_duration(evidence.window_s)}): {top}")
     if evidence.top_tenants_by_tokens:
         top = ", ".join(f"{t} {n:,.0f}" for t, n in evidence.top_tenants_by_tokens)
-        lines.append(f"top tenants by tokens ({duration_text(evidence.window_s)}): {top}")
+        lines.append(f"top tenants by tokens ({fmt_duration(evidence.window_s)}): {top}")
     if evidence.correlation_ids:
         lines.append("example correlation ids: " + ", ".join(evidence.correlation_ids))
     if evidence.request_ids:
